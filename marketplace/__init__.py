@@ -1,0 +1,60 @@
+"""NHS open procurement marketplace: the application factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import config as config_module
+from .config import Settings
+from .db import make_engine, make_session_factory
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    readiness_probes: dict[str, Callable[[], Any]] = field(default_factory=dict)
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    """Build the application.
+
+    ``config`` is a ``Settings``, a mapping of overrides on top of the environment (keys are
+    ``Settings`` field names, e.g. ``{"database_url": ...}``), or None for the environment alone.
+    Raises ``ConfigError`` (one line naming the variable) on a bad setting.
+    """
+    if isinstance(config, Settings):
+        settings = config_module.validate(config)
+    else:
+        settings = config_module.from_env()
+        if config:
+            settings = settings.with_overrides(**dict(config))
+
+    from .web import configure_logging
+
+    configure_logging(settings.log_level)
+    app = Flask(__name__, instance_path=str(settings.instance_dir.resolve()))
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    app.config["TESTING"] = settings.testing
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    engine = make_engine(settings)
+    state = AppState(settings=settings, engine=engine, session_factory=make_session_factory(engine))
+    app.extensions["marketplace"] = state
+
+    from . import errors, ops, web
+    from .blueprints import all_blueprints
+    from .openapi import init_api
+
+    web.init_request_handling(app)
+    init_api(app, all_blueprints())
+    errors.register_error_handlers(app)
+    app.register_blueprint(ops.blp)
+    return app

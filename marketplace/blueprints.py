@@ -1,0 +1,9 @@
+"""Every domain's API blueprint, in the order they appear in the OpenAPI document."""
+
+from __future__ import annotations
+
+
+def all_blueprints() -> list:
+    from .accounts.api import blp as accounts
+
+    return [accounts]

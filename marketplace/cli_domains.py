@@ -1,0 +1,9 @@
+"""Command groups contributed by the domain packages."""
+
+from __future__ import annotations
+
+import click
+
+
+def domain_groups() -> list[click.Command]:
+    return []

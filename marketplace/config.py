@@ -1,0 +1,154 @@
+"""Settings from environment variables, with embedded defaults.
+
+Every setting is read once, validated, and turned into a frozen ``Settings``. A bad value raises
+``ConfigError`` whose message is one line naming the variable and the problem, so start-up can
+stop with exactly that line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+SEARCH_BACKENDS = ("sql", "elasticsearch")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_INSTANCE_DIR = Path.cwd() / "instance"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid. ``str(error)`` is a single line for the operator."""
+
+    def __init__(self, variable: str, problem: str):
+        self.variable = variable
+        self.problem = problem
+        super().__init__(f"{variable}: {problem}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    instance_dir: Path = DEFAULT_INSTANCE_DIR
+    search_backend: str = "sql"
+    elasticsearch_url: str | None = None
+    elasticsearch_index: str = "marketplace-products"
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None
+    stripe_webhook_secret: str | None = None
+    log_level: str = "INFO"
+    max_content_length: int = 16 * 1024 * 1024
+    sqlite_busy_timeout_ms: int = 30_000
+    public_base_url: str = "http://127.0.0.1:8000"
+    testing: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        extra = dict(self.extra)
+        for name in unknown:
+            extra[name] = overrides.pop(name)
+        settings = replace(self, **overrides, extra=extra)
+        return validate(settings)
+
+
+def normalise_database_url(raw: str) -> str:
+    """Accept the usual URL forms and select psycopg 3 for PostgreSQL."""
+    url = raw.strip()
+    scheme = urlsplit(url).scheme
+    if scheme in ("postgres", "postgresql"):
+        return "postgresql+psycopg" + url[len(scheme) :]
+    if scheme in ("postgresql+psycopg", "sqlite", "sqlite+pysqlite"):
+        return url
+    if not scheme:
+        raise ConfigError(
+            "DATABASE_URL",
+            f"{raw!r} is not a URL; use sqlite:///path or postgresql://user@host:port/db",
+        )
+    raise ConfigError(
+        "DATABASE_URL",
+        f"unsupported database {scheme!r}; use sqlite:///path or postgresql://user@host:port/db",
+    )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(name, f"{raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _url(name: str, value: str | None) -> str | None:
+    if value is None or value.strip() == "":
+        return None
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(name, f"{value!r} is not an http(s) URL")
+    return value.strip().rstrip("/")
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    instance_dir = Path(env.get("MARKETPLACE_INSTANCE_DIR") or DEFAULT_INSTANCE_DIR)
+    default_db = f"sqlite:///{instance_dir / 'marketplace.sqlite3'}"
+    settings = Settings(
+        database_url=normalise_database_url(env.get("DATABASE_URL") or default_db),
+        instance_dir=instance_dir,
+        search_backend=(env.get("SEARCH_BACKEND") or "sql").strip().lower(),
+        elasticsearch_url=env.get("ELASTICSEARCH_URL") or None,
+        elasticsearch_index=env.get("ELASTICSEARCH_INDEX") or "marketplace-products",
+        stripe_api_key=env.get("STRIPE_API_KEY") or None,
+        stripe_api_base=env.get("STRIPE_API_BASE") or None,
+        stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
+        log_level=(env.get("LOG_LEVEL") or "INFO").strip().upper(),
+        max_content_length=_int(env, "MAX_CONTENT_LENGTH", 16 * 1024 * 1024, minimum=1024),
+        sqlite_busy_timeout_ms=_int(env, "SQLITE_BUSY_TIMEOUT_MS", 30_000, minimum=0),
+        public_base_url=env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000",
+    )
+    return validate(settings)
+
+
+def validate(settings: Settings) -> Settings:
+    normalise_database_url(settings.database_url)
+    if settings.search_backend not in SEARCH_BACKENDS:
+        raise ConfigError(
+            "SEARCH_BACKEND",
+            f"{settings.search_backend!r} is not one of {', '.join(SEARCH_BACKENDS)}",
+        )
+    es_url = _url("ELASTICSEARCH_URL", settings.elasticsearch_url)
+    if settings.search_backend == "elasticsearch" and not es_url:
+        raise ConfigError("ELASTICSEARCH_URL", "is required when SEARCH_BACKEND=elasticsearch")
+    stripe_base = _url("STRIPE_API_BASE", settings.stripe_api_base)
+    _url("PUBLIC_BASE_URL", settings.public_base_url)
+    if settings.log_level not in LOG_LEVELS:
+        raise ConfigError(
+            "LOG_LEVEL", f"{settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
+        )
+    key = settings.stripe_api_key
+    if key and not key.startswith(("sk_", "rk_")):
+        raise ConfigError(
+            "STRIPE_API_KEY", "must be a Stripe secret or restricted key (sk_… or rk_…)"
+        )
+    secret = settings.stripe_webhook_secret
+    if secret and not secret.startswith("whsec_"):
+        raise ConfigError(
+            "STRIPE_WEBHOOK_SECRET", "must be a Stripe webhook signing secret (whsec_…)"
+        )
+    return replace(settings, elasticsearch_url=es_url, stripe_api_base=stripe_base)

@@ -1,0 +1,8 @@
+"""Imports every domain's models so that ``Base.metadata`` knows the whole schema (Alembic,
+test fixtures)."""
+
+from .accounts import models as accounts_models  # noqa: F401
+from .audit import AuditEvent  # noqa: F401
+from .db import Base
+
+metadata = Base.metadata

@@ -1,0 +1,101 @@
+"""The flask-smorest ``Api``: OpenAPI 3 from the marshmallow schemas, errors documented as
+problem+json, Swagger UI served from local files (no CDN)."""
+
+from __future__ import annotations
+
+import http
+from pathlib import Path
+
+import flask_swagger_ui
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Flask, send_from_directory
+from flask_smorest import Api
+from flask_smorest.utils import prepare_response
+
+from . import schemas
+from .auth import SECURITY_SCHEME
+from .errors import PROBLEM_CONTENT_TYPE
+
+API_PREFIX = "/api/v1"
+SWAGGER_ASSETS = Path(flask_swagger_ui.__file__).resolve().parent / "dist"
+
+
+def schema_name_resolver(schema: type | object) -> str:
+    """Name schemas after their class, with modifiers (partial, only...) kept apart."""
+    cls = schema if isinstance(schema, type) else type(schema)
+    name = cls.__name__.removesuffix("Schema")
+    if not isinstance(schema, type):
+        if schema.partial:  # type: ignore[attr-defined]
+            name += "Patch"
+        if schema.only:  # type: ignore[attr-defined]
+            name += "Only" + "".join(sorted(str(f).title() for f in schema.only))  # type: ignore[attr-defined]
+    return name
+
+
+class MarketplaceApi(Api):
+    ERROR_SCHEMA = schemas.ProblemSchema
+
+    def _register_responses(self) -> None:
+        for status in http.HTTPStatus:
+            response: dict = {"description": status.phrase}
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, PROBLEM_CONTENT_TYPE)
+            self.spec.components.response(status.name, response, lazy=True)
+        default = {"description": "Error (problem details, RFC 9457)", "schema": self.ERROR_SCHEMA}
+        prepare_response(default, self.spec, PROBLEM_CONTENT_TYPE)
+        self.spec.components.response("DEFAULT_ERROR", default, lazy=True)
+
+    def _register_error_handlers(self) -> None:
+        """Errors are handled by ``errors.register_error_handlers`` (problem+json)."""
+
+
+def init_api(app: Flask, blueprints: list) -> MarketplaceApi:
+    app.config.update(
+        API_TITLE="NHS Open Procurement Marketplace",
+        API_VERSION="1.0.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="api/v1/openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="/docs/assets/",
+        OPENAPI_SWAGGER_UI_CONFIG={"validatorUrl": None, "deepLinking": True},
+        API_SPEC_OPTIONS={
+            "info": {
+                "description": (
+                    "One catalogue of NHS commodity items and digital tools, searched and compared in "
+                    "the open, with every price shown against what other trusts paid, and personal "
+                    "health budgets spent within their care plans. Money is integer pence; errors are "
+                    "application/problem+json (RFC 9457)."
+                ),
+                "license": {"name": "MIT"},
+            },
+            "servers": [{"url": "/"}],
+        },
+    )
+    api = MarketplaceApi(
+        app,
+        spec_kwargs={
+            "marshmallow_plugin": MarshmallowPlugin(schema_name_resolver=schema_name_resolver)
+        },
+    )
+    api.spec.components.security_scheme(
+        SECURITY_SCHEME,
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token from 'marketplace tokens create'.",
+        },
+    )
+    api.register_field(schemas.UnitPrice, "number", None)
+    for blueprint in blueprints:
+        api.register_blueprint(blueprint, url_prefix=API_PREFIX)
+
+    assets = Blueprint("docs_assets", __name__)
+
+    @assets.get("/docs/assets/<path:filename>")
+    def docs_asset(filename: str):
+        return send_from_directory(SWAGGER_ASSETS, filename, max_age=3600)
+
+    app.register_blueprint(assets)
+    return api

@@ -1,0 +1,34 @@
+"""Run the app under gunicorn from Python (``marketplace serve`` and ``marketplace demo``)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, options: dict[str, Any]):
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from . import create_app
+
+        return create_app()
+
+
+def run_gunicorn(*, host: str, port: int, workers: int | None) -> None:
+    options = {
+        "bind": f"{host}:{port}",
+        "workers": workers or min(multiprocessing.cpu_count() * 2 + 1, 8),
+        "timeout": 30,
+        "accesslog": "-",
+        "errorlog": "-",
+    }
+    _Gunicorn(options).run()

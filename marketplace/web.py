@@ -1,0 +1,136 @@
+"""Flask glue shared by every blueprint: the request's database session, request ids and
+structured JSON logs.
+
+One session per request. A request that writes (POST, PUT, PATCH, DELETE) begins its
+transaction as a writer (``db.begin_write``) and commits once, after the view returned a
+success; any error rolls the whole request back, so a failed request never leaves a partial
+write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .db import begin_write
+from .errors import Conflict, Problem, problem_response
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
+access_log = logging.getLogger("marketplace.access")
+
+
+def get_session() -> Session:
+    """The current request's session (created on first use)."""
+    session = g.get("db_session")
+    if session is None:
+        session = current_app.extensions["marketplace"].session_factory()
+        if request.method in WRITE_METHODS:
+            begin_write(session)
+        g.db_session = session
+    return session
+
+
+def request_id() -> str | None:
+    return g.get("request_id")
+
+
+def _start_request() -> None:
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.started = time.perf_counter()
+
+
+def _finish_request(response: Response) -> Response:
+    session: Session | None = g.get("db_session")
+    if session is not None and session.in_transaction():
+        if response.status_code < 400:
+            try:
+                session.commit()
+            except IntegrityError:  # the commit itself failed: nothing was written
+                session.rollback()
+                response = problem_response(
+                    Conflict("The change conflicts with existing data.", code="integrity-conflict")
+                )
+            except Exception:
+                session.rollback()
+                current_app.logger.exception("commit failed")
+                response = problem_response(
+                    Problem("The change could not be saved.", status=500, code="internal-error")
+                )
+        else:
+            session.rollback()
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    duration_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+    access_log.info(
+        "request",
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": round(duration_ms, 2),
+        },
+    )
+    return response
+
+
+def _close_session(_error: BaseException | None) -> None:
+    session: Session | None = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
+def init_request_handling(app: Flask) -> None:
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
+    app.teardown_request(_close_session)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the request id when there is one."""
+
+    EXTRA_KEYS = ("method", "path", "status", "duration_ms")
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        try:
+            rid = g.get("request_id")
+        except RuntimeError:  # outside a request
+            rid = None
+        if rid:
+            entry["request_id"] = rid
+        for key in self.EXTRA_KEYS:
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if any(getattr(h, "_marketplace", False) for h in root.handlers):
+        root.setLevel(level)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler._marketplace = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -1,0 +1,106 @@
+"""Test fixtures shared by the whole suite.
+
+The database under test is SQLite (a temporary file) unless ``MARKETPLACE_TEST_DATABASE_URL``
+names a PostgreSQL database, in which case the same tests run there. Either way the schema is
+built by the Alembic migrations (once per run) and emptied between tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from marketplace import create_app, migrate
+from marketplace.config import Settings, normalise_database_url
+from marketplace.models import metadata
+from tests.support import Factory
+
+TEST_DATABASE_URL_ENV = "MARKETPLACE_TEST_DATABASE_URL"
+
+
+def _database_url(tmp_root: Path) -> str:
+    url = os.environ.get(TEST_DATABASE_URL_ENV)
+    if url:
+        return normalise_database_url(url)
+    return f"sqlite:///{tmp_root / 'test.sqlite3'}"
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    root = tmp_path_factory.mktemp("marketplace")
+    return Settings(
+        database_url=_database_url(root), instance_dir=root, testing=True, log_level="WARNING"
+    )
+
+
+@pytest.fixture(scope="session")
+def is_postgres(settings: Settings) -> bool:
+    return settings.is_postgresql
+
+
+@pytest.fixture(scope="session")
+def migrated(settings: Settings) -> Settings:
+    """A database migrated from empty to head by Alembic, once per test run."""
+    from marketplace.db import make_engine
+
+    engine = make_engine(settings)
+    if settings.is_postgresql:
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    migrate.upgrade(settings)
+    return settings
+
+
+@pytest.fixture
+def app(migrated: Settings) -> Iterator[Flask]:
+    app = create_app(migrated)
+    _empty_all_tables(app.extensions["marketplace"].engine)
+    yield app
+    app.extensions["marketplace"].engine.dispose()
+
+
+def _empty_all_tables(engine: Engine) -> None:
+    tables = [t.name for t in reversed(metadata.sorted_tables)]
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(
+                text(
+                    "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+                )
+            )
+        else:
+            for table in tables:
+                connection.execute(text(f'DELETE FROM "{table}"'))
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def session_factory(app: Flask):
+    return app.extensions["marketplace"].session_factory
+
+
+@pytest.fixture
+def db(session_factory) -> Iterator[Session]:
+    """A plain session for arranging and checking data; commit what you arrange."""
+    session = session_factory()
+    yield session
+    session.rollback()
+    session.close()
+
+
+@pytest.fixture
+def factory(session_factory) -> Factory:
+    return Factory(session_factory)
