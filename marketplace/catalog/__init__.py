@@ -1,0 +1,1 @@
+"""Categories, products, supplier offers, bulk listing and search."""
