@@ -1,0 +1,1 @@
+"""Product search behind one interface, with SQL (default) and Elasticsearch backends."""
