@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +12,8 @@ from marshmallow import fields, validate
 from .money import unit_price_json
 from .pagination import DEFAULT_LIMIT, MAX_LIMIT
 
+_DIGITS = re.compile(r"-?[0-9]{1,15}")
+
 
 class StrictInteger(fields.Integer):
     """An integer that refuses ``2.5``, ``1e-9`` and numeric strings in JSON bodies."""
@@ -18,6 +21,15 @@ class StrictInteger(fields.Integer):
     def __init__(self, **kwargs: Any):
         kwargs["strict"] = True
         super().__init__(**kwargs)
+
+
+class QueryInteger(fields.Integer):
+    """An integer from a query string: plain digits only (``10``), never ``2.5`` or ``1e3``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, str) and not _DIGITS.fullmatch(value.strip()):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class Pence(StrictInteger):
@@ -65,7 +77,7 @@ class ProblemSchema(ma.Schema):
 
 
 class PageArgs(ma.Schema):
-    limit = StrictInteger(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
+    limit = QueryInteger(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
     cursor = fields.String(load_default=None, validate=validate.Length(max=512))
 
 
