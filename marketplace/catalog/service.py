@@ -3,12 +3,16 @@ offers up through these functions, never through the tables."""
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterable
+from importlib import resources
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
 from .gtin import normalise_gtin
-from .models import Category, Offer, Product
+from .models import Category, CategoryKind, Offer, OfferStatus, Product
 
 
 def get_product(session: Session, product_id: str) -> Product:
@@ -50,3 +54,56 @@ def category_subtree_ids(session: Session, code: str) -> list[str]:
     """The category with this code and all its descendants."""
     category = get_category_by_code(session, code)
     return list(session.scalars(select(Category.id).where(Category.path.startswith(category.path))))
+
+
+def cheapest_active_offer(session: Session, product_id: str) -> Offer | None:
+    """The active, in-stock offer with the lowest pack price (all offers on a product share its
+    units per pack, so the lowest pack price is the lowest unit price). Ties: the offer id's
+    stable order, which favours no supplier by name."""
+    return session.scalar(
+        select(Offer)
+        .where(Offer.product_id == product_id, Offer.status == OfferStatus.ACTIVE, Offer.stock > 0)
+        .order_by(Offer.pack_price_pence, Offer.id)
+        .limit(1)
+    )
+
+
+def load_categories(session: Session, rows: Iterable[dict[str, str]]) -> int:
+    """Create or update categories from rows of ``data/categories.csv`` (parents first).
+    Returns how many were created. Idempotent."""
+    created = 0
+    by_code = {c.code: c for c in session.scalars(select(Category))}
+    for row in rows:
+        parent = by_code.get(row["parent_code"]) if row["parent_code"] else None
+        if row["parent_code"] and parent is None:
+            raise ValueError(
+                f"category {row['code']}: parent {row['parent_code']} is not defined before it"
+            )
+        values = {
+            "name": row["name"],
+            "scheme": row["scheme"],
+            "scheme_code": row["scheme_code"] or None,
+            "parent_id": parent.id if parent else None,
+            "path": f"{parent.path if parent else '/'}{row['code']}/",
+            "kind": CategoryKind(row["kind"]),
+            "phb_eligible": row["phb_eligible"] == "true",
+            "phb_excluded": row["phb_excluded"] == "true",
+        }
+        category = by_code.get(row["code"])
+        if category is None:
+            category = Category(code=row["code"], **values)
+            session.add(category)
+            created += 1
+            by_code[category.code] = category
+        else:
+            for name, value in values.items():
+                setattr(category, name, value)
+    session.flush()
+    return created
+
+
+def bundled_category_rows() -> list[dict[str, str]]:
+    with (
+        resources.files("marketplace.data").joinpath("categories.csv").open(encoding="utf-8") as fh
+    ):
+        return list(csv.DictReader(fh))

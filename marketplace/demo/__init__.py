@@ -30,9 +30,9 @@ class DemoContext:
 
 
 def seeders() -> list[Callable[[Session, DemoContext], None]]:
-    from . import accounts
+    from . import accounts, catalog
 
-    return [accounts.seed, accounts.issue_tokens]
+    return [accounts.seed, catalog.seed_categories, accounts.issue_tokens]
 
 
 def load_demo(
