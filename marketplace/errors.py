@@ -141,9 +141,10 @@ def _from_http_exception(error: HTTPException) -> Problem:
     else:
         detail = data.get("message") or _HTTP_DETAILS.get(status) or error.description or ""
         code = HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
-        if status == 400 and "JSON" in (error.description or ""):
+        if status == 400 and ("JSON" in (error.description or "") or "JSON" in str(errors)):
             detail = "The request body is not valid JSON."
             code = "malformed-json"
+            errors = None
     headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
     headers.update(data.get("headers") or {})
     return Problem(detail, status=status, code=code, errors=errors, headers=headers)
