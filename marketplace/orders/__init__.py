@@ -1,0 +1,1 @@
+"""Quotes, orders split by supplier, supplier orders, payments (purchase order, budget, card)."""
