@@ -17,7 +17,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "marketplace" / "data" / "demo_drug_tariff_products.csv"
+OUT = (
+    Path(__file__).resolve().parent.parent
+    / "marketplace"
+    / "data"
+    / "demo_drug_tariff_products.csv"
+)
 
 # Drug Tariff subset category → (marketplace category code, VMPs to take, packs per VMP)
 PLAN = {
@@ -35,18 +40,39 @@ PLAN = {
 }
 EXAMINATION_GLOVES = ("nitrile", "latex", "vinyl", "barrier")
 UNITS = {"ml": "MLT", "gram": "GRM", "m": "MTR", "pack": "NMP", "kit": "KT"}  # else H87 piece
-MONTHS = ("2025_09", "2025_10", "2025_12", "2026_01", "2026_02", "2026_03", "2026_04", "2026_05", "2026_06", "2026_07")
+MONTHS = (
+    "2025_09",
+    "2025_10",
+    "2025_12",
+    "2026_01",
+    "2026_02",
+    "2026_03",
+    "2026_04",
+    "2026_05",
+    "2026_06",
+    "2026_07",
+)
 FIELDS = (
-    "gtin", "dmd_pack_code", "category_code", "name", "generic_name", "manufacturer",
-    "mpn", "units_per_pack", "unit_of_measure", "tariff_unit", "price_in_p", "colour",
-    "size_or_weight", "bnf_code", "price_history",
+    "gtin",
+    "dmd_pack_code",
+    "category_code",
+    "name",
+    "generic_name",
+    "manufacturer",
+    "mpn",
+    "units_per_pack",
+    "unit_of_measure",
+    "tariff_unit",
+    "price_in_p",
+    "colour",
+    "size_or_weight",
+    "bnf_code",
+    "price_history",
 )
 
 
 def category_code(row: dict[str, str], default: str) -> str:
     vmp = row["vmp_name"].lower()
-    if row["category"] == "syringe_or_needle" and "syringe" in vmp:
-        return "33141310"
     if row["category"] == "catheter_or_catheter_accessory" and any(
         word in vmp for word in ("bag", "valve", "strap", "holder", "stand")
     ):
@@ -55,6 +81,8 @@ def category_code(row: dict[str, str], default: str) -> str:
 
 
 def eligible(row: dict[str, str]) -> bool:
+    if "pre-filled" in row["vmp_name"]:
+        return False  # medicines in pre-filled syringes, not syringes
     if row["category"] == "compression_hosiery":
         return "standard stock size" in row["vmp_name"]  # the generic prices, no GTIN
     if not row["gtin"] or not row["pack_snomed_code"]:
@@ -65,10 +93,17 @@ def eligible(row: dict[str, str]) -> bool:
 
 
 def main(source: Path) -> None:
-    rows = list(csv.DictReader((source / "drug_tariff_part_ix_2026-07_marketplace_subset.csv").open(encoding="utf-8")))
+    rows = list(
+        csv.DictReader(
+            (source / "drug_tariff_part_ix_2026-07_marketplace_subset.csv").open(encoding="utf-8")
+        )
+    )
     by_category: dict[str, dict[str, list[dict[str, str]]]] = defaultdict(lambda: defaultdict(list))
     seen: set[str] = set()
-    for row in sorted(rows, key=lambda r: (r["vmp_name"], r["supplier_name"], r["amp_name"], r["pack_snomed_code"])):
+    for row in sorted(
+        rows,
+        key=lambda r: (r["vmp_name"], r["supplier_name"], r["amp_name"], r["pack_snomed_code"]),
+    ):
         key = row["gtin"] or row["pack_snomed_code"] or row["vmp_name"]
         if row["category"] in PLAN and eligible(row) and key not in seen:
             seen.add(key)
@@ -76,7 +111,9 @@ def main(source: Path) -> None:
     chosen: list[tuple[str, dict[str, str]]] = []
     for category, (code, vmps, per_vmp) in PLAN.items():
         groups = by_category[category]
-        popular = sorted(groups, key=lambda v: (-len({r["supplier_name"] for r in groups[v]}), v))[:vmps]
+        popular = sorted(groups, key=lambda v: (-len({r["supplier_name"] for r in groups[v]}), v))[
+            :vmps
+        ]
         for vmp in popular:
             packs = groups[vmp]
             step = max(1, len(packs) // per_vmp)  # spread over suppliers and sizes

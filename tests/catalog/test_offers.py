@@ -40,7 +40,7 @@ def offer_body(product, **extra):
 
 
 def history(db, offer_id):
-    db.expire_all()
+    db.rollback()  # a fresh snapshot: end the read transaction, expire everything
     return db.scalars(
         select(OfferPriceHistory)
         .where(OfferPriceHistory.offer_id == offer_id)
@@ -49,7 +49,7 @@ def history(db, offer_id):
 
 
 def count(db, model) -> int:
-    db.expire_all()
+    db.rollback()  # a fresh snapshot: end the read transaction, expire everything
     return db.scalar(select(func.count()).select_from(model))
 
 
@@ -244,7 +244,7 @@ def test_another_supplier_cannot_change_an_offer(client, factory, db, supplier, 
     assert_problem(client.patch(url, json={"pack_price_pence": 1}, headers=other.headers), 404)
     buyer = factory.actor(Role.BUYER)
     assert_problem(client.patch(url, json={"pack_price_pence": 1}, headers=buyer.headers), 403)
-    db.expire_all()
+    db.rollback()  # a fresh snapshot: end the read transaction, expire everything
     assert db.get(Offer, offer["id"]).pack_price_pence == 1250
     operator = factory.actor(Role.OPERATOR)
     response = client.patch(url, json={"pack_price_pence": 1240}, headers=operator.headers)
