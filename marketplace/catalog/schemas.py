@@ -28,7 +28,11 @@ class VatRate(fields.Field):
         return rate
 
 
-VAT_METADATA = {"enum": [int(r) for r in VAT_RATES], "description": "VAT rate in percent."}
+VAT_METADATA = {
+    "type": "number",
+    "enum": [int(r) for r in VAT_RATES],
+    "description": "VAT rate in percent.",
+}
 
 
 class CategorySchema(ma.Schema):
