@@ -6,4 +6,6 @@ import click
 
 
 def domain_groups() -> list[click.Command]:
-    return []
+    from .catalog.cli import catalog
+
+    return [catalog]

@@ -20,8 +20,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..accounts.models import enum_column
+from ..accounts.models import Organisation, enum_column
 from ..db import Base, PublicIdMixin, TimestampMixin, utcnow
+from ..money import unit_price
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -68,6 +69,7 @@ class Product(PublicIdMixin, TimestampMixin, Base):
     __table_args__ = (
         CheckConstraint("units_per_pack > 0", name="units_per_pack_positive"),
         Index("ix_products_mpn", "manufacturer_part_number"),
+        Index("ix_products_name_id", "name", "id"),  # the public list's keyset order
     )
     id_prefix = "prd"
 
@@ -124,6 +126,21 @@ class Offer(PublicIdMixin, TimestampMixin, Base):
     )
 
     product: Mapped[Product] = relationship(back_populates="offers", lazy="joined")
+    supplier: Mapped[Organisation] = relationship(lazy="joined")
+
+    @property
+    def unit_price(self) -> Decimal:
+        """Exact pence per base unit at the base pack price."""
+        return unit_price(self.pack_price_pence, self.product.units_per_pack)
+
+    @property
+    def priced_breaks(self) -> list[dict[str, Any]]:
+        """The price breaks, each with its exact unit price."""
+        units = self.product.units_per_pack
+        return [
+            {**item, "unit_price": unit_price(item["pack_price_pence"], units)}
+            for item in self.price_breaks or []
+        ]
 
 
 class OfferPriceHistory(PublicIdMixin, Base):

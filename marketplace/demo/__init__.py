@@ -32,7 +32,7 @@ class DemoContext:
 def seeders() -> list[Callable[[Session, DemoContext], None]]:
     from . import accounts, catalog
 
-    return [accounts.seed, catalog.seed_categories, accounts.issue_tokens]
+    return [accounts.seed, catalog.seed_categories, catalog.seed_catalogue, accounts.issue_tokens]
 
 
 def load_demo(

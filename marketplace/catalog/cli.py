@@ -1,0 +1,87 @@
+"""``marketplace catalog``: the catalogue's operator commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..accounts.models import OrgType
+from ..errors import ValidationFailed
+
+IMPORT_HELP = """Import a supplier's offer price list from CSV FILE.
+
+The columns are exactly: gtin, name, manufacturer, brand, mpn, category_code, unit_of_measure,
+units_per_pack, pack_price_pence, vat_rate_percent, stock, lead_time_days, min_order_qty,
+supplier_sku (UTF-8, header row, comma-separated). Valid rows are applied; each rejected row
+is printed on stderr as FILE:ROW: COLUMN: reason (the header is row 1). The summary goes to
+stdout. Re-importing the same file changes nothing.
+
+\b
+Exit status:
+  0  the file was read; rows may still have been rejected (see stderr)
+  1  nothing was imported: the file is malformed or unreadable (not UTF-8, not CSV, empty,
+     wrong columns), the supplier is unknown, or the database failed
+"""
+
+
+@click.group("catalog")
+def catalog() -> None:
+    """Catalogue: products, offers and bulk price lists."""
+
+
+@catalog.command("import-offers", help=IMPORT_HELP)
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--supplier", "supplier_ref", required=True, help="Supplier id or exact name.")
+@click.option("--dry-run", is_flag=True, default=False, help="Check and report; write nothing.")
+def import_offers_command(file: Path, supplier_ref: str, dry_run: bool) -> None:
+    from ..cli import CLI_ACTOR, handle_errors, session_scope
+
+    @handle_errors
+    def run() -> None:
+        from ..accounts import service as accounts
+        from . import offer_import
+
+        with file.open("rb") as stream:
+            total = sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))
+            stream.seek(0)
+            with session_scope() as session:
+                supplier = accounts.find_organisation(session, supplier_ref)
+                if supplier.type != OrgType.SUPPLIER:
+                    raise ValidationFailed(
+                        f"{supplier.name} is a {supplier.type.value}, not a supplier."
+                    )
+                with click.progressbar(
+                    length=max(total, 1), label="Importing offers", file=sys.stderr
+                ) as bar:
+                    last = [1]
+
+                    def advance(row: int) -> None:
+                        bar.update(row - last[0])
+                        last[0] = row
+
+                    report = offer_import.import_offers(
+                        session,
+                        CLI_ACTOR,
+                        stream,
+                        supplier_id=supplier.id,
+                        dry_run=dry_run,
+                        on_row=advance,
+                    )
+        for error in report.errors:
+            click.echo(f"{file}:{error.row}: {error.column}: {error.reason}", err=True)
+        if dry_run:
+            click.echo("dry run: nothing was written")
+        click.echo(f"supplier: {supplier.name} ({supplier.id})")
+        for label, value in (
+            ("rows", report.rows),
+            ("created products", report.created_products),
+            ("created offers", report.created_offers),
+            ("updated offers", report.updated_offers),
+            ("unchanged", report.unchanged),
+            ("rejected", report.rejected),
+        ):
+            click.echo(f"{label}: {value}")
+
+    run()
