@@ -5,5 +5,6 @@ from __future__ import annotations
 
 def all_blueprints() -> list:
     from .accounts.api import blp as accounts
+    from .catalog.search.api import blp as search
 
-    return [accounts]
+    return [accounts, search]

@@ -1,0 +1,513 @@
+"""The SQL search backend: ``search_documents`` with SQLite FTS5 or PostgreSQL full-text search.
+
+One request costs a handful of statements: the spelling check of unknown query words (one
+indexed lookup, plus one per unknown word), the page (matching, ranking, keyset), and one
+statement for the total and all four facets, which computes the text match once (a
+materialised CTE) and groups it four ways. Names of categories and suppliers come from their
+own tables at query time, so a renamed supplier shows its new name at once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Double,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    not_,
+    or_,
+    select,
+    table,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import REGCONFIG, TSQUERY
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from ...accounts.models import Organisation
+from ...errors import ValidationFailed
+from ...money import unit_price
+from ..models import Category, CategoryKind
+from .base import (
+    FACET_LIMIT,
+    PRICE_BUCKETS,
+    BestOffer,
+    CategoryFacet,
+    CategoryRef,
+    Facets,
+    PriceFacet,
+    PriceRange,
+    SearchItem,
+    SearchQuery,
+    SearchResult,
+    SupplierFacet,
+    SupplierRef,
+    ValueFacet,
+    cursor_value,
+    decode_cursor,
+    encode_cursor,
+    pence_to_nanopence,
+    price_bucket_bounds,
+    tie_break,
+)
+from .models import SearchDocument, SearchDocumentSupplier, SearchTerm
+from .text import (
+    AnyOf,
+    Node,
+    Phrase,
+    Synonyms,
+    best_corrections,
+    build_plan,
+    edits1,
+    gtin_in_query,
+    load_synonyms,
+    mpn_key,
+)
+
+D = SearchDocument.__table__
+S = SearchDocumentSupplier.__table__
+EXACT_SCORE = 1_000_000.0  # an exact GTIN / part-number hit ranks above any text score
+# bm25 column weights (name, keywords, category names, description).
+BM25 = (10.0, 4.0, 2.0, 1.0)
+FACETS = ("category", "supplier", "kind", "unit_price")
+
+
+# --- dialects -----------------------------------------------------------------------------------
+
+
+class SqliteText:
+    """FTS5: ``search_fts`` (porter + unicode61) and bm25 ranking; spelling by probing the word
+    list with every string one edit away."""
+
+    fts = table("search_fts")
+
+    def render(self, node: Node) -> str:
+        if isinstance(node, Phrase):
+            return '"' + " ".join(node.words).replace('"', '""') + '"'
+        if isinstance(node, AnyOf):
+            return "(" + " OR ".join(self.render(o) for o in node.options) + ")"
+        return "(" + " AND ".join(self.render(p) for p in node.parts) + ")"
+
+    def matches(self, plan: Node) -> Any:
+        rowid = literal_column("search_fts.rowid")
+        score = -func.bm25(literal_column("search_fts"), *BM25)
+        return (
+            select(rowid.label("id"), cast(score, Double).label("score"))
+            .select_from(self.fts)
+            .where(literal_column("search_fts").op("MATCH")(self.render(plan)))
+        )
+
+    def candidates(self, session: Session, word: str) -> list[str]:
+        return list(
+            session.scalars(select(SearchTerm.term).where(SearchTerm.term.in_(edits1(word))))
+        )
+
+
+class PostgresText:
+    """``search_fts_vector`` (english stemming, weights A-D) with a GIN index and ts_rank;
+    spelling through pg_trgm's similarity on the word list (GIN trigram index)."""
+
+    def _query(self, node: Node) -> Any:
+        if isinstance(node, Phrase):
+            return func.phraseto_tsquery(cast("english", REGCONFIG), " ".join(node.words))
+        operator = "||" if isinstance(node, AnyOf) else "&&"
+        children = node.options if isinstance(node, AnyOf) else node.parts
+        result = self._query(children[0])
+        for child in children[1:]:
+            result = result.op(operator, return_type=TSQUERY)(self._query(child))
+        return result
+
+    def matches(self, plan: Node) -> Any:
+        vector = literal_column("search_documents.search_fts_vector")
+        tsquery = self._query(plan)
+        return select(
+            D.c.id.label("id"), cast(func.ts_rank(vector, tsquery), Double).label("score")
+        ).where(vector.op("@@")(tsquery))
+
+    def candidates(self, session: Session, word: str) -> list[str]:
+        session.execute(select(func.set_config("pg_trgm.similarity_threshold", "0.2", True)))
+        return list(
+            session.scalars(
+                select(SearchTerm.term)
+                .where(SearchTerm.term.op("%")(word))
+                .order_by(func.similarity(SearchTerm.term, word).desc())
+                .limit(50)
+            )
+        )
+
+
+# --- the backend ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Sort:
+    columns: tuple[str, ...]  # names in the page row
+    descending: tuple[bool, ...]
+    types: tuple[type, ...]
+
+
+def _sort_for(query: SearchQuery, has_text: bool) -> _Sort:
+    tail = (("tie_break", False, int), ("product_id", False, str))
+    head = {
+        "relevance": (("score", True, float),) if has_text else (),
+        "unit_price": (("min_unit_price_nanopence", False, int),),
+        "-unit_price": (("min_unit_price_nanopence", True, int),),
+        "newest": (("created_at", True, datetime),),
+    }[query.sort]
+    keys = head + tail
+    return _Sort(
+        columns=tuple(k[0] for k in keys),
+        descending=tuple(k[1] for k in keys),
+        types=tuple(k[2] for k in keys),
+    )
+
+
+def _keyset(columns: Sequence[Any], values: Sequence[Any], descending: Sequence[bool]) -> Any:
+    """Rows strictly after ``values`` in the order (mixed directions allowed)."""
+    clauses = []
+    for i, column in enumerate(columns):
+        prefix = [columns[j] == values[j] for j in range(i)]
+        beyond = column < values[i] if descending[i] else column > values[i]
+        clauses.append(and_(*prefix, beyond))
+    return or_(*clauses)
+
+
+class SqlSearchBackend:
+    name = "sql"
+
+    def __init__(self, synonyms: Synonyms | None = None):
+        self.synonyms = synonyms or load_synonyms()
+
+    # -- building blocks
+
+    def _dialect(self, session: Session) -> SqliteText | PostgresText:
+        return PostgresText() if session.get_bind().dialect.name == "postgresql" else SqliteText()
+
+    def corrections(self, session: Session, dialect: Any, words: list[str]) -> dict[str, list[str]]:
+        if not words:
+            return {}
+        known = set(session.scalars(select(SearchTerm.term).where(SearchTerm.term.in_(words))))
+        found: dict[str, list[str]] = {}
+        for word in words:
+            if word not in known:
+                fixes = best_corrections(word, dialect.candidates(session, word))
+                if fixes:
+                    found[word] = fixes
+        return found
+
+    def _category_ids(self, session: Session, code: str) -> list[str]:
+        path = session.scalar(select(Category.path).where(Category.code == code))
+        if path is None:
+            raise ValidationFailed(
+                f"No category with code {code!r}.",
+                errors={"category": [f"Unknown category code {code!r}."]},
+                code="validation-failed",
+            )
+        return list(session.scalars(select(Category.id).where(Category.path.startswith(path))))
+
+    def _filters(
+        self, query: SearchQuery, doc: Any, category_ids: list[str] | None
+    ) -> dict[str, list[Any]]:
+        """Filter clauses by facet ("" for the ones no facet ignores)."""
+        f: dict[str, list[Any]] = defaultdict(list)
+        if category_ids is not None:
+            f["category"].append(doc.c.category_id.in_(category_ids))
+        if query.supplier:
+            f["supplier"].append(
+                doc.c.id.in_(select(S.c.document_id).where(S.c.supplier_id == query.supplier))
+            )
+        if query.kind:
+            f["kind"].append(doc.c.kind == CategoryKind(query.kind))
+        if query.min_unit_price is not None:
+            f["unit_price"].append(
+                doc.c.min_unit_price_nanopence >= pence_to_nanopence(query.min_unit_price)
+            )
+        if query.max_unit_price is not None:
+            f["unit_price"].append(
+                doc.c.min_unit_price_nanopence <= pence_to_nanopence(query.max_unit_price)
+            )
+        if query.phb_eligible is not None:
+            eligible = and_(doc.c.phb_eligible, not_(doc.c.phb_excluded))
+            f[""].append(eligible if query.phb_eligible else not_(eligible))
+        if query.in_stock is not None:
+            f[""].append(doc.c.in_stock == query.in_stock)
+        return f
+
+    def _matches(self, session: Session, query: SearchQuery) -> Any | None:
+        """A selectable of (id, score) for the text query, or None when there is no text."""
+        dialect = self._dialect(session)
+        plan = build_plan(
+            query.text,
+            self.synonyms,
+            corrector=lambda words: self.corrections(session, dialect, words),
+        )
+        exact = []
+        gtin = gtin_in_query(query.text)
+        if gtin:
+            exact.append(D.c.gtin == gtin)
+        key = mpn_key(query.text)
+        if key:
+            exact.append(D.c.mpn_key == key)
+        parts = []
+        if plan is not None:
+            parts.append(dialect.matches(plan))
+        if exact:
+            parts.append(
+                select(D.c.id.label("id"), cast(literal(EXACT_SCORE), Double).label("score")).where(
+                    or_(*exact)
+                )
+            )
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0].subquery("m")
+        both = union_all(*parts).subquery("u")
+        return (
+            select(both.c.id, func.max(both.c.score).label("score"))
+            .group_by(both.c.id)
+            .subquery("m")
+        )
+
+    # -- the search
+
+    def search(self, session: Session, query: SearchQuery) -> SearchResult:
+        category_ids = self._category_ids(session, query.category) if query.category else None
+        # No searchable word (only stop words or punctuation): search as if there were no text.
+        matches = self._matches(session, query) if query.text else None
+        items, next_cursor = self._page(session, query, matches, category_ids)
+        total, facets = self._facets(session, query, matches, category_ids)
+        return SearchResult(items=items, facets=facets, total=total, next_cursor=next_cursor)
+
+    def _page(
+        self,
+        session: Session,
+        query: SearchQuery,
+        matches: Any | None,
+        category_ids: list[str] | None,
+    ) -> tuple[list[SearchItem], str | None]:
+        sort = _sort_for(query, has_text=matches is not None)
+        org = Organisation.__table__
+        cat = Category.__table__
+        columns = [
+            D,
+            org.c.name.label("supplier_name"),
+            org.c.is_sme.label("supplier_is_sme"),
+            cat.c.code.label("category_code"),
+            cat.c.name.label("category_name"),
+        ]
+        source = D.join(org, org.c.id == D.c.best_supplier_id).join(
+            cat, cat.c.id == D.c.category_id
+        )
+        if matches is not None:
+            columns.append(matches.c.score)
+            source = source.join(matches, matches.c.id == D.c.id)
+        stmt = select(*columns).select_from(source)
+        for clauses in self._filters(query, D, category_ids).values():
+            stmt = stmt.where(*clauses)
+        sort_columns: dict[str, ColumnElement[Any]] = {
+            "score": matches.c.score if matches is not None else literal(0.0),
+            "tie_break": D.c.tie_break,
+            "product_id": D.c.product_id,
+            "min_unit_price_nanopence": D.c.min_unit_price_nanopence,
+            "created_at": D.c.created_at,
+        }
+        order = [sort_columns[name] for name in sort.columns]
+        after = decode_cursor(query, len(sort.columns))
+        if after is not None:
+            values = [cursor_value(v, t) for v, t in zip(after, sort.types, strict=True)]
+            stmt = stmt.where(_keyset(order, values, sort.descending))
+        stmt = stmt.order_by(
+            *[c.desc() if desc else c.asc() for c, desc in zip(order, sort.descending, strict=True)]
+        ).limit(query.limit + 1)
+        rows = session.execute(stmt).all()
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        items = [_item(row) for row in rows]
+        next_cursor = None
+        if more and rows:
+            last = rows[-1]._mapping
+            next_cursor = encode_cursor(query, [last[name] for name in sort.columns])
+        return items, next_cursor
+
+    def _facets(
+        self,
+        session: Session,
+        query: SearchQuery,
+        matches: Any | None,
+        category_ids: list[str] | None,
+    ) -> tuple[int, Facets]:
+        """The total and the four facets in one statement. Each facet applies every active
+        filter except its own, as shoppers expect (picking a supplier does not hide the others)."""
+        if matches is not None:
+            source = D.join(matches, matches.c.id == D.c.id)
+        else:
+            source = D
+        base_stmt = select(
+            D.c.id, D.c.category_id, D.c.kind, D.c.min_unit_price_nanopence
+        ).select_from(source)
+        base_stmt = base_stmt.where(*self._filters(query, D, category_ids).get("", []))
+        base = base_stmt.cte("base").prefix_with(
+            "MATERIALIZED" if matches is not None else "NOT MATERIALIZED"
+        )
+        # The same filters, restated on the CTE's columns.
+        on_base = self._filters(query, base, category_ids)
+
+        def others(excluded: str | None) -> list[Any]:
+            return [
+                clause
+                for name, clauses in on_base.items()
+                if name not in ("", excluded)
+                for clause in clauses
+            ]
+
+        bucket = case(
+            *[
+                (
+                    and_(
+                        *(
+                            ([base.c.min_unit_price_nanopence >= low] if low is not None else [])
+                            + ([base.c.min_unit_price_nanopence < high] if high is not None else [])
+                        )
+                    ),
+                    literal(key),
+                )
+                for key, low, high in price_bucket_bounds()
+            ]
+        )
+
+        def count() -> Any:
+            return func.count().label("n")
+
+        branches = [
+            select(literal("total").label("facet"), literal("").label("key"), count())
+            .select_from(base)
+            .where(*others(None)),
+            select(literal("category"), base.c.category_id, count())
+            .where(*others("category"))
+            .group_by(base.c.category_id),
+            select(literal("kind"), base.c.kind, count())
+            .where(*others("kind"))
+            .group_by(base.c.kind),
+            select(literal("unit_price"), bucket, count())
+            .select_from(base)
+            .where(*others("unit_price"))
+            .group_by(bucket),
+            select(literal("supplier"), S.c.supplier_id, count())
+            .select_from(base.join(S, S.c.document_id == base.c.id))
+            .where(*others("supplier"))
+            .group_by(S.c.supplier_id),
+        ]
+        rows = session.execute(union_all(*branches)).all()
+        counts: dict[str, dict[str, int]] = defaultdict(dict)
+        for facet, key, n in rows:
+            counts[facet][str(key.value if hasattr(key, "value") else key)] = n
+        total = counts["total"].get("", 0)
+        return total, Facets(
+            category=_category_facets(session, counts["category"]),
+            supplier=_supplier_facets(session, counts["supplier"]),
+            kind=[
+                ValueFacet(value=k, count=n)
+                for k, n in sorted(counts["kind"].items(), key=lambda kv: (-kv[1], kv[0]))
+            ],
+            unit_price=[
+                PriceFacet(
+                    key=key, min_pence=low, max_pence=high, count=counts["unit_price"].get(key, 0)
+                )
+                for key, low, high in PRICE_BUCKETS
+            ],
+        )
+
+
+def _item(row: Any) -> SearchItem:
+    m = row._mapping
+    units = m["units_per_pack"]
+    best_unit = unit_price(m["best_pack_price_pence"], units)
+    kind = m["kind"]
+    return SearchItem(
+        id=m["product_id"],
+        name=m["name"],
+        gtin=m["gtin"],
+        manufacturer_part_number=m["manufacturer_part_number"],
+        category=CategoryRef(code=m["category_code"], name=m["category_name"]),
+        kind=getattr(kind, "value", kind),
+        phb_eligible=bool(m["phb_eligible"]) and not m["phb_excluded"],
+        unit_of_measure=m["unit_of_measure"],
+        units_per_pack=units,
+        in_stock=bool(m["in_stock"]),
+        offer_count=m["offer_count"],
+        best_offer=BestOffer(
+            id=m["best_offer_id"],
+            supplier=SupplierRef(
+                id=m["best_supplier_id"], name=m["supplier_name"], is_sme=bool(m["supplier_is_sme"])
+            ),
+            pack_price_pence=m["best_pack_price_pence"],
+            unit_price_pence=best_unit,
+            in_stock=bool(m["best_offer_in_stock"]),
+        ),
+        unit_price_range=PriceRange(
+            min_pence=best_unit, max_pence=unit_price(m["max_pack_price_pence"], units)
+        ),
+    )
+
+
+def _category_facets(session: Session, counts: dict[str, int]) -> list[CategoryFacet]:
+    """Counts per category including everything below it (a product in "Powered wheelchairs"
+    counts for "Wheelchairs" and "Wheelchairs and mobility" too)."""
+    if not counts:
+        return []
+    paths = {
+        category_id: path
+        for category_id, path in session.execute(
+            select(Category.id, Category.path).where(Category.id.in_(list(counts)))
+        )
+    }
+    rolled: dict[str, int] = defaultdict(int)
+    for category_id, n in counts.items():
+        for code in paths.get(category_id, "").strip("/").split("/"):
+            if code:
+                rolled[code] += n
+    rows = session.execute(
+        select(Category.code, Category.name, Category.path).where(Category.code.in_(rolled))
+    ).all()
+    facets = []
+    for code, name, path in rows:
+        trail = path.strip("/").split("/")
+        facets.append(
+            CategoryFacet(
+                code=code,
+                name=name,
+                parent_code=trail[-2] if len(trail) > 1 else None,
+                count=rolled[code],
+            )
+        )
+    facets.sort(key=lambda f: (-f.count, f.code))
+    return facets[:FACET_LIMIT]
+
+
+def _supplier_facets(session: Session, counts: dict[str, int]) -> list[SupplierFacet]:
+    """Suppliers by number of matching products; equal counts in a stable hash order of the
+    supplier id, so no name or id sorts first."""
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], tie_break(kv[0])))[:FACET_LIMIT]
+    if not top:
+        return []
+    org = Organisation.__table__
+    names = {
+        r.id: r
+        for r in session.execute(
+            select(org.c.id, org.c.name, org.c.is_sme).where(org.c.id.in_([k for k, _ in top]))
+        )
+    }
+    return [
+        SupplierFacet(id=k, name=names[k].name, is_sme=bool(names[k].is_sme), count=n)
+        for k, n in top
+        if k in names
+    ]
