@@ -22,25 +22,24 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-TEXT_COLUMNS = "name, keywords, category_text, description"
-NEW_TEXT = "new.name, new.keywords, new.category_text, new.description"
-OLD_TEXT = "old.name, old.keywords, old.category_text, old.description"
-
 SQLITE_FTS = [
     # External content: the text lives once, in search_documents; FTS5 keeps only the index.
     "CREATE VIRTUAL TABLE search_fts USING fts5("
-    f"{TEXT_COLUMNS}, content='search_documents', content_rowid='id', "
+    "name, keywords, category_text, description, content='search_documents', content_rowid='id', "
     "tokenize='porter unicode61 remove_diacritics 2')",
     "CREATE TRIGGER search_fts_after_insert AFTER INSERT ON search_documents BEGIN "
-    f"INSERT INTO search_fts(rowid, {TEXT_COLUMNS}) VALUES (new.id, {NEW_TEXT}); END",
+    "INSERT INTO search_fts(rowid, name, keywords, category_text, description) "
+    "VALUES (new.id, new.name, new.keywords, new.category_text, new.description); END",
     "CREATE TRIGGER search_fts_after_delete AFTER DELETE ON search_documents BEGIN "
-    f"INSERT INTO search_fts(search_fts, rowid, {TEXT_COLUMNS}) "
-    f"VALUES ('delete', old.id, {OLD_TEXT}); END",
+    "INSERT INTO search_fts(search_fts, rowid, name, keywords, category_text, description) "
+    "VALUES ('delete', old.id, old.name, old.keywords, old.category_text, old.description); END",
     # Only when the text changed: a price or stock change does not touch the text index.
-    f"CREATE TRIGGER search_fts_after_update AFTER UPDATE OF {TEXT_COLUMNS} ON search_documents "
-    f"BEGIN INSERT INTO search_fts(search_fts, rowid, {TEXT_COLUMNS}) "
-    f"VALUES ('delete', old.id, {OLD_TEXT}); "
-    f"INSERT INTO search_fts(rowid, {TEXT_COLUMNS}) VALUES (new.id, {NEW_TEXT}); END",
+    "CREATE TRIGGER search_fts_after_update "
+    "AFTER UPDATE OF name, keywords, category_text, description ON search_documents BEGIN "
+    "INSERT INTO search_fts(search_fts, rowid, name, keywords, category_text, description) "
+    "VALUES ('delete', old.id, old.name, old.keywords, old.category_text, old.description); "
+    "INSERT INTO search_fts(rowid, name, keywords, category_text, description) "
+    "VALUES (new.id, new.name, new.keywords, new.category_text, new.description); END",
 ]
 
 POSTGRES_FTS = [

@@ -34,7 +34,7 @@ PRICE_BUCKETS: tuple[tuple[str, Decimal | None, Decimal | None], ...] = (
 
 
 def unit_price_nanopence(pack_price_pence: int, units_per_pack: int) -> int:
-    """Pence per base unit × 10⁹ as an exact integer (rounded half to even at the 10⁻⁹ penny)."""
+    """Pence per base unit times 10⁹ as an exact integer (rounded half to even at the 10⁻⁹ penny)."""
     exact = Decimal(pack_price_pence) * NANO / Decimal(units_per_pack)
     return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 

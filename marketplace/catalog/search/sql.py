@@ -347,10 +347,7 @@ class SqlSearchBackend:
     ) -> tuple[int, Facets]:
         """The total and the four facets in one statement. Each facet applies every active
         filter except its own, as shoppers expect (picking a supplier does not hide the others)."""
-        if matches is not None:
-            source = D.join(matches, matches.c.id == D.c.id)
-        else:
-            source = D
+        source = D.join(matches, matches.c.id == D.c.id) if matches is not None else D
         base_stmt = select(
             D.c.id, D.c.category_id, D.c.kind, D.c.min_unit_price_nanopence
         ).select_from(source)
