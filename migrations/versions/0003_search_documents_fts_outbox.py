@@ -134,13 +134,42 @@ def upgrade() -> None:
         ("ix_search_documents_price", ["min_unit_price_nanopence", "tie_break"]),
         ("ix_search_documents_newest", ["created_at", "tie_break"]),
         ("ix_search_documents_tie_break", ["tie_break"]),
-        ("ix_search_documents_category", ["category_id", "min_unit_price_nanopence"]),
+        (
+            "ix_search_documents_facets",
+            [
+                "category_id",
+                "min_unit_price_nanopence",
+                "in_stock",
+                "kind",
+                "phb_eligible",
+                "phb_excluded",
+            ],
+        ),
     ]:
         op.create_index(name, "search_documents", columns)
     op.create_table(
         "search_document_suppliers",
         sa.Column("document_id", sa.Integer(), nullable=False),
         sa.Column("supplier_id", sa.String(length=40), nullable=False),
+        sa.Column("category_id", sa.String(length=40), nullable=False),
+        sa.Column(
+            "kind",
+            sa.Enum(
+                "commodity",
+                "device",
+                "digital_tool",
+                "service",
+                name="category_kind",
+                native_enum=False,
+                create_constraint=True,
+                length=32,
+            ),
+            nullable=False,
+        ),
+        sa.Column("phb_eligible", sa.Boolean(), nullable=False),
+        sa.Column("phb_excluded", sa.Boolean(), nullable=False),
+        sa.Column("in_stock", sa.Boolean(), nullable=False),
+        sa.Column("min_unit_price_nanopence", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
             ["document_id"],
             ["search_documents.id"],
@@ -155,6 +184,19 @@ def upgrade() -> None:
         "ix_search_document_suppliers_supplier",
         "search_document_suppliers",
         ["supplier_id", "document_id"],
+    )
+    op.create_index(
+        "ix_search_document_suppliers_facets",
+        "search_document_suppliers",
+        [
+            "category_id",
+            "supplier_id",
+            "min_unit_price_nanopence",
+            "in_stock",
+            "kind",
+            "phb_eligible",
+            "phb_excluded",
+        ],
     )
     statements = SQLITE_FTS if op.get_bind().dialect.name == "sqlite" else POSTGRES_FTS
     for statement in statements:

@@ -23,7 +23,6 @@ from .models import SearchDocument, SearchDocumentSupplier, SearchTerm
 from .text import mpn_key, vocabulary_words
 
 BATCH = 1000
-DOCUMENT_FIELDS = [c.key for c in SearchDocument.__table__.columns if c.key != "id"]
 
 
 def _category_trail(session: Session, paths: Iterable[str]) -> dict[str, tuple[str, str]]:
@@ -133,6 +132,25 @@ def build_documents(session: Session, product_ids: list[str]) -> dict[str, dict[
     return docs
 
 
+_COPIED = [
+    c.key
+    for c in SearchDocumentSupplier.__table__.columns
+    if c.key not in ("document_id", "supplier_id")
+]
+
+
+def supplier_rows(document_id: int, doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The document's rows in ``search_document_suppliers``."""
+    copied = {c: doc[c] for c in _COPIED}
+    return [
+        {"document_id": document_id, "supplier_id": s, **copied} for s in doc["supplier_ids"].split()
+    ]
+
+
+def _supplier_key(row: dict[str, Any]) -> str:
+    return row["supplier_id"]
+
+
 def document_words(doc: dict[str, Any]) -> set[str]:
     return vocabulary_words(doc["name"], doc["keywords"], doc["category_text"], doc["description"])
 
@@ -178,26 +196,19 @@ def refresh_documents(session: Session, product_ids: list[str]) -> None:
                 if getattr(current, name) != value:
                     setattr(current, name, value)
         session.flush()
-        wanted = set(values["supplier_ids"].split())
-        have = set(
-            session.scalars(
-                select(SearchDocumentSupplier.supplier_id).where(
+        rows = supplier_rows(current.id, values)
+        table = SearchDocumentSupplier.__table__
+        have = [
+            dict(r._mapping)
+            for r in session.execute(select(table).where(table.c.document_id == current.id))
+        ]
+        if sorted(have, key=_supplier_key) != sorted(rows, key=_supplier_key):
+            session.execute(
+                delete(SearchDocumentSupplier).where(
                     SearchDocumentSupplier.document_id == current.id
                 )
             )
-        )
-        if have - wanted:
-            session.execute(
-                delete(SearchDocumentSupplier).where(
-                    SearchDocumentSupplier.document_id == current.id,
-                    SearchDocumentSupplier.supplier_id.in_(have - wanted),
-                )
-            )
-        if wanted - have:
-            session.execute(
-                insert(SearchDocumentSupplier),
-                [{"document_id": current.id, "supplier_id": s} for s in sorted(wanted - have)],
-            )
+            session.execute(insert(SearchDocumentSupplier), rows)
         terms |= document_words(values)
     add_terms(session, terms)
     session.flush()
@@ -244,11 +255,7 @@ def rebuild_all(
             }
             session.execute(
                 insert(SearchDocumentSupplier),
-                [
-                    {"document_id": ids[d["product_id"]], "supplier_id": s}
-                    for d in docs
-                    for s in d["supplier_ids"].split()
-                ],
+                [row for d in docs for row in supplier_rows(ids[d["product_id"]], d)],
             )
             add_terms(session, {w for d in docs for w in document_words(d)})
             searchable += len(docs)

@@ -31,7 +31,16 @@ class SearchDocument(Base):
         Index("ix_search_documents_price", "min_unit_price_nanopence", "tie_break"),
         Index("ix_search_documents_newest", "created_at", "tie_break"),
         Index("ix_search_documents_tie_break", "tie_break"),
-        Index("ix_search_documents_category", "category_id", "min_unit_price_nanopence"),
+        # Covers the facet and filter columns, so counting without a text query reads the index.
+        Index(
+            "ix_search_documents_facets",
+            "category_id",
+            "min_unit_price_nanopence",
+            "in_stock",
+            "kind",
+            "phb_eligible",
+            "phb_excluded",
+        ),
     )
 
     # An integer key: SQLite FTS5 (external content) and the Elasticsearch versions need one.
@@ -72,15 +81,35 @@ class SearchDocument(Base):
 
 
 class SearchDocumentSupplier(Base):
-    """One row per (document, supplier with an active offer on it): supplier filter and facet."""
+    """One row per (document, supplier with an active offer on it): the supplier filter and
+    facet. The document's filter columns are repeated here so that counting products per
+    supplier without a text query reads this table alone (one covering index scan)."""
 
     __tablename__ = "search_document_suppliers"
-    __table_args__ = (Index("ix_search_document_suppliers_supplier", "supplier_id", "document_id"),)
+    __table_args__ = (
+        Index("ix_search_document_suppliers_supplier", "supplier_id", "document_id"),
+        Index(
+            "ix_search_document_suppliers_facets",
+            "category_id",
+            "supplier_id",
+            "min_unit_price_nanopence",
+            "in_stock",
+            "kind",
+            "phb_eligible",
+            "phb_excluded",
+        ),
+    )
 
     document_id: Mapped[int] = mapped_column(
         ForeignKey("search_documents.id", ondelete="CASCADE"), primary_key=True
     )
     supplier_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    category_id: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[CategoryKind] = mapped_column(enum_column(CategoryKind, "category_kind"))
+    phb_eligible: Mapped[bool] = mapped_column(Boolean)
+    phb_excluded: Mapped[bool] = mapped_column(Boolean)
+    in_stock: Mapped[bool] = mapped_column(Boolean)
+    min_unit_price_nanopence: Mapped[int] = mapped_column(BigInteger)
 
 
 class SearchTerm(Base):

@@ -223,7 +223,9 @@ class SqlSearchBackend:
             f["category"].append(doc.c.category_id.in_(category_ids))
         if query.supplier:
             f["supplier"].append(
-                doc.c.id.in_(select(S.c.document_id).where(S.c.supplier_id == query.supplier))
+                doc.c.supplier_id == query.supplier
+                if "supplier_id" in doc.c
+                else doc.c.id.in_(select(S.c.document_id).where(S.c.supplier_id == query.supplier))
             )
         if query.kind:
             f["kind"].append(doc.c.kind == CategoryKind(query.kind))
@@ -235,10 +237,10 @@ class SqlSearchBackend:
             f["unit_price"].append(
                 doc.c.min_unit_price_nanopence <= pence_to_nanopence(query.max_unit_price)
             )
-        if query.phb_eligible is not None:
+        if query.phb_eligible is not None and "phb_eligible" in doc.c:
             eligible = and_(doc.c.phb_eligible, not_(doc.c.phb_excluded))
             f[""].append(eligible if query.phb_eligible else not_(eligible))
-        if query.in_stock is not None:
+        if query.in_stock is not None and "in_stock" in doc.c:
             f[""].append(doc.c.in_stock == query.in_stock)
         return f
 
@@ -347,22 +349,29 @@ class SqlSearchBackend:
     ) -> tuple[int, Facets]:
         """The total and the four facets in one statement. Each facet applies every active
         filter except its own, as shoppers expect (picking a supplier does not hide the others)."""
-        source = D.join(matches, matches.c.id == D.c.id) if matches is not None else D
-        base_stmt = select(
-            D.c.id, D.c.category_id, D.c.kind, D.c.min_unit_price_nanopence
-        ).select_from(source)
-        base_stmt = base_stmt.where(*self._filters(query, D, category_ids).get("", []))
-        base = base_stmt.cte("base").prefix_with(
-            "MATERIALIZED" if matches is not None else "NOT MATERIALIZED"
-        )
-        # The same filters, restated on the CTE's columns.
+        if matches is not None:
+            # The text match, computed once: every branch below reads this materialised set.
+            base = (
+                select(D.c.id, D.c.category_id, D.c.kind, D.c.min_unit_price_nanopence)
+                .select_from(D.join(matches, matches.c.id == D.c.id))
+                .where(*self._filters(query, D, category_ids).get("", []))
+                .cte("base")
+                .prefix_with("MATERIALIZED")
+            )
+            suppliers = base.join(S, S.c.document_id == base.c.id)
+            supplier_filters = self._filters(query, base, category_ids)
+        else:
+            # No text: each branch scans a covering index (documents, or supplier rows).
+            base = D
+            suppliers = S
+            supplier_filters = self._filters(query, S, category_ids)
         on_base = self._filters(query, base, category_ids)
 
-        def others(excluded: str | None) -> list[Any]:
+        def others(excluded: str | None, filters: dict[str, list[Any]] = on_base) -> list[Any]:
             return [
                 clause
-                for name, clauses in on_base.items()
-                if name not in ("", excluded)
+                for name, clauses in filters.items()
+                if name != excluded and (name != "" or matches is None)
                 for clause in clauses
             ]
 
@@ -389,9 +398,11 @@ class SqlSearchBackend:
             .select_from(base)
             .where(*others(None)),
             select(literal("category"), base.c.category_id, count())
+            .select_from(base)
             .where(*others("category"))
             .group_by(base.c.category_id),
             select(literal("kind"), base.c.kind, count())
+            .select_from(base)
             .where(*others("kind"))
             .group_by(base.c.kind),
             select(literal("unit_price"), bucket, count())
@@ -399,8 +410,8 @@ class SqlSearchBackend:
             .where(*others("unit_price"))
             .group_by(bucket),
             select(literal("supplier"), S.c.supplier_id, count())
-            .select_from(base.join(S, S.c.document_id == base.c.id))
-            .where(*others("supplier"))
+            .select_from(suppliers)
+            .where(*others("supplier", supplier_filters))
             .group_by(S.c.supplier_id),
         ]
         rows = session.execute(union_all(*branches)).all()
