@@ -47,7 +47,8 @@ from marketplace.config import Settings, normalise_database_url  # noqa: E402
 from marketplace.db import new_id, unit_of_work  # noqa: E402
 
 DRUG_TARIFF = (
-    ROOT.parent / "shared/data/nhs-drug-tariff-part-ix/drug_tariff_part_ix_2026-07_marketplace_subset.csv"
+    ROOT.parent
+    / "shared/data/nhs-drug-tariff-part-ix/drug_tariff_part_ix_2026-07_marketplace_subset.csv"
 )
 TARIFF_CATEGORY = {
     "compression_hosiery": "MKT-HOSIERY-COMP",
@@ -84,14 +85,35 @@ EXTRA = [  # (category, name stem, typical pack price in pence, units per pack)
 SIZES = ["small", "medium", "large", "extra large", "petite", "regular", "long", "short"]
 COLOURS = ["beige", "black", "white", "blue", "sand", "navy"]
 ONE_WORD = [
-    "gloves", "dressing", "catheter", "stockings", "wheelchair", "bandage", "syringe",
-    "lancets", "foam", "silicone", "hosiery", "needles", "alginate", "crutches", "alarm",
+    "gloves",
+    "dressing",
+    "catheter",
+    "stockings",
+    "wheelchair",
+    "bandage",
+    "syringe",
+    "lancets",
+    "foam",
+    "silicone",
+    "hosiery",
+    "needles",
+    "alginate",
+    "crutches",
+    "alarm",
 ]
 TWO_WORDS = [
-    ("foam", "dressing"), ("nitrile", "gloves"), ("compression", "hosiery"),
-    ("foley", "catheter"), ("silicone", "dressing"), ("insulin", "syringe"),
-    ("pen", "needles"), ("adhesive", "border"), ("lymphoedema", "garment"),
-    ("walking", "frame"), ("blood", "pressure"), ("stockinette", "tubular"),
+    ("foam", "dressing"),
+    ("nitrile", "gloves"),
+    ("compression", "hosiery"),
+    ("foley", "catheter"),
+    ("silicone", "dressing"),
+    ("insulin", "syringe"),
+    ("pen", "needles"),
+    ("adhesive", "border"),
+    ("lymphoedema", "garment"),
+    ("walking", "frame"),
+    ("blood", "pressure"),
+    ("stockinette", "tubular"),
 ]
 
 
@@ -232,14 +254,18 @@ def generate(state, products: int, offers: int, suppliers: int, seed: int) -> No
 
     with unit_of_work(sf) as session:
         searchable = rebuild_all(session, progress)
-    log(f"search documents built in {time.perf_counter() - started:.1f} s ({searchable:,} searchable)")
+    log(
+        f"search documents built in {time.perf_counter() - started:.1f} s ({searchable:,} searchable)"
+    )
     if state.settings.is_sqlite:
         with state.engine.begin() as connection:
             connection.exec_driver_sql("ANALYZE")
             connection.exec_driver_sql("INSERT INTO search_fts(search_fts) VALUES ('optimize')")
     else:
         with state.engine.connect() as connection:
-            connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
+            connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                "VACUUM ANALYZE"
+            )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -261,7 +287,9 @@ def timed(fn, calls: list, warmup: int = 5) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--offers", type=int, default=300_000)

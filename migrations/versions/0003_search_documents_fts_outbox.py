@@ -127,24 +127,25 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_search_documents")),
         sa.UniqueConstraint("product_id", name=op.f("uq_search_documents_product_id")),
     )
+    filters = [
+        "category_id",
+        "min_unit_price_nanopence",
+        "in_stock",
+        "kind",
+        "phb_eligible",
+        "phb_excluded",
+    ]
     for name, columns in [
         ("ix_search_documents_gtin", ["gtin"]),
         ("ix_search_documents_mpn_key", ["mpn_key"]),
         ("ix_search_documents_in_stock", ["in_stock"]),
-        ("ix_search_documents_price", ["min_unit_price_nanopence", "tie_break"]),
-        ("ix_search_documents_newest", ["created_at", "tie_break"]),
-        ("ix_search_documents_tie_break", ["tie_break"]),
+        ("ix_search_documents_tie_break", ["tie_break", *filters]),
         (
-            "ix_search_documents_facets",
-            [
-                "category_id",
-                "min_unit_price_nanopence",
-                "in_stock",
-                "kind",
-                "phb_eligible",
-                "phb_excluded",
-            ],
+            "ix_search_documents_price",
+            ["min_unit_price_nanopence", "tie_break", *[c for c in filters if "price" not in c]],
         ),
+        ("ix_search_documents_newest", ["created_at", "tie_break", *filters]),
+        ("ix_search_documents_facets", [*filters, "tie_break", "created_at"]),
     ]:
         op.create_index(name, "search_documents", columns)
     op.create_table(

@@ -53,6 +53,18 @@ def init_app(app: Flask, state: AppState) -> None:
     the SQL backend, so it costs nothing there)."""
     backend = make_backend(state.settings)
     app.extensions[EXTENSION] = backend
+    if state.settings.is_sqlite:
+        from sqlalchemy import event
+
+        # Searches sort and group in temporary b-trees; keep them in memory. Map the file, so a
+        # new connection (one per request with a file database) reads pages without a syscall.
+        @event.listens_for(state.engine, "connect")
+        def _search_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA temp_store=MEMORY")
+            cursor.execute("PRAGMA mmap_size=1073741824")
+            cursor.close()
+
     if state.settings.search_backend == "elasticsearch":
         from .sync import register_after_request
 

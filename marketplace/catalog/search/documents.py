@@ -143,7 +143,8 @@ def supplier_rows(document_id: int, doc: dict[str, Any]) -> list[dict[str, Any]]
     """The document's rows in ``search_document_suppliers``."""
     copied = {c: doc[c] for c in _COPIED}
     return [
-        {"document_id": document_id, "supplier_id": s, **copied} for s in doc["supplier_ids"].split()
+        {"document_id": document_id, "supplier_id": s, **copied}
+        for s in doc["supplier_ids"].split()
     ]
 
 

@@ -38,7 +38,6 @@ from ...errors import ValidationFailed
 from ...money import unit_price
 from ..models import Category, CategoryKind
 from .base import (
-    FACET_LIMIT,
     PRICE_BUCKETS,
     BestOffer,
     CategoryFacet,
@@ -49,7 +48,6 @@ from .base import (
     SearchItem,
     SearchQuery,
     SearchResult,
-    SupplierFacet,
     SupplierRef,
     ValueFacet,
     cursor_value,
@@ -57,8 +55,8 @@ from .base import (
     encode_cursor,
     pence_to_nanopence,
     price_bucket_bounds,
-    tie_break,
 )
+from .facets import category_facets, supplier_facets
 from .models import SearchDocument, SearchDocumentSupplier, SearchTerm
 from .text import (
     AnyOf,
@@ -97,9 +95,9 @@ class SqliteText:
             return "(" + " OR ".join(self.render(o) for o in node.options) + ")"
         return "(" + " AND ".join(self.render(p) for p in node.parts) + ")"
 
-    def matches(self, plan: Node) -> Any:
+    def matches(self, plan: Node, scored: bool = True) -> Any:
         rowid = literal_column("search_fts.rowid")
-        score = -func.bm25(literal_column("search_fts"), *BM25)
+        score = -func.bm25(literal_column("search_fts"), *BM25) if scored else literal(0.0)
         return (
             select(rowid.label("id"), cast(score, Double).label("score"))
             .select_from(self.fts)
@@ -126,12 +124,13 @@ class PostgresText:
             result = result.op(operator, return_type=TSQUERY)(self._query(child))
         return result
 
-    def matches(self, plan: Node) -> Any:
+    def matches(self, plan: Node, scored: bool = True) -> Any:
         vector = literal_column("search_documents.search_fts_vector")
         tsquery = self._query(plan)
-        return select(
-            D.c.id.label("id"), cast(func.ts_rank(vector, tsquery), Double).label("score")
-        ).where(vector.op("@@")(tsquery))
+        score = func.ts_rank(vector, tsquery) if scored else literal(0.0)
+        return select(D.c.id.label("id"), cast(score, Double).label("score")).where(
+            vector.op("@@")(tsquery)
+        )
 
     def candidates(self, session: Session, word: str) -> list[str]:
         session.execute(select(func.set_config("pg_trgm.similarity_threshold", "0.2", True)))
@@ -156,14 +155,16 @@ class _Sort:
 
 
 def _sort_for(query: SearchQuery, has_text: bool) -> _Sort:
-    tail = (("tie_break", False, int), ("product_id", False, str))
+    """Sort keys: the requested order, then the tie-break hash, then the document id (unique).
+    The tie-break follows the main direction, so each order is one index walked one way."""
     head = {
         "relevance": (("score", True, float),) if has_text else (),
         "unit_price": (("min_unit_price_nanopence", False, int),),
         "-unit_price": (("min_unit_price_nanopence", True, int),),
         "newest": (("created_at", True, datetime),),
     }[query.sort]
-    keys = head + tail
+    tail_descending = query.sort in ("-unit_price", "newest")
+    keys = (*head, ("tie_break", tail_descending, int), ("id", tail_descending, int))
     return _Sort(
         columns=tuple(k[0] for k in keys),
         descending=tuple(k[1] for k in keys),
@@ -179,6 +180,10 @@ def _keyset(columns: Sequence[Any], values: Sequence[Any], descending: Sequence[
         beyond = column < values[i] if descending[i] else column > values[i]
         clauses.append(and_(*prefix, beyond))
     return or_(*clauses)
+
+
+def _ordering(columns: Sequence[Any], descending: Sequence[bool]) -> list[Any]:
+    return [c.desc() if d else c.asc() for c, d in zip(columns, descending, strict=True)]
 
 
 class SqlSearchBackend:
@@ -244,24 +249,30 @@ class SqlSearchBackend:
             f[""].append(doc.c.in_stock == query.in_stock)
         return f
 
-    def _matches(self, session: Session, query: SearchQuery) -> Any | None:
-        """A selectable of (id, score) for the text query, or None when there is no text."""
+    def _plan(self, session: Session, query: SearchQuery) -> Node | None:
         dialect = self._dialect(session)
-        plan = build_plan(
+        return build_plan(
             query.text,
             self.synonyms,
             corrector=lambda words: self.corrections(session, dialect, words),
         )
+
+    def _matches(
+        self, session: Session, query: SearchQuery, plan: Node | None, scored: bool = True
+    ) -> Any | None:
+        """A selectable of (id, score) for the text query, or None when there is no text.
+        ``scored=False`` skips ranking (for counting)."""
+        dialect = self._dialect(session)
         exact = []
         gtin = gtin_in_query(query.text)
         if gtin:
             exact.append(D.c.gtin == gtin)
         key = mpn_key(query.text)
-        if key:
+        if key and any(c.isdigit() for c in key):  # part numbers have digits; words do not
             exact.append(D.c.mpn_key == key)
         parts = []
         if plan is not None:
-            parts.append(dialect.matches(plan))
+            parts.append(dialect.matches(plan, scored))
         if exact:
             parts.append(
                 select(D.c.id.label("id"), cast(literal(EXACT_SCORE), Double).label("score")).where(
@@ -284,9 +295,11 @@ class SqlSearchBackend:
     def search(self, session: Session, query: SearchQuery) -> SearchResult:
         category_ids = self._category_ids(session, query.category) if query.category else None
         # No searchable word (only stop words or punctuation): search as if there were no text.
-        matches = self._matches(session, query) if query.text else None
+        plan = self._plan(session, query) if query.text else None
+        matches = self._matches(session, query, plan) if query.text else None
         items, next_cursor = self._page(session, query, matches, category_ids)
-        total, facets = self._facets(session, query, matches, category_ids)
+        unscored = self._matches(session, query, plan, scored=False) if query.text else None
+        total, facets = self._facets(session, query, unscored, category_ids)
         return SearchResult(items=items, facets=facets, total=total, next_cursor=next_cursor)
 
     def _page(
@@ -297,39 +310,44 @@ class SqlSearchBackend:
         category_ids: list[str] | None,
     ) -> tuple[list[SearchItem], str | None]:
         sort = _sort_for(query, has_text=matches is not None)
-        org = Organisation.__table__
-        cat = Category.__table__
-        columns = [
-            D,
-            org.c.name.label("supplier_name"),
-            org.c.is_sme.label("supplier_is_sme"),
-            cat.c.code.label("category_code"),
-            cat.c.name.label("category_name"),
-        ]
-        source = D.join(org, org.c.id == D.c.best_supplier_id).join(
-            cat, cat.c.id == D.c.category_id
-        )
-        if matches is not None:
-            columns.append(matches.c.score)
-            source = source.join(matches, matches.c.id == D.c.id)
-        stmt = select(*columns).select_from(source)
-        for clauses in self._filters(query, D, category_ids).values():
-            stmt = stmt.where(*clauses)
+        # Step 1: the page's document ids, from the narrow columns (an index walk without text).
+        source = D if matches is None else D.join(matches, matches.c.id == D.c.id)
+        score = matches.c.score if matches is not None else literal(0.0)
         sort_columns: dict[str, ColumnElement[Any]] = {
-            "score": matches.c.score if matches is not None else literal(0.0),
+            "score": score,
             "tie_break": D.c.tie_break,
-            "product_id": D.c.product_id,
+            "id": D.c.id,
             "min_unit_price_nanopence": D.c.min_unit_price_nanopence,
             "created_at": D.c.created_at,
         }
         order = [sort_columns[name] for name in sort.columns]
+        ids = select(D.c.id, score.label("score")).select_from(source)
+        for clauses in self._filters(query, D, category_ids).values():
+            ids = ids.where(*clauses)
         after = decode_cursor(query, len(sort.columns))
         if after is not None:
             values = [cursor_value(v, t) for v, t in zip(after, sort.types, strict=True)]
-            stmt = stmt.where(_keyset(order, values, sort.descending))
-        stmt = stmt.order_by(
-            *[c.desc() if desc else c.asc() for c, desc in zip(order, sort.descending, strict=True)]
-        ).limit(query.limit + 1)
+            ids = ids.where(_keyset(order, values, sort.descending))
+        page = (
+            ids.order_by(*_ordering(order, sort.descending)).limit(query.limit + 1).subquery("page")
+        )
+        # Step 2: the rows to show, for those ids only.
+        org = Organisation.__table__
+        cat = Category.__table__
+        stmt = select(
+            D,
+            page.c.score,
+            org.c.name.label("supplier_name"),
+            org.c.is_sme.label("supplier_is_sme"),
+            cat.c.code.label("category_code"),
+            cat.c.name.label("category_name"),
+        ).select_from(
+            page.join(D, D.c.id == page.c.id)
+            .join(org, org.c.id == D.c.best_supplier_id)
+            .join(cat, cat.c.id == D.c.category_id)
+        )
+        shown = {**sort_columns, "score": page.c.score}
+        stmt = stmt.order_by(*_ordering([shown[n] for n in sort.columns], sort.descending))
         rows = session.execute(stmt).all()
         more = len(rows) > query.limit
         rows = rows[: query.limit]
@@ -358,7 +376,7 @@ class SqlSearchBackend:
                 .cte("base")
                 .prefix_with("MATERIALIZED")
             )
-            suppliers = base.join(S, S.c.document_id == base.c.id)
+            suppliers = None  # counted from the supplier rows of the matched documents
             supplier_filters = self._filters(query, base, category_ids)
         else:
             # No text: each branch scans a covering index (documents, or supplier rows).
@@ -393,6 +411,8 @@ class SqlSearchBackend:
         def count() -> Any:
             return func.count().label("n")
 
+        supplier_key = S.c.supplier_id.concat("")
+
         branches = [
             select(literal("total").label("facet"), literal("").label("key"), count())
             .select_from(base)
@@ -409,10 +429,22 @@ class SqlSearchBackend:
             .select_from(base)
             .where(*others("unit_price"))
             .group_by(bucket),
-            select(literal("supplier"), S.c.supplier_id, count())
-            .select_from(suppliers)
-            .where(*others("supplier", supplier_filters))
-            .group_by(S.c.supplier_id),
+            (
+                select(literal("supplier"), S.c.supplier_id, count())
+                .where(
+                    S.c.document_id.in_(
+                        select(base.c.id).where(*others("supplier", supplier_filters))
+                    )
+                )
+                .group_by(S.c.supplier_id)
+                if suppliers is None
+                # Grouped by an expression, not the column: otherwise SQLite walks the supplier
+                # index for its order and reads every row, instead of the covering index.
+                else select(literal("supplier"), supplier_key, count())
+                .select_from(suppliers)
+                .where(*others("supplier", supplier_filters))
+                .group_by(supplier_key)
+            ),
         ]
         rows = session.execute(union_all(*branches)).all()
         counts: dict[str, dict[str, int]] = defaultdict(dict)
@@ -421,7 +453,7 @@ class SqlSearchBackend:
         total = counts["total"].get("", 0)
         return total, Facets(
             category=_category_facets(session, counts["category"]),
-            supplier=_supplier_facets(session, counts["supplier"]),
+            supplier=supplier_facets(session, counts["supplier"]),
             kind=[
                 ValueFacet(value=k, count=n)
                 for k, n in sorted(counts["kind"].items(), key=lambda kv: (-kv[1], kv[0]))
@@ -483,39 +515,4 @@ def _category_facets(session: Session, counts: dict[str, int]) -> list[CategoryF
         for code in paths.get(category_id, "").strip("/").split("/"):
             if code:
                 rolled[code] += n
-    rows = session.execute(
-        select(Category.code, Category.name, Category.path).where(Category.code.in_(rolled))
-    ).all()
-    facets = []
-    for code, name, path in rows:
-        trail = path.strip("/").split("/")
-        facets.append(
-            CategoryFacet(
-                code=code,
-                name=name,
-                parent_code=trail[-2] if len(trail) > 1 else None,
-                count=rolled[code],
-            )
-        )
-    facets.sort(key=lambda f: (-f.count, f.code))
-    return facets[:FACET_LIMIT]
-
-
-def _supplier_facets(session: Session, counts: dict[str, int]) -> list[SupplierFacet]:
-    """Suppliers by number of matching products; equal counts in a stable hash order of the
-    supplier id, so no name or id sorts first."""
-    top = sorted(counts.items(), key=lambda kv: (-kv[1], tie_break(kv[0])))[:FACET_LIMIT]
-    if not top:
-        return []
-    org = Organisation.__table__
-    names = {
-        r.id: r
-        for r in session.execute(
-            select(org.c.id, org.c.name, org.c.is_sme).where(org.c.id.in_([k for k, _ in top]))
-        )
-    }
-    return [
-        SupplierFacet(id=k, name=names[k].name, is_sme=bool(names[k].is_sme), count=n)
-        for k, n in top
-        if k in names
-    ]
+    return category_facets(session, rolled)
