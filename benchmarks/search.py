@@ -217,7 +217,7 @@ def generate(state, products: int, offers: int, suppliers: int, seed: int) -> No
                     "updated_at": created,
                 }
             )
-            # 1 to 2×mean-1 offers per product, evenly: OFFERS in all, on average.
+            # 1 to 2*mean-1 offers per product, evenly: OFFERS in all, on average.
             want = rng.randint(1, max(1, round(2 * per_product) - 1))
             for supplier_id in rng.sample(supplier_ids, want):
                 offer_rows.append(

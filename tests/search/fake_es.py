@@ -97,9 +97,13 @@ class FakeServer:
             docs = self.indices.setdefault(index, {"docs": {}, "body": None})["docs"]
             status = self.bulk_status(op, meta)
             current = docs.get(meta["_id"])
-            if status < 300 and meta.get("version_type") == "external":
-                if current is not None and current["version"] >= meta["version"]:
-                    status = 409
+            if (
+                status < 300
+                and meta.get("version_type") == "external"
+                and current is not None
+                and current["version"] >= meta["version"]
+            ):
+                status = 409
             if status < 300:
                 if op == "delete":
                     status = 200 if docs.pop(meta["_id"], None) else 404

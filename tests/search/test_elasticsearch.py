@@ -141,7 +141,8 @@ def test_reindex_bulk_loads_a_new_index_and_swaps_the_alias(backend, es_sf, stoc
     with es_sf() as session:
         high_water = session.scalar(select(func.max(SearchOutbox.id)))
     name, indexed = backend.reindex(es_sf)
-    assert name == f"{ALIAS}_v4" and indexed == 3
+    assert name == f"{ALIAS}_v4"
+    assert indexed == 3
     (bulk,) = server.of("PUT", rf"/{name}/_bulk")  # streaming_bulk, index in the path
     lines = bulk.ndjson()
     actions, sources = lines[0::2], lines[1::2]
@@ -152,7 +153,8 @@ def test_reindex_bulk_loads_a_new_index_and_swaps_the_alias(backend, es_sf, stoc
     ae = next(s for s in sources if s["product_id"] == stock["ae"])
     assert ae["category_codes"] == ["MKT-HOSIERY", "MKT-HOSIERY-AE"]
     assert ae["supplier_ids"] == sorted([stock["acme"].id, stock["bexley"].id])
-    assert ae["best_pack_price_pence"] == 1100 and ae["offer_count"] == 2
+    assert ae["best_pack_price_pence"] == 1100
+    assert ae["offer_count"] == 2
     assert ae["min_unit_price_nanopence"] == 550 * 10**9
     assert ae["tie_break"] == tie_break(stock["ae"])
     # Refresh, then one atomic alias swap, then the old index goes.
@@ -204,7 +206,8 @@ def test_query_dsl_with_filters_sort_and_search_after(backend, es_sf, stock):
     query = replace(query, cursor=encode_cursor(query, [550 * 10**9, 7, stock["ae"]]))
     with es_sf() as session:
         body = backend.build_request(session, query)
-    assert body["size"] == 11 and body["track_total_hits"] is True
+    assert body["size"] == 11
+    assert body["track_total_hits"] is True
     assert body["sort"] == [
         {"min_unit_price_nanopence": "asc"},
         {"tie_break": "asc"},
@@ -214,11 +217,10 @@ def test_query_dsl_with_filters_sort_and_search_after(backend, es_sf, stock):
     text = body["query"]["bool"]["must"][0]["bool"]
     assert text["minimum_should_match"] == 1
     cross, fuzzy = text["should"][:2]
-    assert (
-        cross["multi_match"]["type"] == "cross_fields"
-        and cross["multi_match"]["query"] == "dvt stokings"
-    )
-    assert fuzzy["multi_match"]["fuzziness"] == "AUTO" and fuzzy["multi_match"]["operator"] == "and"
+    assert cross["multi_match"]["type"] == "cross_fields"
+    assert cross["multi_match"]["query"] == "dvt stokings"
+    assert fuzzy["multi_match"]["fuzziness"] == "AUTO"
+    assert fuzzy["multi_match"]["operator"] == "and"
     # Filters no facet ignores are in the query; facet filters in the post_filter.
     assert {"term": {"in_stock": True}} in body["query"]["bool"]["filter"]
     facet_filters = body["post_filter"]["bool"]["filter"]
@@ -427,14 +429,18 @@ def test_sync_when_elasticsearch_is_down_keeps_the_rows_then_delivers(
 ):
     server.down = True
     report = backend.sync(es_sf)
-    assert report.delivered == 0 and report.failed == 3 and "Connection" in report.error
+    assert report.delivered == 0
+    assert report.failed == 3
+    assert "Connection" in report.error
     assert pending(es_sf) == 3
     with es_sf() as session:
         rows = session.scalars(select(SearchOutbox)).all()
-        assert {r.attempts for r in rows} == {1} and all(r.last_error for r in rows)
+        assert {r.attempts for r in rows} == {1}
+        assert all(r.last_error for r in rows)
     server.down = False
     report = backend.sync(es_sf)
-    assert report.delivered == 3 and report.error is None
+    assert report.delivered == 3
+    assert report.error is None
     assert pending(es_sf) == 0
     (bulk,) = server.of("POST|PUT", "/_bulk")[-1:]
     actions = bulk.ndjson()[0::2]
@@ -451,7 +457,8 @@ def test_sync_deletes_products_that_stopped_being_searchable(backend, es_cat, es
     es_cat.update_offer(stock["chair"], stock["bexley"], status=OfferStatus.PAUSED)
     backend.sync(es_sf)
     last = server.of("POST|PUT", "/_bulk")[-1].ndjson()
-    assert list(last[0]) == ["delete"] and last[0]["delete"]["_id"] == stock["chair"]
+    assert list(last[0]) == ["delete"]
+    assert last[0]["delete"]["_id"] == stock["chair"]
 
 
 def test_a_stale_delivery_never_overwrites_a_newer_one(backend, es_cat, es_sf, stock, server):
@@ -460,7 +467,8 @@ def test_a_stale_delivery_never_overwrites_a_newer_one(backend, es_cat, es_sf, s
     backend.sync(es_sf)
     # A slow worker now delivers an older version: Elasticsearch answers 409, counted delivered.
     delivered, failed = backend.deliver(es_sf, {stock["chair"]: 1})
-    assert delivered == {stock["chair"]} and not failed
+    assert delivered == {stock["chair"]}
+    assert not failed
     doc = next(iter(server.indices.values()))["docs"][stock["chair"]]
     assert doc["source"]["best_pack_price_pence"] == 20000
 
@@ -468,10 +476,12 @@ def test_a_stale_delivery_never_overwrites_a_newer_one(backend, es_cat, es_sf, s
 def test_a_failed_item_stays_pending(backend, es_sf, stock, server):
     server.bulk_status = lambda op, meta: 429 if meta["_id"] == stock["gloves"] else 201
     report = backend.sync(es_sf)
-    assert report.delivered == 2 and report.failed == 1
+    assert report.delivered == 2
+    assert report.failed == 1
     assert pending(es_sf) == 1
     server.bulk_status = lambda op, meta: 201
-    assert backend.sync(es_sf).delivered == 1 and pending(es_sf) == 0
+    assert backend.sync(es_sf).delivered == 1
+    assert pending(es_sf) == 0
 
 
 def test_writing_request_delivers_the_outbox_after_it_commits(es_app, es_sf, stock, server):

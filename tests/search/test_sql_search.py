@@ -243,7 +243,8 @@ def test_filters_combine(client, shop):
 
 def test_item_shape_and_best_offer(client, shop):
     body = search(client, q="anti-embolism thigh")
-    assert body["total"] == 1 and body["next_cursor"] is None
+    assert body["total"] == 1
+    assert body["next_cursor"] is None
     item = body["items"][0]
     assert item["id"] == shop["ae"]
     assert item["category"] == {"code": "MKT-HOSIERY-AE", "name": "Anti-embolism (DVT) stockings"}
@@ -298,7 +299,8 @@ def test_new_offer_updates_the_supplier_facet_and_filter(client, cat, shop):
     cat.add_offer(shop["speaker"], shop["carey"], 4500)
     assert shop["speaker"] in ids(search(client, supplier=shop["carey"].id))
     item = search(client, q="speaker")["items"][0]
-    assert item["offer_count"] == 2 and item["best_offer"]["pack_price_pence"] == 4500
+    assert item["offer_count"] == 2
+    assert item["best_offer"]["pack_price_pence"] == 4500
 
 
 def test_one_document_per_searchable_product(db, shop):
@@ -320,7 +322,8 @@ def test_facets_without_filters(client, shop):
     assert facet(body, "kind", "value") == {"commodity": 5, "device": 2, "digital_tool": 1}
     categories = facet(body, "category")
     assert categories["33193000"] == 2  # rolled up from its descendants
-    assert categories["33193120"] == 2 and categories["33193121"] == 1
+    assert categories["33193120"] == 2
+    assert categories["33193121"] == 1
     assert categories["MKT-HOSIERY"] == 2
     suppliers = facet(body, "supplier", "id")
     assert suppliers == {shop["acme"].id: 3, shop["bexley"].id: 4, shop["carey"].id: 4}

@@ -133,4 +133,5 @@ def test_reindex_rebuilds_the_sql_documents(runner, cat, db):
 
 def test_sync_with_the_sql_backend_has_nothing_to_do(runner):
     result = runner.invoke(cli.main, ["search", "sync"])
-    assert result.exit_code == 0 and "nothing to sync" in result.output
+    assert result.exit_code == 0
+    assert "nothing to sync" in result.output
