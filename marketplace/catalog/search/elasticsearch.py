@@ -49,8 +49,8 @@ from .base import (
 )
 from .facets import (
     category_facets,
+    category_path,
     category_refs,
-    category_subtree_codes,
     supplier_facets,
     supplier_refs,
 )
@@ -232,7 +232,7 @@ class ElasticsearchBackend:
             "unit_price": [],
         }
         if query.category:
-            if category_subtree_codes(session, query.category) is None:
+            if category_path(session, query.category) is None:
                 raise ValidationFailed(
                     f"No category with code {query.category!r}.",
                     errors={"category": [f"Unknown category code {query.category!r}."]},

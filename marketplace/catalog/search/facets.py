@@ -76,6 +76,6 @@ def category_refs(session: Session, category_ids: set[str]) -> dict[str, tuple[s
     return {r.id: (r.code, r.name) for r in rows}
 
 
-def category_subtree_codes(session: Session, code: str) -> str | None:
+def category_path(session: Session, code: str) -> str | None:
     """The category's materialised path, or None when there is no such code."""
     return session.scalar(select(Category.path).where(Category.code == code))

@@ -217,7 +217,11 @@ class SqlSearchBackend:
                 errors={"category": [f"Unknown category code {code!r}."]},
                 code="validation-failed",
             )
-        return list(session.scalars(select(Category.id).where(Category.path.startswith(path))))
+        return list(
+            session.scalars(
+                select(Category.id).where(Category.path.startswith(path, autoescape=True))
+            )
+        )
 
     def _filters(
         self, query: SearchQuery, doc: Any, category_ids: list[str] | None
