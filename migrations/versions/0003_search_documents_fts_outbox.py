@@ -74,7 +74,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "search_documents",
-        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("product_id", sa.String(length=40), nullable=False),
         sa.Column("name", sa.String(length=300), nullable=False),
         sa.Column("keywords", sa.Text(), nullable=False),
@@ -150,7 +150,9 @@ def upgrade() -> None:
         op.create_index(name, "search_documents", columns)
     op.create_table(
         "search_document_suppliers",
-        sa.Column("document_id", sa.Integer(), nullable=False),
+        sa.Column(
+            "document_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
         sa.Column("supplier_id", sa.String(length=40), nullable=False),
         sa.Column("category_id", sa.String(length=40), nullable=False),
         sa.Column(

@@ -487,7 +487,7 @@ def test_cursor_from_another_search_is_refused(client, many):
     assert "cursor" in body["errors"]
     # A cursor with the right fingerprint but values of the wrong type.
     good = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    for bad in ([{"x": 1}, 1, "p"], ["high", 1, "p"], [1.0, "x", "p"], [1.0, 1]):
+    for bad in ([{"x": 1}, 1], ["high", 1], [1.0, "x"], [True, 1], [1.0, 1, "p"], [1.0]):
         forged = _forge({"f": good["f"], "k": bad})
         response = client.get(
             "/api/v1/search", query_string={"q": "gloves", "limit": 5, "cursor": forged}

@@ -156,6 +156,20 @@ def document_words(doc: dict[str, Any]) -> set[str]:
     return vocabulary_words(doc["name"], doc["keywords"], doc["category_text"], doc["description"])
 
 
+def document_id(session: Session, product_id: str, taken: set[int] | None = None) -> int:
+    """A new document's id: the product id's tie-break hash, or the next free number in the
+    astronomically rare case that another product's hash is the same. With ``taken`` (a full
+    rebuild into an empty table) the ids in use are those in ``taken``."""
+    candidate = tie_break(product_id)
+
+    def in_use(n: int) -> bool:
+        return n in taken if taken is not None else session.get(SearchDocument, n) is not None
+
+    while in_use(candidate):
+        candidate = (candidate + 1) % 2**63
+    return candidate
+
+
 def _insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
@@ -189,7 +203,7 @@ def refresh_documents(session: Session, product_ids: list[str]) -> None:
                 session.delete(current)
             continue
         if current is None:
-            current = SearchDocument(**values)
+            current = SearchDocument(id=document_id(session, product_id), **values)
             session.add(current)
         else:
             # Only changed columns are written, so a price change leaves the text index alone.
@@ -240,23 +254,18 @@ def rebuild_all(
     session.execute(delete(SearchTerm))
     now = utcnow()
     searchable = 0
+    taken: set[int] = set()
     for batch in _product_id_batches(session, batch_size):
         docs = [d for d in build_documents(session, batch).values() if d is not None]
         if docs:
             for doc in docs:
                 doc["updated_at"] = now
+                doc["id"] = document_id(session, doc["product_id"], taken)
+                taken.add(doc["id"])
             session.execute(insert(SearchDocument), docs)
-            ids = {
-                product_id: doc_id
-                for product_id, doc_id in session.execute(
-                    select(SearchDocument.product_id, SearchDocument.id).where(
-                        SearchDocument.product_id.in_([d["product_id"] for d in docs])
-                    )
-                )
-            }
             session.execute(
                 insert(SearchDocumentSupplier),
-                [row for d in docs for row in supplier_rows(ids[d["product_id"]], d)],
+                [row for d in docs for row in supplier_rows(d["id"], d)],
             )
             add_terms(session, {w for d in docs for w in document_words(d)})
             searchable += len(docs)

@@ -50,8 +50,12 @@ class SearchDocument(Base):
         Index("ix_search_documents_facets", *FILTER_COLUMNS, "tie_break", "created_at"),
     )
 
-    # An integer key: SQLite FTS5 (external content) and the Elasticsearch versions need one.
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The tie-break hash of the product id (``documents.document_id``): an integer key for
+    # SQLite FTS5 (its rowid), and the order in which equally relevant products are listed, so
+    # a text page is ranked from the full-text index alone.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
     product_id: Mapped[str] = mapped_column(ForeignKey("products.id"), unique=True)
     # Searchable text, in four weighted fields.
     name: Mapped[str] = mapped_column(String(300))
@@ -108,7 +112,9 @@ class SearchDocumentSupplier(Base):
     )
 
     document_id: Mapped[int] = mapped_column(
-        ForeignKey("search_documents.id", ondelete="CASCADE"), primary_key=True
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("search_documents.id", ondelete="CASCADE"),
+        primary_key=True,
     )
     supplier_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     category_id: Mapped[str] = mapped_column(String(40))

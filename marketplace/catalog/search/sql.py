@@ -157,14 +157,18 @@ class _Sort:
 def _sort_for(query: SearchQuery, has_text: bool) -> _Sort:
     """Sort keys: the requested order, then the tie-break hash, then the document id (unique).
     The tie-break follows the main direction, so each order is one index walked one way."""
-    head = {
-        "relevance": (("score", True, float),) if has_text else (),
-        "unit_price": (("min_unit_price_nanopence", False, int),),
-        "-unit_price": (("min_unit_price_nanopence", True, int),),
-        "newest": (("created_at", True, datetime),),
-    }[query.sort]
-    tail_descending = query.sort in ("-unit_price", "newest")
-    keys = (*head, ("tie_break", tail_descending, int), ("id", tail_descending, int))
+    if query.sort == "relevance" and has_text:
+        # The document id is the tie-break hash: the full-text index alone orders a page.
+        keys: tuple[tuple[str, bool, type], ...] = (("score", True, float), ("id", False, int))
+    else:
+        head = {
+            "relevance": (),
+            "unit_price": (("min_unit_price_nanopence", False, int),),
+            "-unit_price": (("min_unit_price_nanopence", True, int),),
+            "newest": (("created_at", True, datetime),),
+        }[query.sort]
+        tail_descending = query.sort in ("-unit_price", "newest")
+        keys = (*head, ("tie_break", tail_descending, int), ("id", tail_descending, int))
     return _Sort(
         columns=tuple(k[0] for k in keys),
         descending=tuple(k[1] for k in keys),
@@ -314,20 +318,27 @@ class SqlSearchBackend:
         category_ids: list[str] | None,
     ) -> tuple[list[SearchItem], str | None]:
         sort = _sort_for(query, has_text=matches is not None)
-        # Step 1: the page's document ids, from the narrow columns (an index walk without text).
-        source = D if matches is None else D.join(matches, matches.c.id == D.c.id)
+        # Step 1: the page's document ids, from the narrow columns (an index walk without text;
+        # the full-text index alone for a text query without filters, sorted by relevance).
+        filters = [c for cs in self._filters(query, D, category_ids).values() for c in cs]
+        text_only = matches is not None and not filters and sort.columns[0] == "score"
+        if matches is None:
+            source = D
+        elif text_only:
+            source = matches
+        else:
+            source = D.join(matches, matches.c.id == D.c.id)
         score = matches.c.score if matches is not None else literal(0.0)
         sort_columns: dict[str, ColumnElement[Any]] = {
             "score": score,
             "tie_break": D.c.tie_break,
-            "id": D.c.id,
+            "id": matches.c.id if text_only else D.c.id,
             "min_unit_price_nanopence": D.c.min_unit_price_nanopence,
             "created_at": D.c.created_at,
         }
         order = [sort_columns[name] for name in sort.columns]
-        ids = select(D.c.id, score.label("score")).select_from(source)
-        for clauses in self._filters(query, D, category_ids).values():
-            ids = ids.where(*clauses)
+        ids = select(sort_columns["id"].label("id"), score.label("score")).select_from(source)
+        ids = ids.where(*filters)
         after = decode_cursor(query, len(sort.columns))
         if after is not None:
             values = [cursor_value(v, t) for v, t in zip(after, sort.types, strict=True)]
@@ -350,7 +361,7 @@ class SqlSearchBackend:
             .join(org, org.c.id == D.c.best_supplier_id)
             .join(cat, cat.c.id == D.c.category_id)
         )
-        shown = {**sort_columns, "score": page.c.score}
+        shown = {**sort_columns, "score": page.c.score, "id": D.c.id}
         stmt = stmt.order_by(*_ordering([shown[n] for n in sort.columns], sort.descending))
         rows = session.execute(stmt).all()
         more = len(rows) > query.limit
