@@ -525,3 +525,23 @@ def test_sql_backend_registers_no_hook_and_no_probe(app):
     assert "elasticsearch" not in app.extensions["marketplace"].readiness_probes
     names = [f.__name__ for f in app.after_request_funcs[None]]
     assert "after_request" not in names
+
+
+def test_sync_prunes_rows_delivered_more_than_a_day_ago(backend, es_sf, stock):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from marketplace.db import utcnow
+
+    backend.sync(es_sf)
+    with es_sf.begin() as session:
+        oldest = session.scalar(select(func.min(SearchOutbox.id)))
+        session.execute(
+            update(SearchOutbox)
+            .where(SearchOutbox.id == oldest)
+            .values(processed_at=utcnow() - timedelta(hours=25))
+        )
+    backend.sync(es_sf)
+    with es_sf() as session:
+        assert session.scalar(select(func.count()).select_from(SearchOutbox)) == 2

@@ -496,9 +496,11 @@ class ElasticsearchBackend:
         *,
         batch_size: int = SYNC_BATCH,
         max_batches: int | None = None,
+        prune: bool = True,
     ) -> SyncReport:
         """Deliver pending outbox rows, oldest first. Elasticsearch unreachable: the rows stay
-        (their attempts and last error are recorded) and the next sync delivers them."""
+        (their attempts and last error are recorded) and the next sync delivers them.
+        ``prune`` also deletes rows delivered more than a day ago."""
         report = SyncReport()
         batches = 0
         while max_batches is None or batches < max_batches:
@@ -540,7 +542,8 @@ class ElasticsearchBackend:
             report.failed += len(row_ids) - len(done)
             if failed or len(rows) < batch_size:
                 break
-        self._forget_old(session_factory)
+        if prune:
+            self._forget_old(session_factory)
         return report
 
     def _record_failure(

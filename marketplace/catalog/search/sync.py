@@ -33,7 +33,7 @@ def register_after_request(app: Flask, state: AppState) -> None:
     def deliver() -> None:
         backend = get_backend(app)
         try:
-            report = backend.sync(state.session_factory, max_batches=1)  # type: ignore[attr-defined]
+            report = backend.sync(state.session_factory, max_batches=1, prune=False)  # type: ignore[attr-defined]
         except Exception:  # a hook must never break the response it follows
             log.exception("search outbox delivery failed")
             report = None
