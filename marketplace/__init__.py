@@ -46,7 +46,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     engine = make_engine(settings)
-    state = AppState(settings=settings, engine=engine, session_factory=make_session_factory(engine))
+    session_factory = make_session_factory(engine)
+    # Code that gets only a session (e.g. search's product_changed) reads the settings here.
+    session_factory.configure(info={"settings": settings})
+    state = AppState(settings=settings, engine=engine, session_factory=session_factory)
     app.extensions["marketplace"] = state
 
     from . import errors, ops, web
@@ -57,4 +60,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     init_api(app, all_blueprints())
     errors.register_error_handlers(app)
     app.register_blueprint(ops.blp)
+
+    from .catalog.search import init_app as init_search
+
+    init_search(app, state)
     return app

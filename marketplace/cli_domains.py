@@ -7,5 +7,6 @@ import click
 
 def domain_groups() -> list[click.Command]:
     from .catalog.cli import catalog
+    from .catalog.search.cli import search
 
-    return [catalog]
+    return [catalog, search]

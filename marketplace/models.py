@@ -4,6 +4,7 @@ test fixtures)."""
 from .accounts import models as accounts_models  # noqa: F401
 from .audit import AuditEvent  # noqa: F401
 from .catalog import models as catalog_models  # noqa: F401
+from .catalog.search import models as search_models  # noqa: F401
 from .db import Base
 
 metadata = Base.metadata

@@ -2,12 +2,36 @@
 
 The catalogue service calls ``product_changed(session, product_id)`` in the same transaction as
 every change to a product or to one of its offers (create, update, pause, price change, stock).
+It refreshes the product's row in ``search_documents`` there and then, so the SQL backend sees
+the change the moment it commits. When ``SEARCH_BACKEND=elasticsearch`` it also writes a
+``search_outbox`` row in that transaction: the change and its notice to Elasticsearch commit or
+roll back together, and ``marketplace search sync`` (or the after-request hook) delivers it,
+however long Elasticsearch was away.
+
+The settings come from ``session.info["settings"]``, which the application's session factory
+sets (``create_app``). A session made without it behaves as with the SQL backend.
 """
 
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from .documents import refresh_documents
+from .models import SearchOutbox
+
+OUTBOX_PENDING = "search_outbox_pending"
+
+
+def outbox_enabled(session: Session) -> bool:
+    settings = session.info.get("settings")
+    return settings is not None and settings.search_backend == "elasticsearch"
+
 
 def product_changed(session: Session, product_id: str) -> None:
-    """Record that a product's searchable data changed (to be implemented by the search work)."""
+    """Record that a product's searchable data changed (call after the change, same transaction)."""
+    session.flush()
+    refresh_documents(session, [product_id])
+    if outbox_enabled(session):
+        session.add(SearchOutbox(product_id=product_id))
+        session.flush()
+        session.info[OUTBOX_PENDING] = True

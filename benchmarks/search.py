@@ -1,0 +1,438 @@
+"""Search benchmark: a generated catalogue, then search latency through the HTTP layer.
+
+    python benchmarks/search.py --database-url sqlite:////tmp/search-bench.sqlite3 --reset
+    python benchmarks/search.py --database-url postgresql://postgres@127.0.0.1/test_search --reset
+
+It migrates the database, bulk-inserts PRODUCTS products and OFFERS offers (Core executemany;
+names from the NHS Drug Tariff Part IX marketplace subset in ``shared/data`` when it is there,
+with sizes and pack variants, plus PHB devices and digital tools), builds the search documents
+(``rebuild_all``, the same code as ``marketplace search reindex``), then times ``GET
+/api/v1/search`` for four query classes, in-process through the WSGI app (Flask's test client:
+routing, argument parsing, the search, JSON serialisation; no sockets), and the raw full-text
+query alone on the same database (FTS5 ``MATCH ... ORDER BY rank LIMIT 20`` on SQLite,
+``@@ websearch_to_tsquery ... ORDER BY ts_rank LIMIT 20`` on PostgreSQL).
+
+``--reset`` empties the database first (the SQLite file is deleted; on PostgreSQL the ``public``
+schema is dropped and re-created: use a database kept for this, e.g. ``test_search``). Without
+``--reset`` an already loaded catalogue of the same size is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import random
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import func, insert, select, text  # noqa: E402
+
+from marketplace import create_app, migrate  # noqa: E402
+from marketplace.accounts.models import Organisation, OrgType  # noqa: E402
+from marketplace.catalog import service as catalog  # noqa: E402
+from marketplace.catalog.gtin import check_digit  # noqa: E402
+from marketplace.catalog.models import Category, Offer, OfferStatus, Product  # noqa: E402
+from marketplace.catalog.search.documents import rebuild_all  # noqa: E402
+from marketplace.catalog.search.models import SearchDocument  # noqa: E402
+from marketplace.config import Settings, normalise_database_url  # noqa: E402
+from marketplace.db import new_id, unit_of_work  # noqa: E402
+
+DRUG_TARIFF = (
+    ROOT.parent
+    / "shared/data/nhs-drug-tariff-part-ix/drug_tariff_part_ix_2026-07_marketplace_subset.csv"
+)
+TARIFF_CATEGORY = {
+    "compression_hosiery": "MKT-HOSIERY-COMP",
+    "compression_hosiery_accessory": "MKT-HOSIERY",
+    "lymphoedema_compression_garment": "MKT-LYMPH",
+    "compression_bandage_or_system": "33141113",
+    "gloves": "18424300",
+    "catheter_or_catheter_accessory": "33141200",
+    "sharps_disposal": "33141123",
+    "suture": "33140000",
+    "syringe_or_needle": "33141310",
+    "lancet": "33141320",
+    "wound_dressing": "33141110",
+    "bandage_tape_or_stockinette": "33141113",
+}
+EXTRA = [  # (category, name stem, typical pack price in pence, units per pack)
+    ("MKT-HOSIERY-AE", "Anti-embolism stockings thigh length", 1800, 2),
+    ("MKT-HOSIERY-AE", "Anti-embolism stockings knee length", 1500, 2),
+    ("18424300", "Nitrile examination gloves powder free", 650, 100),
+    ("18424300", "Vinyl examination gloves", 420, 100),
+    ("33141420", "Sterile latex surgical gloves", 5200, 50),
+    ("33193120", "Self-propelled wheelchair folding", 24000, 1),
+    ("33193120", "Transit wheelchair lightweight", 18000, 1),
+    ("33193121", "Powered wheelchair indoor outdoor", 320000, 1),
+    ("33141720", "Walking frame with wheels", 4500, 1),
+    ("33141710", "Elbow crutches adjustable", 2200, 2),
+    ("33196200", "Long handled reacher grabber", 900, 1),
+    ("33123100", "Blood pressure monitor upper arm automatic", 3500, 1),
+    ("33195100", "Pulse oximeter fingertip", 2500, 1),
+    ("MKT-VOICE", "Smart speaker with voice assistant", 5000, 1),
+    ("MKT-TELECARE", "Personal alarm pendant with falls detection", 12000, 1),
+    ("48180000", "Diabetes self-management app annual licence", 6000, 1),
+]
+SIZES = ["small", "medium", "large", "extra large", "petite", "regular", "long", "short"]
+COLOURS = ["beige", "black", "white", "blue", "sand", "navy"]
+ONE_WORD = [
+    "gloves",
+    "dressing",
+    "catheter",
+    "stockings",
+    "wheelchair",
+    "bandage",
+    "syringe",
+    "lancets",
+    "foam",
+    "silicone",
+    "hosiery",
+    "needles",
+    "alginate",
+    "crutches",
+    "alarm",
+]
+TWO_WORDS = [
+    ("foam", "dressing"),
+    ("nitrile", "gloves"),
+    ("compression", "hosiery"),
+    ("foley", "catheter"),
+    ("silicone", "dressing"),
+    ("insulin", "syringe"),
+    ("pen", "needles"),
+    ("adhesive", "border"),
+    ("lymphoedema", "garment"),
+    ("walking", "frame"),
+    ("blood", "pressure"),
+    ("stockinette", "tubular"),
+]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def typo(word: str, rng: random.Random) -> str:
+    """One edit: swap two neighbours or drop a letter (never the first)."""
+    i = rng.randrange(1, len(word) - 1)
+    if rng.random() < 0.5:
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    return word[:i] + word[i + 1 :]
+
+
+def gtin13(n: int) -> str:
+    body = f"50{n:010d}"
+    return "0" + body + str(check_digit(body))
+
+
+def reset(settings: Settings) -> None:
+    if settings.is_sqlite:
+        path = Path(settings.database_url.removeprefix("sqlite:///"))
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+    else:
+        from marketplace.db import make_engine
+
+        engine = make_engine(settings)
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+
+
+def templates() -> list[tuple[str, str, int, int]]:
+    found = []
+    if DRUG_TARIFF.exists():
+        with DRUG_TARIFF.open(encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                name = row["amp_name"] or row["vmp_name"]
+                code = TARIFF_CATEGORY.get(row["category"])
+                if name and code and row["price_in_p"]:
+                    quantity = max(1, int(float(row["quantity"] or 1)))
+                    found.append((code, name, int(float(row["price_in_p"])), quantity))
+    found.extend(EXTRA * max(1, len(found) // (len(EXTRA) * 6)))
+    return found
+
+
+def generate(state, products: int, offers: int, suppliers: int, seed: int) -> None:
+    rng = random.Random(seed)
+    sf = state.session_factory
+    with unit_of_work(sf) as session:
+        catalog.load_categories(session, catalog.bundled_category_rows())
+    with unit_of_work(sf) as session:
+        categories = {c.code: c.id for c in session.scalars(select(Category))}
+        now = datetime.now(UTC)
+        supplier_rows = [
+            {
+                "id": new_id("org"),
+                "type": OrgType.SUPPLIER,
+                "name": f"Supplier {n:04d} Healthcare Ltd",
+                "companies_house_number": f"{20_000_000 + n:08d}",
+                "is_sme": rng.random() < 0.6,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for n in range(suppliers)
+        ]
+        session.execute(insert(Organisation), supplier_rows)
+    supplier_ids = [r["id"] for r in supplier_rows]
+    pool = templates()
+    log(f"generating {products:,} products and {offers:,} offers from {len(pool):,} templates…")
+    started = time.perf_counter()
+    per_product = offers / products
+    batch = 5000
+    made_offers = 0
+    for start in range(0, products, batch):
+        product_rows, offer_rows = [], []
+        for n in range(start, min(start + batch, products)):
+            code, stem, price, units = rng.choice(pool)
+            variant = f"{rng.choice(SIZES)}, {rng.choice(COLOURS)}, ref {n % 997}"
+            pid = new_id("prd")
+            created = now - timedelta(minutes=products - n)
+            product_rows.append(
+                {
+                    "id": pid,
+                    "gtin": gtin13(n) if rng.random() < 0.7 else None,
+                    "name": f"{stem} {variant}"[:300],
+                    "description": f"{stem}. Supplied in packs of {units}.",
+                    "manufacturer": f"Maker {n % 400}",
+                    "brand": None,
+                    "manufacturer_part_number": f"MP-{n:07d}",
+                    "category_id": categories[code],
+                    "unit_of_measure": "EA",
+                    "units_per_pack": units,
+                    "attributes": {},
+                    "assurance": {},
+                    "benchmark_excluded": False,
+                    "created_at": created,
+                    "updated_at": created,
+                }
+            )
+            # 1 to 2*mean-1 offers per product, evenly: OFFERS in all, on average.
+            want = rng.randint(1, max(1, round(2 * per_product) - 1))
+            for supplier_id in rng.sample(supplier_ids, want):
+                offer_rows.append(
+                    {
+                        "id": new_id("off"),
+                        "product_id": pid,
+                        "supplier_id": supplier_id,
+                        "supplier_sku": None,
+                        "pack_price_pence": max(1, int(price * rng.uniform(0.7, 1.4))),
+                        "vat_rate_percent": 20,
+                        "stock": 0 if rng.random() < 0.2 else rng.randrange(1, 500),
+                        "lead_time_days": rng.randrange(0, 10),
+                        "min_order_qty": 1,
+                        "price_breaks": [],
+                        "status": OfferStatus.PAUSED if rng.random() < 0.05 else OfferStatus.ACTIVE,
+                        "created_at": created,
+                        "updated_at": created,
+                    }
+                )
+            made_offers += want
+        with unit_of_work(sf) as session:
+            session.execute(insert(Product), product_rows)
+            session.execute(insert(Offer), offer_rows)
+        log(f"  {min(start + batch, products):,} products, {made_offers:,} offers")
+    log(f"catalogue inserted in {time.perf_counter() - started:.1f} s")
+    started = time.perf_counter()
+    done = 0
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        if done % 20000 < n:
+            log(f"  search documents: {done:,}/{products:,}")
+
+    with unit_of_work(sf) as session:
+        searchable = rebuild_all(session, progress)
+    log(
+        f"search documents built in {time.perf_counter() - started:.1f} s ({searchable:,} searchable)"
+    )
+    if state.settings.is_sqlite:
+        with state.engine.begin() as connection:
+            connection.exec_driver_sql("ANALYZE")
+            connection.exec_driver_sql("INSERT INTO search_fts(search_fts) VALUES ('optimize')")
+    else:
+        with state.engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                "VACUUM ANALYZE"
+            )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def timed(fn, calls: list, warmup: int = 5) -> tuple[list[float], list[float]]:
+    """Wall-clock and this process's CPU time per call, in ms. In-process, SQLite's own work is
+    in the CPU time too, so it shows the cost even when other processes share the cores."""
+    for args in calls[:warmup]:
+        fn(args)
+    wall, cpu = [], []
+    for args in calls:
+        started, started_cpu = time.perf_counter(), time.process_time()
+        fn(args)
+        wall.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - started_cpu) * 1000)
+    return wall, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--offers", type=int, default=300_000)
+    parser.add_argument("--suppliers", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=200, help="timed requests per class")
+    parser.add_argument("--reset", action="store_true", help="empty the database first")
+    parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+
+    settings = Settings(
+        database_url=normalise_database_url(args.database_url), log_level="WARNING", testing=False
+    )
+    if args.reset:
+        reset(settings)
+    migrate.upgrade(settings)
+    app = create_app(settings)
+    state = app.extensions["marketplace"]
+    with state.session_factory() as session:
+        have = session.scalar(select(func.count()).select_from(Product))
+        docs = session.scalar(select(func.count()).select_from(SearchDocument))
+    if have != args.products or not docs:
+        if have:
+            sys.exit("the database holds a different catalogue: run with --reset")
+        generate(state, args.products, args.offers, args.suppliers, args.seed)
+    with state.session_factory() as session:
+        n_products = session.scalar(select(func.count()).select_from(Product))
+        n_offers = session.scalar(select(func.count()).select_from(Offer))
+        n_docs = session.scalar(select(func.count()).select_from(SearchDocument))
+        codes = list(session.scalars(select(Category.code)))
+    log(f"catalogue: {n_products:,} products, {n_offers:,} offers, {n_docs:,} searchable")
+
+    log(f"load average before timing: {os.getloadavg()}")
+    rng = random.Random(args.seed + 1)
+    client = app.test_client()
+    n = args.requests
+
+    def get(params: dict) -> dict:
+        response = client.get("/api/v1/search", query_string=params)
+        if response.status_code != 200:
+            raise SystemExit(f"{params}: {response.status_code} {response.get_data(as_text=True)}")
+        return response.get_json()
+
+    one = [{"q": rng.choice(ONE_WORD)} for _ in range(n)]
+    two = []
+    for _ in range(n):
+        a, b = rng.choice(TWO_WORDS)
+        if rng.random() < 0.5 and len(a) >= 5:
+            a = typo(a, rng)
+        else:
+            b = typo(b, rng) if len(b) >= 5 else b
+        two.append({"q": f"{a} {b}"})
+    category = [
+        {"category": rng.choice(codes), "in_stock": "true" if rng.random() < 0.5 else None}
+        for _ in range(n)
+    ]
+    category = [{k: v for k, v in c.items() if v} for c in category]
+    # Deep pages: walk 50 pages of 20 by unit price, keep the cursor, time page 51.
+    deep = []
+    for word in ONE_WORD:
+        params = {"q": word, "sort": "unit_price", "limit": 20}
+        body = get(params)
+        for _ in range(50):
+            if not body["next_cursor"]:
+                break
+            body = get({**params, "cursor": body["next_cursor"]})
+        if body["next_cursor"]:
+            deep.append({**params, "cursor": body["next_cursor"]})
+    deep = [rng.choice(deep) for _ in range(n)] if deep else []
+
+    classes = {
+        "one word": one,
+        "two words, one typo": two,
+        "category filter + facets": category,
+        "deep cursor page (page 51, sort=unit_price)": deep,
+    }
+    # The raw full-text query alone, same database, same words (typo class: corrected words).
+    sqlite = state.settings.is_sqlite
+    raw_sql = (
+        "SELECT rowid FROM search_fts WHERE search_fts MATCH :q ORDER BY rank LIMIT 20"
+        if sqlite
+        else "SELECT id FROM search_documents WHERE search_fts_vector @@ websearch_to_tsquery('english', :q) "
+        "ORDER BY ts_rank(search_fts_vector, websearch_to_tsquery('english', :q)) DESC LIMIT 20"
+    )
+    raw_category = (
+        "SELECT d.id FROM search_documents d JOIN categories c ON c.id = d.category_id "
+        "WHERE c.path LIKE :p ORDER BY d.tie_break LIMIT 20"
+    )
+    paths = {}
+    with state.session_factory() as session:
+        paths = {c.code: c.path for c in session.scalars(select(Category))}
+
+    def raw_calls(name: str, calls: list[dict]) -> list[tuple[str, dict]]:
+        if name.startswith("category"):
+            return [(raw_category, {"p": paths[c["category"]] + "%"}) for c in calls]
+        if name.startswith("two"):
+            return [(raw_sql, {"q": " ".join(rng.choice(TWO_WORDS))}) for _ in calls]
+        return [(raw_sql, {"q": c["q"]}) for c in calls]
+
+    results = {}
+    with state.engine.connect() as connection:
+
+        def run_raw(call: tuple[str, dict]) -> None:
+            connection.execute(text(call[0]), call[1]).all()
+
+        for name, calls in classes.items():
+            if not calls:
+                continue
+            api, api_cpu = timed(get, calls)
+            raw, raw_cpu = timed(run_raw, raw_calls(name, calls))
+            results[name] = {
+                "api_p50_ms": round(percentile(api, 0.5), 2),
+                "api_p95_ms": round(percentile(api, 0.95), 2),
+                "api_cpu_p50_ms": round(percentile(api_cpu, 0.5), 2),
+                "api_cpu_p95_ms": round(percentile(api_cpu, 0.95), 2),
+                "raw_p50_ms": round(percentile(raw, 0.5), 2),
+                "raw_p95_ms": round(percentile(raw, 0.95), 2),
+                "raw_cpu_p50_ms": round(percentile(raw_cpu, 0.5), 2),
+                "ratio_p50": round(percentile(api, 0.5) / max(percentile(raw, 0.5), 1e-6), 2),
+                "requests": len(calls),
+            }
+            log(f"{name}: {results[name]}")
+    with state.engine.connect() as connection:
+        version = connection.execute(
+            text("SELECT sqlite_version()" if sqlite else "SHOW server_version")
+        ).scalar()
+    report = {
+        "database": "SQLite " + version if sqlite else "PostgreSQL " + version,
+        "products": n_products,
+        "offers": n_offers,
+        "searchable": n_docs,
+        "python": platform.python_version(),
+        "nproc": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "classes": results,
+    }
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

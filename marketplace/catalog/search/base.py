@@ -1,0 +1,255 @@
+"""The search contract: one query dataclass in, one result dataclass out, whichever backend
+answers (``SearchBackend``). Cursors, price buckets and the tie-break hash live here too, so the
+backends agree on them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from ...errors import ValidationFailed
+
+SORTS = ("relevance", "unit_price", "-unit_price", "newest")
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+FACET_LIMIT = 50
+NANO = 10**9  # unit prices are stored as integer billionths of a penny
+
+# Unit-price facet buckets in pence per base unit: [lower, upper) with None for open ends.
+PRICE_BUCKETS: tuple[tuple[str, Decimal | None, Decimal | None], ...] = (
+    ("under-10p", None, Decimal(10)),
+    ("10p-1", Decimal(10), Decimal(100)),
+    ("1-10", Decimal(100), Decimal(1000)),
+    ("10-100", Decimal(1000), Decimal(10000)),
+    ("100-plus", Decimal(10000), None),
+)
+
+
+def unit_price_nanopence(pack_price_pence: int, units_per_pack: int) -> int:
+    """Pence per base unit times 10⁹ as an exact integer (rounded half to even at the 10⁻⁹ penny)."""
+    exact = Decimal(pack_price_pence) * NANO / Decimal(units_per_pack)
+    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def pence_to_nanopence(value: Decimal) -> int:
+    return int((value * NANO).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def tie_break(product_id: str) -> int:
+    """A stable hash of the product id (63 bits): the last sort key before the id itself, so
+    equal scores or prices never favour a supplier by name or id."""
+    return int.from_bytes(hashlib.sha256(product_id.encode()).digest()[:8], "big") >> 1
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    q: str | None = None
+    category: str | None = None  # category code; includes its descendants
+    supplier: str | None = None  # supplier organisation id
+    kind: str | None = None
+    phb_eligible: bool | None = None
+    in_stock: bool | None = None
+    min_unit_price: Decimal | None = None  # pence per base unit
+    max_unit_price: Decimal | None = None
+    sort: str = "relevance"
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+
+    @property
+    def text(self) -> str:
+        return (self.q or "").strip()
+
+    def fingerprint(self) -> str:
+        """What a cursor is bound to: everything but the cursor and the limit."""
+        parts = [
+            self.text.lower(),
+            self.category,
+            self.supplier,
+            self.kind,
+            self.phb_eligible,
+            self.in_stock,
+            str(self.min_unit_price) if self.min_unit_price is not None else None,
+            str(self.max_unit_price) if self.max_unit_price is not None else None,
+            self.sort,
+        ]
+        return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class SupplierRef:
+    id: str
+    name: str
+    is_sme: bool
+
+
+@dataclass(frozen=True)
+class BestOffer:
+    id: str
+    supplier: SupplierRef
+    pack_price_pence: int
+    unit_price_pence: Decimal
+    in_stock: bool
+
+
+@dataclass(frozen=True)
+class CategoryRef:
+    code: str
+    name: str
+
+
+@dataclass(frozen=True)
+class PriceRange:
+    min_pence: Decimal  # pence per base unit
+    max_pence: Decimal
+
+
+@dataclass(frozen=True)
+class SearchItem:
+    id: str
+    name: str
+    gtin: str | None
+    manufacturer_part_number: str | None
+    category: CategoryRef
+    kind: str
+    phb_eligible: bool
+    unit_of_measure: str
+    units_per_pack: int
+    in_stock: bool
+    offer_count: int
+    best_offer: BestOffer
+    unit_price_range: PriceRange
+
+
+@dataclass(frozen=True)
+class CategoryFacet:
+    code: str
+    name: str
+    parent_code: str | None
+    count: int
+
+
+@dataclass(frozen=True)
+class SupplierFacet:
+    id: str
+    name: str
+    is_sme: bool
+    count: int
+
+
+@dataclass(frozen=True)
+class ValueFacet:
+    value: str
+    count: int
+
+
+@dataclass(frozen=True)
+class PriceFacet:
+    key: str
+    min_pence: Decimal | None  # pence per base unit, inclusive
+    max_pence: Decimal | None  # exclusive
+    count: int
+
+
+@dataclass
+class Facets:
+    category: list[CategoryFacet] = field(default_factory=list)
+    supplier: list[SupplierFacet] = field(default_factory=list)
+    kind: list[ValueFacet] = field(default_factory=list)
+    unit_price: list[PriceFacet] = field(default_factory=list)
+
+
+@dataclass
+class SearchResult:
+    items: list[SearchItem]
+    facets: Facets
+    total: int
+    next_cursor: str | None
+
+
+class SearchBackend(Protocol):
+    """Answers a ``SearchQuery``. ``session`` is the caller's database session (the SQL backend
+    searches with it; the Elasticsearch backend reads names of categories and suppliers)."""
+
+    name: str
+
+    def search(self, session: Session, query: SearchQuery) -> SearchResult: ...
+
+
+# --- cursors ------------------------------------------------------------------------------------
+
+
+def encode_cursor(query: SearchQuery, key: list[Any]) -> str:
+    """An opaque cursor: the sort key of the last item, bound to the query that issued it."""
+    plain = [v.isoformat() if isinstance(v, datetime) else v for v in key]
+    raw = json.dumps({"f": query.fingerprint(), "k": plain}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(query: SearchQuery, arity: int) -> list[Any] | None:
+    if not query.cursor:
+        return None
+    try:
+        padded = query.cursor + "=" * (-len(query.cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        data = None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("k"), list)
+        or len(data["k"]) != arity
+        or any(isinstance(v, dict | list) for v in data["k"])
+    ):
+        raise ValidationFailed(
+            "The cursor is not valid; start again without one.",
+            errors={"cursor": ["Not a cursor this search issued."]},
+        )
+    if data.get("f") != query.fingerprint():
+        raise ValidationFailed(
+            "The cursor belongs to a different search; start again without one.",
+            errors={"cursor": ["Use a cursor with the same q, filters and sort that issued it."]},
+        )
+    return data["k"]
+
+
+def cursor_value(value: Any, kind: type) -> Any:
+    """Check one decoded cursor value's type (a forged cursor must give 422, never 500)."""
+    ok = (
+        isinstance(value, kind) and not isinstance(value, bool)
+        if kind in (int, float)
+        else isinstance(value, kind)
+    )
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is datetime and isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed
+        ok = False
+    if not ok:
+        raise ValidationFailed(
+            "The cursor is not valid; start again without one.",
+            errors={"cursor": ["Corrupt cursor."]},
+        )
+    return value
+
+
+def price_bucket_bounds() -> list[tuple[str, int | None, int | None]]:
+    return [
+        (
+            key,
+            pence_to_nanopence(low) if low is not None else None,
+            pence_to_nanopence(high) if high is not None else None,
+        )
+        for key, low, high in PRICE_BUCKETS
+    ]

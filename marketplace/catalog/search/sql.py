@@ -1,0 +1,533 @@
+"""The SQL search backend: ``search_documents`` with SQLite FTS5 or PostgreSQL full-text search.
+
+One request costs a handful of statements: the spelling check of unknown query words (one
+indexed lookup, plus one per unknown word), the page (matching, ranking, keyset), and one
+statement for the total and all four facets, which computes the text match once (a
+materialised CTE) and groups it four ways. Names of categories and suppliers come from their
+own tables at query time, so a renamed supplier shows its new name at once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Double,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    not_,
+    or_,
+    select,
+    table,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import REGCONFIG, TSQUERY
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from ...accounts.models import Organisation
+from ...errors import ValidationFailed
+from ...money import unit_price
+from ..models import Category, CategoryKind
+from .base import (
+    PRICE_BUCKETS,
+    BestOffer,
+    CategoryFacet,
+    CategoryRef,
+    Facets,
+    PriceFacet,
+    PriceRange,
+    SearchItem,
+    SearchQuery,
+    SearchResult,
+    SupplierRef,
+    ValueFacet,
+    cursor_value,
+    decode_cursor,
+    encode_cursor,
+    pence_to_nanopence,
+    price_bucket_bounds,
+)
+from .facets import category_facets, supplier_facets
+from .models import SearchDocument, SearchDocumentSupplier, SearchTerm
+from .text import (
+    AnyOf,
+    Node,
+    Phrase,
+    Synonyms,
+    best_corrections,
+    build_plan,
+    edits1,
+    gtin_in_query,
+    load_synonyms,
+    mpn_key,
+)
+
+D = SearchDocument.__table__
+S = SearchDocumentSupplier.__table__
+EXACT_SCORE = 1_000_000.0  # an exact GTIN / part-number hit ranks above any text score
+# bm25 column weights (name, keywords, category names, description).
+BM25 = (10.0, 4.0, 2.0, 1.0)
+FACETS = ("category", "supplier", "kind", "unit_price")
+
+
+# --- dialects -----------------------------------------------------------------------------------
+
+
+class SqliteText:
+    """FTS5: ``search_fts`` (porter + unicode61) and bm25 ranking; spelling by probing the word
+    list with every string one edit away."""
+
+    fts = table("search_fts")
+
+    def render(self, node: Node) -> str:
+        if isinstance(node, Phrase):
+            return '"' + " ".join(node.words).replace('"', '""') + '"'
+        if isinstance(node, AnyOf):
+            return "(" + " OR ".join(self.render(o) for o in node.options) + ")"
+        return "(" + " AND ".join(self.render(p) for p in node.parts) + ")"
+
+    def matches(self, plan: Node, scored: bool = True) -> Any:
+        rowid = literal_column("search_fts.rowid")
+        score = -func.bm25(literal_column("search_fts"), *BM25) if scored else literal(0.0)
+        return (
+            select(rowid.label("id"), cast(score, Double).label("score"))
+            .select_from(self.fts)
+            .where(literal_column("search_fts").op("MATCH")(self.render(plan)))
+        )
+
+    def candidates(self, session: Session, word: str) -> list[str]:
+        return list(
+            session.scalars(select(SearchTerm.term).where(SearchTerm.term.in_(edits1(word))))
+        )
+
+
+class PostgresText:
+    """``search_fts_vector`` (english stemming, weights A-D) with a GIN index and ts_rank;
+    spelling through pg_trgm's similarity on the word list (GIN trigram index)."""
+
+    def _query(self, node: Node) -> Any:
+        if isinstance(node, Phrase):
+            return func.phraseto_tsquery(cast("english", REGCONFIG), " ".join(node.words))
+        operator = "||" if isinstance(node, AnyOf) else "&&"
+        children = node.options if isinstance(node, AnyOf) else node.parts
+        result = self._query(children[0])
+        for child in children[1:]:
+            result = result.op(operator, return_type=TSQUERY)(self._query(child))
+        return result
+
+    def matches(self, plan: Node, scored: bool = True) -> Any:
+        vector = literal_column("search_documents.search_fts_vector")
+        tsquery = self._query(plan)
+        score = func.ts_rank(vector, tsquery) if scored else literal(0.0)
+        return select(D.c.id.label("id"), cast(score, Double).label("score")).where(
+            vector.op("@@")(tsquery)
+        )
+
+    def candidates(self, session: Session, word: str) -> list[str]:
+        session.execute(select(func.set_config("pg_trgm.similarity_threshold", "0.2", True)))
+        return list(
+            session.scalars(
+                select(SearchTerm.term)
+                .where(SearchTerm.term.op("%")(word))
+                .order_by(func.similarity(SearchTerm.term, word).desc())
+                .limit(50)
+            )
+        )
+
+
+# --- the backend ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Sort:
+    columns: tuple[str, ...]  # names in the page row
+    descending: tuple[bool, ...]
+    types: tuple[type, ...]
+
+
+def _sort_for(query: SearchQuery, has_text: bool) -> _Sort:
+    """Sort keys: the requested order, then the tie-break hash, then the document id (unique).
+    The tie-break follows the main direction, so each order is one index walked one way."""
+    if query.sort == "relevance" and has_text:
+        # The document id is the tie-break hash: the full-text index alone orders a page.
+        keys: tuple[tuple[str, bool, type], ...] = (("score", True, float), ("id", False, int))
+    else:
+        head = {
+            "relevance": (),
+            "unit_price": (("min_unit_price_nanopence", False, int),),
+            "-unit_price": (("min_unit_price_nanopence", True, int),),
+            "newest": (("created_at", True, datetime),),
+        }[query.sort]
+        tail_descending = query.sort in ("-unit_price", "newest")
+        keys = (*head, ("tie_break", tail_descending, int), ("id", tail_descending, int))
+    return _Sort(
+        columns=tuple(k[0] for k in keys),
+        descending=tuple(k[1] for k in keys),
+        types=tuple(k[2] for k in keys),
+    )
+
+
+def _keyset(columns: Sequence[Any], values: Sequence[Any], descending: Sequence[bool]) -> Any:
+    """Rows strictly after ``values`` in the order (mixed directions allowed)."""
+    clauses = []
+    for i, column in enumerate(columns):
+        prefix = [columns[j] == values[j] for j in range(i)]
+        beyond = column < values[i] if descending[i] else column > values[i]
+        clauses.append(and_(*prefix, beyond))
+    return or_(*clauses)
+
+
+def _ordering(columns: Sequence[Any], descending: Sequence[bool]) -> list[Any]:
+    return [c.desc() if d else c.asc() for c, d in zip(columns, descending, strict=True)]
+
+
+class SqlSearchBackend:
+    name = "sql"
+
+    def __init__(self, synonyms: Synonyms | None = None):
+        self.synonyms = synonyms or load_synonyms()
+
+    # -- building blocks
+
+    def _dialect(self, session: Session) -> SqliteText | PostgresText:
+        return PostgresText() if session.get_bind().dialect.name == "postgresql" else SqliteText()
+
+    def corrections(self, session: Session, dialect: Any, words: list[str]) -> dict[str, list[str]]:
+        if not words:
+            return {}
+        known = set(session.scalars(select(SearchTerm.term).where(SearchTerm.term.in_(words))))
+        found: dict[str, list[str]] = {}
+        for word in words:
+            if word not in known:
+                fixes = best_corrections(word, dialect.candidates(session, word))
+                if fixes:
+                    found[word] = fixes
+        return found
+
+    def _category_ids(self, session: Session, code: str) -> list[str]:
+        path = session.scalar(select(Category.path).where(Category.code == code))
+        if path is None:
+            raise ValidationFailed(
+                f"No category with code {code!r}.",
+                errors={"category": [f"Unknown category code {code!r}."]},
+                code="validation-failed",
+            )
+        return list(
+            session.scalars(
+                select(Category.id).where(Category.path.startswith(path, autoescape=True))
+            )
+        )
+
+    def _filters(
+        self, query: SearchQuery, doc: Any, category_ids: list[str] | None
+    ) -> dict[str, list[Any]]:
+        """Filter clauses by facet ("" for the ones no facet ignores)."""
+        f: dict[str, list[Any]] = defaultdict(list)
+        if category_ids is not None:
+            f["category"].append(doc.c.category_id.in_(category_ids))
+        if query.supplier:
+            f["supplier"].append(
+                doc.c.supplier_id == query.supplier
+                if "supplier_id" in doc.c
+                else doc.c.id.in_(select(S.c.document_id).where(S.c.supplier_id == query.supplier))
+            )
+        if query.kind:
+            f["kind"].append(doc.c.kind == CategoryKind(query.kind))
+        if query.min_unit_price is not None:
+            f["unit_price"].append(
+                doc.c.min_unit_price_nanopence >= pence_to_nanopence(query.min_unit_price)
+            )
+        if query.max_unit_price is not None:
+            f["unit_price"].append(
+                doc.c.min_unit_price_nanopence <= pence_to_nanopence(query.max_unit_price)
+            )
+        if query.phb_eligible is not None and "phb_eligible" in doc.c:
+            eligible = and_(doc.c.phb_eligible, not_(doc.c.phb_excluded))
+            f[""].append(eligible if query.phb_eligible else not_(eligible))
+        if query.in_stock is not None and "in_stock" in doc.c:
+            f[""].append(doc.c.in_stock == query.in_stock)
+        return f
+
+    def _plan(self, session: Session, query: SearchQuery) -> Node | None:
+        dialect = self._dialect(session)
+        return build_plan(
+            query.text,
+            self.synonyms,
+            corrector=lambda words: self.corrections(session, dialect, words),
+        )
+
+    def _matches(
+        self, session: Session, query: SearchQuery, plan: Node | None, scored: bool = True
+    ) -> Any | None:
+        """A selectable of (id, score) for the text query, or None when there is no text.
+        ``scored=False`` skips ranking (for counting)."""
+        dialect = self._dialect(session)
+        exact = []
+        gtin = gtin_in_query(query.text)
+        if gtin:
+            exact.append(D.c.gtin == gtin)
+        key = mpn_key(query.text)
+        if key and any(c.isdigit() for c in key):  # part numbers have digits; words do not
+            exact.append(D.c.mpn_key == key)
+        parts = []
+        if plan is not None:
+            parts.append(dialect.matches(plan, scored))
+        if exact:
+            parts.append(
+                select(D.c.id.label("id"), cast(literal(EXACT_SCORE), Double).label("score")).where(
+                    or_(*exact)
+                )
+            )
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0].subquery("m")
+        both = union_all(*parts).subquery("u")
+        return (
+            select(both.c.id, func.max(both.c.score).label("score"))
+            .group_by(both.c.id)
+            .subquery("m")
+        )
+
+    # -- the search
+
+    def search(self, session: Session, query: SearchQuery) -> SearchResult:
+        category_ids = self._category_ids(session, query.category) if query.category else None
+        # No searchable word (only stop words or punctuation): search as if there were no text.
+        plan = self._plan(session, query) if query.text else None
+        matches = self._matches(session, query, plan) if query.text else None
+        items, next_cursor = self._page(session, query, matches, category_ids)
+        unscored = self._matches(session, query, plan, scored=False) if query.text else None
+        total, facets = self._facets(session, query, unscored, category_ids)
+        return SearchResult(items=items, facets=facets, total=total, next_cursor=next_cursor)
+
+    def _page(
+        self,
+        session: Session,
+        query: SearchQuery,
+        matches: Any | None,
+        category_ids: list[str] | None,
+    ) -> tuple[list[SearchItem], str | None]:
+        sort = _sort_for(query, has_text=matches is not None)
+        # Step 1: the page's document ids, from the narrow columns (an index walk without text;
+        # the full-text index alone for a text query without filters, sorted by relevance).
+        filters = [c for cs in self._filters(query, D, category_ids).values() for c in cs]
+        text_only = matches is not None and not filters and sort.columns[0] == "score"
+        if matches is None:
+            source = D
+        elif text_only:
+            source = matches
+        else:
+            source = D.join(matches, matches.c.id == D.c.id)
+        score = matches.c.score if matches is not None else literal(0.0)
+        sort_columns: dict[str, ColumnElement[Any]] = {
+            "score": score,
+            "tie_break": D.c.tie_break,
+            "id": matches.c.id if text_only else D.c.id,
+            "min_unit_price_nanopence": D.c.min_unit_price_nanopence,
+            "created_at": D.c.created_at,
+        }
+        order = [sort_columns[name] for name in sort.columns]
+        ids = select(sort_columns["id"].label("id"), score.label("score")).select_from(source)
+        ids = ids.where(*filters)
+        after = decode_cursor(query, len(sort.columns))
+        if after is not None:
+            values = [cursor_value(v, t) for v, t in zip(after, sort.types, strict=True)]
+            ids = ids.where(_keyset(order, values, sort.descending))
+        page = (
+            ids.order_by(*_ordering(order, sort.descending)).limit(query.limit + 1).subquery("page")
+        )
+        # Step 2: the rows to show, for those ids only.
+        org = Organisation.__table__
+        cat = Category.__table__
+        stmt = select(
+            D,
+            page.c.score,
+            org.c.name.label("supplier_name"),
+            org.c.is_sme.label("supplier_is_sme"),
+            cat.c.code.label("category_code"),
+            cat.c.name.label("category_name"),
+        ).select_from(
+            page.join(D, D.c.id == page.c.id)
+            .join(org, org.c.id == D.c.best_supplier_id)
+            .join(cat, cat.c.id == D.c.category_id)
+        )
+        shown = {**sort_columns, "score": page.c.score, "id": D.c.id}
+        stmt = stmt.order_by(*_ordering([shown[n] for n in sort.columns], sort.descending))
+        rows = session.execute(stmt).all()
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        items = [_item(row) for row in rows]
+        next_cursor = None
+        if more and rows:
+            last = rows[-1]._mapping
+            next_cursor = encode_cursor(query, [last[name] for name in sort.columns])
+        return items, next_cursor
+
+    def _facets(
+        self,
+        session: Session,
+        query: SearchQuery,
+        matches: Any | None,
+        category_ids: list[str] | None,
+    ) -> tuple[int, Facets]:
+        """The total and the four facets in one statement. Each facet applies every active
+        filter except its own, as shoppers expect (picking a supplier does not hide the others)."""
+        if matches is not None:
+            # The text match, computed once: every branch below reads this materialised set.
+            base = (
+                select(D.c.id, D.c.category_id, D.c.kind, D.c.min_unit_price_nanopence)
+                .select_from(D.join(matches, matches.c.id == D.c.id))
+                .where(*self._filters(query, D, category_ids).get("", []))
+                .cte("base")
+                .prefix_with("MATERIALIZED")
+            )
+            suppliers = None  # counted from the supplier rows of the matched documents
+            supplier_filters = self._filters(query, base, category_ids)
+        else:
+            # No text: each branch scans a covering index (documents, or supplier rows).
+            base = D
+            suppliers = S
+            supplier_filters = self._filters(query, S, category_ids)
+        on_base = self._filters(query, base, category_ids)
+
+        def others(excluded: str | None, filters: dict[str, list[Any]] = on_base) -> list[Any]:
+            return [
+                clause
+                for name, clauses in filters.items()
+                if name != excluded and (name != "" or matches is None)
+                for clause in clauses
+            ]
+
+        bucket = case(
+            *[
+                (
+                    and_(
+                        *(
+                            ([base.c.min_unit_price_nanopence >= low] if low is not None else [])
+                            + ([base.c.min_unit_price_nanopence < high] if high is not None else [])
+                        )
+                    ),
+                    literal(key),
+                )
+                for key, low, high in price_bucket_bounds()
+            ]
+        )
+
+        def count() -> Any:
+            return func.count().label("n")
+
+        supplier_key = S.c.supplier_id.concat("")
+
+        branches = [
+            select(literal("total").label("facet"), literal("").label("key"), count())
+            .select_from(base)
+            .where(*others(None)),
+            select(literal("category"), base.c.category_id, count())
+            .select_from(base)
+            .where(*others("category"))
+            .group_by(base.c.category_id),
+            select(literal("kind"), base.c.kind, count())
+            .select_from(base)
+            .where(*others("kind"))
+            .group_by(base.c.kind),
+            select(literal("unit_price"), bucket, count())
+            .select_from(base)
+            .where(*others("unit_price"))
+            .group_by(bucket),
+            (
+                select(literal("supplier"), S.c.supplier_id, count())
+                .where(
+                    S.c.document_id.in_(
+                        select(base.c.id).where(*others("supplier", supplier_filters))
+                    )
+                )
+                .group_by(S.c.supplier_id)
+                if suppliers is None
+                # Grouped by an expression, not the column: otherwise SQLite walks the supplier
+                # index for its order and reads every row, instead of the covering index.
+                else select(literal("supplier"), supplier_key, count())
+                .select_from(suppliers)
+                .where(*others("supplier", supplier_filters))
+                .group_by(supplier_key)
+            ),
+        ]
+        rows = session.execute(union_all(*branches)).all()
+        counts: dict[str, dict[str, int]] = defaultdict(dict)
+        for facet, key, n in rows:
+            counts[facet][str(key.value if hasattr(key, "value") else key)] = n
+        total = counts["total"].get("", 0)
+        return total, Facets(
+            category=_category_facets(session, counts["category"]),
+            supplier=supplier_facets(session, counts["supplier"]),
+            kind=[
+                ValueFacet(value=k, count=n)
+                for k, n in sorted(counts["kind"].items(), key=lambda kv: (-kv[1], kv[0]))
+            ],
+            unit_price=[
+                PriceFacet(
+                    key=key, min_pence=low, max_pence=high, count=counts["unit_price"].get(key, 0)
+                )
+                for key, low, high in PRICE_BUCKETS
+            ],
+        )
+
+
+def _item(row: Any) -> SearchItem:
+    m = row._mapping
+    units = m["units_per_pack"]
+    best_unit = unit_price(m["best_pack_price_pence"], units)
+    kind = m["kind"]
+    return SearchItem(
+        id=m["product_id"],
+        name=m["name"],
+        gtin=m["gtin"],
+        manufacturer_part_number=m["manufacturer_part_number"],
+        category=CategoryRef(code=m["category_code"], name=m["category_name"]),
+        kind=getattr(kind, "value", kind),
+        phb_eligible=bool(m["phb_eligible"]) and not m["phb_excluded"],
+        unit_of_measure=m["unit_of_measure"],
+        units_per_pack=units,
+        in_stock=bool(m["in_stock"]),
+        offer_count=m["offer_count"],
+        best_offer=BestOffer(
+            id=m["best_offer_id"],
+            supplier=SupplierRef(
+                id=m["best_supplier_id"], name=m["supplier_name"], is_sme=bool(m["supplier_is_sme"])
+            ),
+            pack_price_pence=m["best_pack_price_pence"],
+            unit_price_pence=best_unit,
+            in_stock=bool(m["best_offer_in_stock"]),
+        ),
+        unit_price_range=PriceRange(
+            min_pence=best_unit, max_pence=unit_price(m["max_pack_price_pence"], units)
+        ),
+    )
+
+
+def _category_facets(session: Session, counts: dict[str, int]) -> list[CategoryFacet]:
+    """Counts per category including everything below it (a product in "Powered wheelchairs"
+    counts for "Wheelchairs" and "Wheelchairs and mobility" too)."""
+    if not counts:
+        return []
+    paths = {
+        category_id: path
+        for category_id, path in session.execute(
+            select(Category.id, Category.path).where(Category.id.in_(list(counts)))
+        )
+    }
+    rolled: dict[str, int] = defaultdict(int)
+    for category_id, n in counts.items():
+        for code in paths.get(category_id, "").strip("/").split("/"):
+            if code:
+                rolled[code] += n
+    return category_facets(session, rolled)
