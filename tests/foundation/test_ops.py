@@ -52,7 +52,11 @@ def test_migrations_run_from_empty_to_head_and_back(tmp_path):
     command.downgrade(migrate.alembic_config(settings), "base")
     with engine.connect() as connection:
         tables = (
-            connection.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))
+            connection.execute(
+                text(
+                    "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+                )
+            )
             .scalars()
             .all()
         )
