@@ -6,4 +6,6 @@ import click
 
 
 def domain_groups() -> list[click.Command]:
-    return []
+    from .pricing.cli import pricing
+
+    return [pricing]
