@@ -42,7 +42,8 @@ def test_import_csv_prints_summary_and_errors(run, db, world, tmp_path):
     assert result.stdout.strip().splitlines()[-1].startswith("import id: imp_")
     assert db.scalar(select(func.count()).select_from(PurchaseRecord)) == 2
     again = run("pricing", "import", str(path), "--trust", "RT2")
-    assert "0 imported" in again.stdout and "2 already imported" in again.stdout
+    assert "0 imported" in again.stdout
+    assert "2 already imported" in again.stdout
 
 
 def test_import_json_all_good_exits_zero(run, db, world, tmp_path):
@@ -70,7 +71,8 @@ def test_unknown_trust_and_missing_file(run, world, tmp_path):
     path = tmp_path / "lines.csv"
     path.write_bytes(csv_bytes([line("P", 1)]))
     unknown = run("pricing", "import", str(path), "--trust", "ZZZ")
-    assert unknown.exit_code == 1 and "ZZZ" in unknown.stderr
+    assert unknown.exit_code == 1
+    assert "ZZZ" in unknown.stderr
     missing = run("pricing", "import", str(tmp_path / "nope.csv"), "--trust", "RT1")
     assert missing.exit_code != 0
 

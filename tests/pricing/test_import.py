@@ -90,13 +90,16 @@ def test_import_matches_keeps_unmatched_and_reports_rejected_rows(client, db, wo
     records = {r.line: r for r in db.scalars(select(PurchaseRecord))}
     assert set(records) == {1, 2, 3}
     gloves = records[1]
-    assert gloves.status == PurchaseStatus.MATCHED and gloves.product_id == world.gloves.id
-    assert gloves.units_per_pack == 100 and gloves.unit_price == pytest.approx(2.5)
+    assert gloves.status == PurchaseStatus.MATCHED
+    assert gloves.product_id == world.gloves.id
+    assert gloves.units_per_pack == 100
+    assert gloves.unit_price == pytest.approx(2.5)
     stockings = records[2]
     assert stockings.product_id == world.stockings.id
     assert stockings.supplier_id == world.supplier.id
     assert stockings.units_per_pack == 1
-    assert records[3].status == PurchaseStatus.UNMATCHED and records[3].product_id is None
+    assert records[3].status == PurchaseStatus.UNMATCHED
+    assert records[3].product_id is None
     assert (
         db.scalar(
             select(func.count())
@@ -116,7 +119,9 @@ def test_reimporting_the_same_lines_changes_nothing(client, db, world, buyer):
     ).get_json()
     second = _post(client, buyer, body).get_json()
     assert first["imported"] == 3
-    assert second["imported"] == 0 and second["already_imported"] == 3 and second["rejected"] == 3
+    assert second["imported"] == 0
+    assert second["already_imported"] == 3
+    assert second["rejected"] == 3
     db.expire_all()
     assert {(r.id, r.total_price_pence) for r in db.scalars(select(PurchaseRecord))} == before
     assert (
@@ -221,7 +226,8 @@ def test_unmatched_lines_listed_then_matched(client, db, world, buyer, factory):
     listed = client.get("/api/v1/purchases?status=unmatched", headers=buyer.headers).get_json()
     assert [p["po_number"] for p in listed["items"]] == ["PO-U"]
     purchase = listed["items"][0]
-    assert purchase["units_per_pack"] is None and purchase["unit_price_pence"] is None
+    assert purchase["units_per_pack"] is None
+    assert purchase["unit_price_pence"] is None
 
     matched = client.post(
         f"/api/v1/purchases/{purchase['id']}/match",
@@ -230,7 +236,8 @@ def test_unmatched_lines_listed_then_matched(client, db, world, buyer, factory):
     )
     assert matched.status_code == 200, matched.get_data(as_text=True)
     body = matched.get_json()
-    assert body["status"] == "matched" and body["units_per_pack"] == 100
+    assert body["status"] == "matched"
+    assert body["units_per_pack"] == 100
     assert body["unit_price_pence"] == 3.0
     assert (
         client.get("/api/v1/purchases?status=unmatched", headers=buyer.headers).get_json()["items"]
@@ -318,7 +325,8 @@ def test_exclusion_is_for_operators_and_needs_a_reason(client, db, world, buyer,
 def test_rows_with_wrong_field_counts_and_blank_lines(client, db, world, buyer):
     body = csv_bytes([line("PO-W", 1)]) + b"\n" + b"PO-W,2,2026-01-01\n"
     result = _post(client, buyer, body).get_json()
-    assert result["imported"] == 1 and result["rejected"] == 1
+    assert result["imported"] == 1
+    assert result["rejected"] == 1
     assert result["errors"][0]["column"] == "*"
     assert result["errors"][0]["row"] == 4
 

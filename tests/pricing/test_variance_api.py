@@ -71,7 +71,8 @@ def market(world, import_as):
 
 def test_product_distribution_and_trust_rows(client, market):
     body = client.get(f"/api/v1/products/{market.gloves.id}/price-variance").get_json()
-    assert body["reported"] is True and body["reason"] is None
+    assert body["reported"] is True
+    assert body["reason"] is None
     assert body["product"]["name"].startswith("Nitrile")
     dist = body["distribution"]
     assert dist == {
@@ -138,19 +139,19 @@ def test_outlier_threshold(client, market):
 
 def test_min_trusts(client, market):
     stockings = client.get(f"/api/v1/products/{market.stockings.id}/price-variance").get_json()
-    assert stockings["reported"] is False and stockings["reason"] == "too_few_trusts"
-    assert (
-        stockings["n_trusts"] == 2
-        and stockings["distribution"] is None
-        and stockings["trusts"] == []
-    )
+    assert stockings["reported"] is False
+    assert stockings["reason"] == "too_few_trusts"
+    assert stockings["n_trusts"] == 2
+    assert stockings["distribution"] is None
+    assert stockings["trusts"] == []
     assert [i["product_id"] for i in client.get("/api/v1/price-variance").get_json()["items"]] == [
         market.gloves.id
     ]
     two = client.get(
         f"/api/v1/products/{market.stockings.id}/price-variance?min_trusts=2"
     ).get_json()
-    assert two["reported"] is True and two["distribution"]["spread"] == 0.5
+    assert two["reported"] is True
+    assert two["distribution"]["spread"] == 0.5
     listed = client.get("/api/v1/price-variance?min_trusts=2").get_json()
     assert {i["product_id"] for i in listed["items"]} == {market.gloves.id, market.stockings.id}
     many = client.get(f"/api/v1/products/{market.gloves.id}/price-variance?min_trusts=6").get_json()
@@ -165,7 +166,8 @@ def test_ranking_sort_category_and_pagination(client, market):
     second = client.get(
         f"/api/v1/price-variance?min_trusts=2&limit=1&cursor={by_savings['next_cursor']}"
     ).get_json()
-    assert second["items"][0]["product_id"] == market.stockings.id and second["next_cursor"] is None
+    assert second["items"][0]["product_id"] == market.stockings.id
+    assert second["next_cursor"] is None
     by_spread = client.get("/api/v1/price-variance?min_trusts=2&sort=spread").get_json()
     assert [i["spread"] for i in by_spread["items"]] == [2.0, 0.5]
     page = client.get("/api/v1/price-variance?min_trusts=2&sort=spread&limit=1").get_json()
@@ -200,18 +202,18 @@ def test_custom_window_is_summed_from_the_rollups(client, market):
 def test_trust_savings(client, market):
     body = client.get("/api/v1/trusts/RT4/savings").get_json()
     assert body["trust"] == {"ods_code": "RT4", "name": "Trust 4"}
-    assert body["total_possible_savings_pence"] == 3800 and body["total_products"] == 1
+    assert body["total_possible_savings_pence"] == 3800
+    assert body["total_products"] == 1
     item = body["items"][0]
     assert item["product_id"] == market.gloves.id
-    assert (
-        item["unit_price_pence"] == 6.0
-        and item["benchmark_pence"] == 2.2
-        and item["outlier"] is True
-    )
+    assert item["unit_price_pence"] == 6.0
+    assert item["benchmark_pence"] == 2.2
+    assert item["outlier"] is True
     assert item["cheapest_offer"]["offer_id"] == market.offers["gloves"].id
     assert item["cheapest_offer"]["unit_price_pence"] == 2.5
     small = client.get("/api/v1/trusts/RT1/savings").get_json()
-    assert small["items"] == [] and small["total_possible_savings_pence"] == 0
+    assert small["items"] == []
+    assert small["total_possible_savings_pence"] == 0
     with_all = client.get("/api/v1/trusts/RT1/savings?min_savings_pence=0").get_json()
     assert with_all["total_possible_savings_pence"] == 300
     windowed = client.get(f"/api/v1/trusts/RT4/savings?from={days_ago(100).isoformat()}").get_json()
@@ -236,7 +238,9 @@ def test_price_check_verdicts(client, market, price, verdict, percentile):
     ).get_json()
     assert body["verdict"] == verdict
     assert body["percentile"] == percentile
-    assert body["benchmark_pence"] == 2.2 and body["median_pence"] == 3.0 and body["n_trusts"] == 5
+    assert body["benchmark_pence"] == 2.2
+    assert body["median_pence"] == 3.0
+    assert body["n_trusts"] == 5
     cheaper = body["cheaper_offer"]
     assert (cheaper is not None) == (float(price) > 2.5)
 
@@ -245,7 +249,8 @@ def test_price_verdict_service_and_bad_input(client, db, market):
     result = service.price_verdict(db, market.gloves.id, 4)
     assert result.verdict == "outlier"
     few = service.price_verdict(db, market.stockings.id, 7)
-    assert few.verdict is None and few.reason == "too_few_trusts"
+    assert few.verdict is None
+    assert few.reason == "too_few_trusts"
     assert_problem(client.get("/api/v1/price-check?product=prd_nope&unit_price=1"), 404)
     assert_problem(client.get(f"/api/v1/price-check?product={market.gloves.id}&unit_price=-1"), 422)
     assert_problem(client.get(f"/api/v1/price-check?product={market.gloves.id}"), 422)
@@ -262,12 +267,14 @@ def test_csv_everywhere(client, market):
     ranking = _csv(client.get("/api/v1/price-variance", headers={"Accept": "text/csv"}))
     assert len(ranking) == 1
     assert ranking[0]["product_id"] == market.gloves.id
-    assert ranking[0]["p10_pence"] == "2.2000" and ranking[0]["possible_savings_pence"] == "5100"
+    assert ranking[0]["p10_pence"] == "2.2000"
+    assert ranking[0]["possible_savings_pence"] == "5100"
     same = _csv(client.get("/api/v1/price-variance?format=csv"))
     assert same == ranking
     trusts = _csv(client.get(f"/api/v1/products/{market.gloves.id}/price-variance?format=csv"))
     assert [r["ods_code"] for r in trusts] == ["RT0", "RT1", "RT2", "RT3", "RT4"]
-    assert trusts[4]["outlier"] == "true" and trusts[4]["possible_savings_pence"] == "3800"
+    assert trusts[4]["outlier"] == "true"
+    assert trusts[4]["possible_savings_pence"] == "3800"
     assert trusts[0]["product_median_pence"] == "3.0000"
     savings = _csv(client.get("/api/v1/trusts/RT4/savings", headers={"Accept": "text/csv"}))
     assert savings[0]["possible_savings_pence"] == "3800"
@@ -290,7 +297,8 @@ def test_line_exclusion_takes_the_line_out_of_the_statistics(client, db, market,
         )
         assert response.status_code == 200
     body = client.get(f"/api/v1/products/{market.gloves.id}/price-variance").get_json()
-    assert body["n_trusts"] == 4 and body["distribution"]["max_pence"] == 3.5
+    assert body["n_trusts"] == 4
+    assert body["distribution"]["max_pence"] == 3.5
     assert client.get("/api/v1/trusts/RT4/savings").get_json()["items"] == []
     client.post(f"/api/v1/purchases/{rt4[0].id}/include", headers=operator.headers)
     body = client.get(f"/api/v1/products/{market.gloves.id}/price-variance").get_json()
@@ -304,7 +312,8 @@ def test_product_exclusion_shows_its_reason(client, session_factory, market):
         product.benchmark_excluded_reason = "Specials: made to measure"
         service.product_changed(session, product.id)
     body = client.get(f"/api/v1/products/{market.gloves.id}/price-variance").get_json()
-    assert body["reported"] is False and body["reason"] == "excluded_from_benchmarking"
+    assert body["reported"] is False
+    assert body["reason"] == "excluded_from_benchmarking"
     assert body["product"]["benchmark_excluded"] is True
     assert body["product"]["benchmark_excluded_reason"] == "Specials: made to measure"
     assert client.get("/api/v1/price-variance").get_json()["items"] == []
@@ -314,7 +323,8 @@ def test_product_exclusion_shows_its_reason(client, session_factory, market):
     )
     assert client.get("/api/v1/trusts/RT4/savings").get_json()["items"] == []
     check = client.get(f"/api/v1/price-check?product={market.gloves.id}&unit_price=4").get_json()
-    assert check["verdict"] is None and check["reason"] == "excluded_from_benchmarking"
+    assert check["verdict"] is None
+    assert check["reason"] == "excluded_from_benchmarking"
 
 
 def test_marketplace_purchase_is_recorded_and_counted(client, db, session_factory, market):
@@ -343,7 +353,8 @@ def test_marketplace_purchase_is_recorded_and_counted(client, db, session_factor
             total_price_pence=2600,
         )
         assert again.id == record.id
-    assert record.source.value == "marketplace" and record.units_per_pack == 100
+    assert record.source.value == "marketplace"
+    assert record.units_per_pack == 100
     body = client.get(f"/api/v1/products/{market.gloves.id}/price-variance").get_json()
     assert body["n_trusts"] == 6
     assert {"RT5": 2.6}.items() <= {
