@@ -13,7 +13,7 @@ from .service import ProductVarianceView
 WIDTH = 760
 LEFT = 230  # room for trust names
 RIGHT = 40
-TOP = 78
+TOP = 100
 ROW = 22
 BOTTOM = 64
 DOT = "#005EB8"  # NHS blue
@@ -169,15 +169,14 @@ def render(view: ProductVarianceView, highlight: str | None = None) -> str:
             f'<circle cx="{x(row["unit_price_pence"])}" cy="{cy:.1f}" r="{7 if is_highlight else 5}" '
             f'fill="{colour}"{ring}/>'
         )
-        if is_highlight:
+        notes = ([f"◀ {row['ods_code']}"] if is_highlight else []) + (
+            ["outlier"] if row["outlier"] else []
+        )
+        if notes:
             parts.append(
                 f'<text x="{float(x(row["unit_price_pence"])) + 12:.1f}" y="{cy + 4:.1f}" '
-                f'fill="{HIGHLIGHT}" font-weight="bold">◀ {escape(row["ods_code"] or "")}</text>'
-            )
-        if row["outlier"]:
-            parts.append(
-                f'<text x="{float(x(row["unit_price_pence"])) - 9:.1f}" y="{cy - 7:.1f}" '
-                f'font-size="10" fill="#212b32" aria-hidden="true">!</text>'
+                f'fill="{HIGHLIGHT if is_highlight else "#212b32"}"{weight}>'
+                f"{escape(' · '.join(notes))}</text>"
             )
         parts.append("</g>")
     parts.append("</g></svg>")
