@@ -5,5 +5,6 @@ from __future__ import annotations
 
 def all_blueprints() -> list:
     from .accounts.api import blp as accounts
+    from .budgets.api import blp as budgets
 
-    return [accounts]
+    return [accounts, budgets]
