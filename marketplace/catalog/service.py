@@ -112,49 +112,6 @@ def product_ids_in_category(session: Session, code: str) -> list[str]:
     )
 
 
-@dataclass(frozen=True)
-class ProductSummary:
-    """The few product facts other domains keep beside their own figures."""
-
-    id: str
-    name: str
-    category_id: str
-    units_per_pack: int
-    benchmark_excluded: bool
-    benchmark_excluded_reason: str | None
-
-
-def product_summaries(session: Session, product_ids: Iterable[str]) -> dict[str, ProductSummary]:
-    """Summaries of many products at once (ids that do not exist are left out)."""
-    ids = list(dict.fromkeys(product_ids))
-    found: dict[str, ProductSummary] = {}
-    for start in range(0, len(ids), 1000):
-        rows = session.execute(
-            select(
-                Product.id,
-                Product.name,
-                Product.category_id,
-                Product.units_per_pack,
-                Product.benchmark_excluded,
-                Product.benchmark_excluded_reason,
-            ).where(Product.id.in_(ids[start : start + 1000]))
-        )
-        for row in rows:
-            found[row.id] = ProductSummary(*row)
-    return found
-
-
-def product_ids_in_category(session: Session, code: str) -> list[str]:
-    """Ids of the products in a category and its descendants, in id order."""
-    return list(
-        session.scalars(
-            select(Product.id)
-            .where(Product.category_id.in_(category_subtree_ids(session, code)))
-            .order_by(Product.id)
-        )
-    )
-
-
 def cheapest_active_offer(session: Session, product_id: str) -> Offer | None:
     """The active, in-stock offer with the lowest pack price (all offers on a product share its
     units per pack, so the lowest pack price is the lowest unit price). Ties: the offer id's
