@@ -21,6 +21,7 @@ class AppState:
     engine: Engine
     session_factory: sessionmaker[Session]
     readiness_probes: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    payment_gateway: Any = None
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
@@ -48,6 +49,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     engine = make_engine(settings)
     state = AppState(settings=settings, engine=engine, session_factory=make_session_factory(engine))
     app.extensions["marketplace"] = state
+
+    from .orders import service as orders
+    from .orders.payments import gateway_from_settings
+
+    state.payment_gateway = gateway_from_settings(settings)
+    orders.set_decision_gateway(lambda: state.payment_gateway)
 
     from . import errors, ops, web
     from .blueprints import all_blueprints

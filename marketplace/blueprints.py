@@ -7,6 +7,7 @@ def all_blueprints() -> list:
     from .accounts.api import blp as accounts
     from .budgets.api import blp as budgets
     from .catalog.api import blp as catalog
+    from .orders.api import blp as orders
     from .pricing.api import blp as pricing
 
-    return [accounts, catalog, pricing, budgets]
+    return [accounts, catalog, pricing, budgets, orders]

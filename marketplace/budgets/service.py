@@ -730,3 +730,12 @@ def price_basket(session: Session, items: Iterable[Mapping[str, Any]]) -> list[S
             )
         )
     return priced
+
+
+def load_budget(session: Session, budget_id: str) -> Budget:
+    """A budget by id, without a visibility check: for the marketplace's own bookkeeping (an
+    order's dispatch captures its hold whoever dispatches it). Views must use ``get_budget``."""
+    budget = session.get(Budget, budget_id)
+    if budget is None:
+        raise not_found("budget", budget_id)
+    return budget

@@ -671,7 +671,7 @@ def _refresh_order_status(order: Order) -> None:
 
 def _budget_of(session: Session, supplier_order: SupplierOrder) -> Any:
     budget_id = supplier_order.order.budget_id
-    return budgets.get_budget_for_system(session, budget_id) if budget_id else None
+    return budgets.load_budget(session, budget_id) if budget_id else None
 
 
 def _system(actor: Principal) -> Principal:
