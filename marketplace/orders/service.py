@@ -298,7 +298,7 @@ def _authorise_cards(
                 amount_pence=supplier_order.card_pence,
                 status=CardPaymentStatus.AUTHORISED,
             )
-            session.add(payment)
+            supplier_order.card_payment = payment
             authorised.append(payment)
     except Exception:
         # Nothing of this order survives (the transaction rolls back): give back any

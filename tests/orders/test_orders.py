@@ -221,7 +221,7 @@ def test_orders_are_visible_only_to_their_trust(client, shop):
 def test_suppliers_see_and_move_only_their_own_supplier_orders(client, shop):
     body = quote(client, shop.buyer, [(shop.offers["gloves_a"], 1), (shop.offers["chair"], 1)])
     placed = order(client, shop.buyer, body["id"]).get_json()
-    mine = [so for so in placed["supplier_orders"] if so["supplier_id"] == shop.supplier.org.id][0]
+    mine = next(so for so in placed["supplier_orders"] if so["supplier_id"] == shop.supplier.org.id)
     listed = client.get("/api/v1/supplier-orders", headers=shop.supplier.headers).get_json()[
         "items"
     ]
@@ -289,9 +289,9 @@ def test_rejection_and_cancellation_give_the_stock_back(client, shop):
     placed = order(client, shop.buyer, body["id"]).get_json()
     assert shop.stock("gloves_a") == 45
     assert shop.stock("chair") == 3
-    gloves_so = [
+    gloves_so = next(
         so for so in placed["supplier_orders"] if so["supplier_id"] == shop.supplier.org.id
-    ][0]
+    )
     rejected = transition(
         client, shop.supplier, gloves_so["id"], "reject", reason="Discontinued line"
     )
