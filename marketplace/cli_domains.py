@@ -7,6 +7,7 @@ import click
 
 def domain_groups() -> list[click.Command]:
     from .catalog.cli import catalog
+    from .orders.cli import payments
     from .pricing.cli import pricing
 
-    return [catalog, pricing]
+    return [catalog, pricing, payments]

@@ -31,13 +31,14 @@ class DemoContext:
 
 
 def seeders() -> list[Callable[[Session, DemoContext], None]]:
-    from . import accounts, budgets, catalog
+    from . import accounts, budgets, catalog, orders
 
     return [
         accounts.seed,
         catalog.seed_categories,
         catalog.seed_catalogue,
         budgets.seed,
+        orders.seed,
         accounts.issue_tokens,
     ]
 

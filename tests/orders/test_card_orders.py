@@ -282,3 +282,28 @@ def test_localstripe_delivers_signed_webhooks_to_the_app(app, shop, localstripe_
     finally:
         requests.delete(f"{localstripe_url}/_config/webhooks/marketplace-{port}", timeout=5)
         server.shutdown()
+
+
+def test_reconcile_command_applies_what_stripe_says(
+    app, client, shop, db, migrated, localstripe_url, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from marketplace import cli
+
+    placed = card_order(client, shop.buyer, [(shop.offers["chair"], 1)]).get_json()
+    intent = placed["supplier_orders"][0]["card_payment"]["payment_intent_id"]
+    gateway = app.extensions["marketplace"].payment_gateway
+    gateway.client.v1.payment_intents.cancel(intent)  # cancelled at Stripe, and no webhook arrives
+    monkeypatch.setenv("DATABASE_URL", migrated.database_url)
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_marketplace")
+    monkeypatch.setenv("STRIPE_API_BASE", localstripe_url)
+    monkeypatch.setattr(cli, "_state", None)
+    result = CliRunner().invoke(cli.main, ["payments", "reconcile"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "authorised -> canceled" in result.stdout
+    db.rollback()
+    assert db.scalar(select(CardPayment.status)) == "canceled"
+    again = CliRunner().invoke(cli.main, ["payments", "reconcile"], catch_exceptions=False)
+    assert "authorised -> canceled" not in again.stdout
+    cli._state.engine.dispose()
