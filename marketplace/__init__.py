@@ -21,6 +21,7 @@ class AppState:
     engine: Engine
     session_factory: sessionmaker[Session]
     readiness_probes: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    payment_gateway: Any = None
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
@@ -51,6 +52,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     session_factory.configure(info={"settings": settings})
     state = AppState(settings=settings, engine=engine, session_factory=session_factory)
     app.extensions["marketplace"] = state
+
+    from .orders import service as orders
+    from .orders.payments import gateway_from_settings
+
+    state.payment_gateway = gateway_from_settings(settings)
+    orders.set_decision_gateway(lambda: state.payment_gateway)
 
     from . import errors, ops, web
     from .blueprints import all_blueprints

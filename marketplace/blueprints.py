@@ -5,7 +5,12 @@ from __future__ import annotations
 
 def all_blueprints() -> list:
     from .accounts.api import blp as accounts
+    from .budgets.api import blp as budgets
+    from .catalog.api import blp as catalog
+    from .budgets.api import blp as budgets
     from .catalog.api import blp as catalog
     from .catalog.search.api import blp as search
+    from .orders.api import blp as orders
+    from .pricing.api import blp as pricing
 
-    return [accounts, catalog, search]
+    return [accounts, catalog, search, pricing, budgets, orders]

@@ -7,6 +7,9 @@ import click
 
 def domain_groups() -> list[click.Command]:
     from .catalog.cli import catalog
+    from .catalog.cli import catalog
     from .catalog.search.cli import search
+    from .orders.cli import payments
+    from .pricing.cli import pricing
 
-    return [catalog, search]
+    return [catalog, search, pricing, payments]

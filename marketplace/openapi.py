@@ -20,15 +20,28 @@ API_PREFIX = "/api/v1"
 SWAGGER_ASSETS = Path(flask_swagger_ui.__file__).resolve().parent / "dist"
 
 
+_schema_names: dict[str, type] = {}
+
+
 def schema_name_resolver(schema: type | object) -> str:
-    """Name schemas after their class, with modifiers (partial, only...) kept apart."""
+    """Name schemas after their class; modifiers (partial, only, exclude) get their own name,
+    and two domains' schemas with the same class name are told apart by the domain."""
     cls = schema if isinstance(schema, type) else type(schema)
     name = cls.__name__.removesuffix("Schema")
+    owner = _schema_names.setdefault(name, cls)
+    if owner is not cls:
+        domain = cls.__module__.split(".")[1] if cls.__module__.count(".") >= 2 else "common"
+        name = domain.title() + name
+        _schema_names.setdefault(name, cls)
     if not isinstance(schema, type):
         if schema.partial:  # type: ignore[attr-defined]
             name += "Patch"
-        if schema.only:  # type: ignore[attr-defined]
-            name += "Only" + "".join(sorted(str(f).title() for f in schema.only))  # type: ignore[attr-defined]
+        for modifier in ("only", "exclude"):
+            fields = getattr(schema, modifier)
+            if fields:
+                name += modifier.title() + "".join(
+                    sorted(str(f).title().replace("_", "") for f in fields)
+                )
     return name
 
 

@@ -26,13 +26,21 @@ class DemoContext:
     progress: Progress
     objects: dict[str, Any] = field(default_factory=dict)
     tokens: dict[str, tuple[str, str]] = field(default_factory=dict)  # role -> (email, token)
-    examples: list[tuple[str, str]] = field(default_factory=list)  # (description, curl)
+    # (description, curl): "{base}" becomes the base URL, "{token:ROLE}" that role's token.
+    examples: list[tuple[str, str]] = field(default_factory=list)
 
 
 def seeders() -> list[Callable[[Session, DemoContext], None]]:
-    from . import accounts, catalog
+    from . import accounts, budgets, catalog, orders
 
-    return [accounts.seed, catalog.seed_categories, catalog.seed_catalogue, accounts.issue_tokens]
+    return [
+        accounts.seed,
+        catalog.seed_categories,
+        catalog.seed_catalogue,
+        budgets.seed,
+        orders.seed,
+        accounts.issue_tokens,
+    ]
 
 
 def load_demo(
@@ -61,6 +69,9 @@ def print_welcome(context: DemoContext, base_url: str) -> None:
     buyer = context.tokens.get("buyer", ("", "TOKEN"))[1]
     echo(f'  curl -s -H "Authorization: Bearer {buyer}" {base_url}/api/v1/me')
     for description, command in context.examples:
+        command = command.replace("{base}", base_url)
+        for role, (_email, token) in context.tokens.items():
+            command = command.replace(f"{{token:{role}}}", token)
         echo(f"  # {description}")
-        echo(f"  {command.replace('{base}', base_url)}")
+        echo(f"  {command}")
     echo("")

@@ -21,8 +21,8 @@ from .schemas import (
     OrderSchema,
     QuoteRequestSchema,
     QuoteSchema,
-    ReasonSchema,
     RefundRequestSchema,
+    StatusReasonSchema,
     SupplierOrderListArgs,
     SupplierOrderSchema,
     WebhookAckSchema,
@@ -108,7 +108,7 @@ def get_order(order_id: str):
 @blp.route("/orders/<string:order_id>/cancel", methods=["POST"])
 @authenticated(Role.BUYER, Role.BUDGET_HOLDER, Role.BUDGET_MANAGER, Role.OPERATOR)
 @idempotent
-@blp.arguments(ReasonSchema)
+@blp.arguments(StatusReasonSchema)
 @blp.response(200, OrderSchema)
 @blp.alt_response(409, response="CONFLICT")
 def cancel_order(body: dict, order_id: str):
@@ -151,7 +151,7 @@ def get_supplier_order(supplier_order_id: str):
 def _transition_view(action: str):
     @authenticated(Role.SUPPLIER, Role.OPERATOR)
     @idempotent
-    @blp.arguments(ReasonSchema)
+    @blp.arguments(StatusReasonSchema)
     @blp.response(200, SupplierOrderSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")

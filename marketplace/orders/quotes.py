@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -23,8 +24,9 @@ from ..catalog import service as catalog
 from ..catalog.models import Offer, OfferStatus
 from ..db import utcnow
 from ..errors import NotFound, ValidationFailed
-from ..money import format_gbp, round_unit_price, unit_price, vat_pence
+from ..money import format_gbp, unit_price, vat_pence
 from ..pricing import service as pricing
+from ..pricing.schemas import PriceCheckSchema
 from .models import PaymentMethod, Quote, QuoteLine
 
 QUOTE_LIFETIME = timedelta(minutes=15)
@@ -70,28 +72,23 @@ def _line_problems(offer: Offer, quantity: int) -> list[dict[str, str]]:
     return problems
 
 
-def _cheaper_offer(session: Session, offer: Offer, pack_price_pence: int) -> dict[str, Any] | None:
-    cheapest = catalog.cheapest_active_offer(session, offer.product_id)
-    if cheapest is None or cheapest.id == offer.id or cheapest.pack_price_pence >= pack_price_pence:
-        return None
-    price = unit_price(cheapest.pack_price_pence, offer.product.units_per_pack)
-    supplier = accounts.get_organisation(session, cheapest.supplier_id).name
-    return {
-        "offer_id": cheapest.id,
-        "supplier_id": cheapest.supplier_id,
-        "supplier_name": supplier,
-        "pack_price_pence": cheapest.pack_price_pence,
-        "unit_price_pence": float(round_unit_price(price)),
-        "message": (
-            f"A cheaper offer for the same product exists: offer {cheapest.id} from {supplier} "
-            f"at {format_gbp(cheapest.pack_price_pence)} a pack."
-        ),
-    }
-
-
-def _verdict(session: Session, product_id: str, price: Any) -> dict[str, Any] | None:
-    verdict = pricing.price_verdict(session, product_id, price)
-    return verdict.as_dict() if hasattr(verdict, "as_dict") else audit.jsonable(verdict.__dict__)
+def _price_check(
+    session: Session, offer: Offer, price: Decimal
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The price-variance verdict for this line and, when another offer for the same product is
+    cheaper per unit, that offer with a sentence a buyer understands."""
+    verdict = pricing.price_verdict(session, offer.product_id, price)
+    summary = PriceCheckSchema().dump(verdict)
+    cheaper = summary.pop("cheaper_offer", None)
+    if cheaper is None or cheaper["offer_id"] == offer.id:
+        return summary, None
+    supplier = accounts.get_organisation(session, cheaper["supplier_id"]).name
+    cheaper["supplier_name"] = supplier
+    cheaper["message"] = (
+        f"A cheaper offer for the same product exists: offer {cheaper['offer_id']} from {supplier} "
+        f"at {format_gbp(cheaper['pack_price_pence'])} a pack."
+    )
+    return summary, cheaper
 
 
 def _validate_basket(lines: Sequence[BasketLine]) -> None:
@@ -171,8 +168,7 @@ def create_quote(
     for position, basket_line in enumerate(lines, start=1):
         offer = _visible_offer(session, actor, basket_line.offer_id, position)
         line = _price_line(session, position, offer, basket_line.quantity)
-        line.price_verdict = _verdict(session, offer.product_id, line.unit_price_pence)
-        line.cheaper_offer = _cheaper_offer(session, offer, line.pack_price_pence)
+        line.price_verdict, line.cheaper_offer = _price_check(session, offer, line.unit_price_pence)
         quote.lines.append(line)
     quote.net_pence = sum(line.net_pence for line in quote.lines)
     quote.vat_pence = sum(line.vat_pence for line in quote.lines)
@@ -197,8 +193,10 @@ def create_quote(
 
 
 def _visible_offer(session: Session, actor: Principal, offer_id: str, position: int) -> Offer:
+    # A paused offer is quoted with a line problem (the buyer's basket may be older than the
+    # pause), so look it up whatever its status.
     try:
-        return catalog.visible_offer(session, actor, offer_id)
+        return catalog.get_offer(session, offer_id)
     except NotFound:
         raise ValidationFailed(
             "An offer in the basket does not exist.",

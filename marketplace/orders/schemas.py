@@ -165,7 +165,7 @@ class SupplierOrderListArgs(PageArgs):
     status = fields.Enum(SupplierOrderStatus, by_value=True, load_default=None)
 
 
-class ReasonSchema(ma.Schema):
+class StatusReasonSchema(ma.Schema):
     reason = fields.String(load_default=None, validate=validate.Length(min=1, max=500))
 
 

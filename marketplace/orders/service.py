@@ -86,11 +86,16 @@ def place_order(
     quote = quotes.get_quote(session, actor, quote_id)
     _require_orderable(session, quote, now)
     _require_payment_details(quote, po_number, card_payment_method, gateway)
+    budget_check = (
+        _check_budget(session, actor, quote)
+        if quote.payment_method == PaymentMethod.BUDGET
+        else None
+    )
     for line in quote.lines:
         catalog.reserve_stock(session, line.offer_id, line.quantity)
     order = _build_order(session, actor, quote, delivery_address, po_number)
-    if quote.payment_method == PaymentMethod.BUDGET:
-        _hold_budget(session, actor, quote, order)
+    if budget_check is not None:
+        _hold_budget(session, actor, quote, order, *budget_check)
     if order.card_pence:
         _authorise_cards(session, order, quote, card_payment_method or "", gateway)
     audit.record(
@@ -217,7 +222,9 @@ def _split(total: int, weights: list[int]) -> list[int]:
     return shares
 
 
-def _hold_budget(session: Session, actor: Principal, quote: Quote, order: Order) -> None:
+def _check_budget(session: Session, actor: Principal, quote: Quote) -> tuple[Any, Any]:
+    """The budget check again, live (the quote's may be minutes old); a refusal stops the order
+    before anything is written."""
     budget = budgets.get_budget(session, actor, quote.budget_id or "")
     check = budget_rules.check_spend(session, budget, quotes.spend_items(quote))
     if check.verdict == budget_rules.REFUSED:
@@ -226,6 +233,12 @@ def _hold_budget(session: Session, actor: Principal, quote: Quote, order: Order)
             code="budget-refused",
             reasons=check.all_reasons(),
         )
+    return budget, check
+
+
+def _hold_budget(
+    session: Session, actor: Principal, quote: Quote, order: Order, budget: Any, check: Any
+) -> None:
     line_by_quote_line = {line.id: line for line in quote.lines}
     supplier_orders = {so.supplier_id: so for so in order.supplier_orders}
     for decision in check.items:
@@ -298,7 +311,7 @@ def _authorise_cards(
                 amount_pence=supplier_order.card_pence,
                 status=CardPaymentStatus.AUTHORISED,
             )
-            session.add(payment)
+            supplier_order.card_payment = payment
             authorised.append(payment)
     except Exception:
         # Nothing of this order survives (the transaction rolls back): give back any
@@ -505,7 +518,9 @@ def refund_supplier_order(
         if supplier_order.card_payment
         else 0,
     )
-    budget_part = amount_pence - card_part
+    # Purchase-order lines are credited on the supplier's invoice (a credit note): no money moves here.
+    budget_part = amount_pence - card_part if supplier_order.order.budget_id else 0
+    invoice_credit = amount_pence - card_part - budget_part
     if budget_part:
         _refund_budget(session, actor, supplier_order, budget_part, reason)
     if card_part:
@@ -538,6 +553,7 @@ def refund_supplier_order(
             "amount_pence": amount_pence,
             "card_pence": card_part,
             "budget_pence": budget_part,
+            "invoice_credit_pence": invoice_credit,
             "reason": reason,
         },
     )
@@ -548,12 +564,6 @@ def _refund_budget(
     session: Session, actor: Principal, supplier_order: SupplierOrder, amount: int, reason: str
 ) -> None:
     budget = _budget_of(session, supplier_order)
-    if budget is None:
-        if amount:
-            raise Conflict(
-                "Only the card part of this order can be refunded.", code="refund-too-large"
-            )
-        return
     left = amount
     for hold in supplier_order.budget_holds:
         if not left:
@@ -671,7 +681,7 @@ def _refresh_order_status(order: Order) -> None:
 
 def _budget_of(session: Session, supplier_order: SupplierOrder) -> Any:
     budget_id = supplier_order.order.budget_id
-    return budgets.get_budget_for_system(session, budget_id) if budget_id else None
+    return budgets.load_budget(session, budget_id) if budget_id else None
 
 
 def _system(actor: Principal) -> Principal:
