@@ -7,8 +7,6 @@ def all_blueprints() -> list:
     from .accounts.api import blp as accounts
     from .budgets.api import blp as budgets
     from .catalog.api import blp as catalog
-    from .budgets.api import blp as budgets
-    from .catalog.api import blp as catalog
     from .catalog.search.api import blp as search
     from .orders.api import blp as orders
     from .pricing.api import blp as pricing

@@ -7,7 +7,6 @@ import click
 
 def domain_groups() -> list[click.Command]:
     from .catalog.cli import catalog
-    from .catalog.cli import catalog
     from .catalog.search.cli import search
     from .orders.cli import payments
     from .pricing.cli import pricing
