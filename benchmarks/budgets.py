@@ -274,13 +274,19 @@ def main(argv: list[str] | None = None) -> int:
     engine.dispose()
 
     total = args.clients * args.holds
+    load_before = os.getloadavg()[0]
     ledger_result = ledger_run(settings, "ledger", args, total)
     bare_result = bare_run(url, args)
     overspend = ledger_run(settings, "overspend", args, total // 2)
+    load_after = os.getloadavg()[0]
 
     ratio = bare_result.per_second / ledger_result.per_second
     report = {
-        "machine": {**machine(), "postgresql": server},
+        "machine": {
+            **machine(),
+            "postgresql": server,
+            "load_average_1min": [round(load_before, 2), round(load_after, 2)],
+        },
         "clients": args.clients,
         "client_mode": "processes" if args.processes else "threads",
         "holds_per_client": args.holds,
@@ -299,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "processes" if args.processes else "threads"
     print(
         f"PostgreSQL {server}; {args.clients} clients ({mode}) x {args.holds} holds of "
-        f"{args.amount}p"
+        f"{args.amount}p; load average {load_before:.2f} before, {load_after:.2f} after"
     )
     for r in (ledger_result, bare_result, overspend):
         print(
