@@ -6,4 +6,6 @@ import click
 
 
 def domain_groups() -> list[click.Command]:
-    return []
+    from .budgets.cli import budgets_group
+
+    return [budgets_group]
