@@ -6,7 +6,7 @@ import click
 
 
 def domain_groups() -> list[click.Command]:
-    from .budgets.cli import budgets
+    from .budgets.cli import budgets_group as budgets
     from .catalog.cli import catalog
     from .catalog.search.cli import search
     from .orders.cli import payments

@@ -3,7 +3,7 @@
 - Harriet: a personal wheelchair budget (notional, top-up allowed) with some history: a
   rollator bought (hold, capture) and a returned accessory refunded.
 - Hamid: a direct payment for digital tools and a voice assistant, with Hope as his nominated
-  representative; an app subscription bought, and a smart display waiting for approval.
+  representative; an app subscription bought, and (placed by the orders demo) a smart display waiting for approval.
 - Hope: a budget for daily living aids, suspended pending her care-plan review.
 
 Each budget is found by its reference before anything is created, and is created whole in one
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from ..accounts import service as accounts
 from ..accounts.service import Principal
-from ..budgets import approvals, ledger, rules
+from ..budgets import ledger
 from ..budgets import service as budgets
 from ..budgets.models import Budget, ManagementType
 from ..catalog import service as catalog
@@ -142,28 +142,6 @@ def _digital_budget(
     )
     ledger.capture(session, manager, budget, subscription.id, reason="Licence issued")
 
-    # A smart display with video calling costs more than Hamid may spend without approval.
-    voice = catalog.get_category_by_code(session, "MKT-VOICE")
-    check = rules.check_spend(
-        session, budget, [rules.SpendItem(amount_pence=22_900, category_id=voice.id)]
-    )
-    if check.verdict == rules.NEEDS_APPROVAL:
-        approvals.request_approval(
-            session,
-            budget,
-            "DEMO-ORD-2002",
-            check.total_pence,
-            [
-                {
-                    "description": "Smart display with video calling",
-                    "category_code": voice.code,
-                    "quantity": 1,
-                    "amount_pence": 22_900,
-                }
-            ],
-            check.all_reasons(),
-            actor=hamid,
-        )
     return budget
 
 
