@@ -6,5 +6,6 @@ from __future__ import annotations
 def all_blueprints() -> list:
     from .accounts.api import blp as accounts
     from .catalog.api import blp as catalog
+    from .pricing.api import blp as pricing
 
-    return [accounts, catalog]
+    return [accounts, catalog, pricing]

@@ -7,5 +7,6 @@ import click
 
 def domain_groups() -> list[click.Command]:
     from .catalog.cli import catalog
+    from .pricing.cli import pricing
 
-    return [catalog]
+    return [catalog, pricing]

@@ -5,5 +5,6 @@ from .accounts import models as accounts_models  # noqa: F401
 from .audit import AuditEvent  # noqa: F401
 from .catalog import models as catalog_models  # noqa: F401
 from .db import Base
+from .pricing import models as pricing_models  # noqa: F401
 
 metadata = Base.metadata

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from importlib import resources
@@ -66,6 +67,49 @@ def category_subtree_ids(session: Session, code: str) -> list[str]:
     """The category with this code and all its descendants."""
     category = get_category_by_code(session, code)
     return list(session.scalars(select(Category.id).where(Category.path.startswith(category.path))))
+
+
+@dataclass(frozen=True)
+class ProductSummary:
+    """The few product facts other domains keep beside their own figures."""
+
+    id: str
+    name: str
+    category_id: str
+    units_per_pack: int
+    benchmark_excluded: bool
+    benchmark_excluded_reason: str | None
+
+
+def product_summaries(session: Session, product_ids: Iterable[str]) -> dict[str, ProductSummary]:
+    """Summaries of many products at once (ids that do not exist are left out)."""
+    ids = list(dict.fromkeys(product_ids))
+    found: dict[str, ProductSummary] = {}
+    for start in range(0, len(ids), 1000):
+        rows = session.execute(
+            select(
+                Product.id,
+                Product.name,
+                Product.category_id,
+                Product.units_per_pack,
+                Product.benchmark_excluded,
+                Product.benchmark_excluded_reason,
+            ).where(Product.id.in_(ids[start : start + 1000]))
+        )
+        for row in rows:
+            found[row.id] = ProductSummary(*row)
+    return found
+
+
+def product_ids_in_category(session: Session, code: str) -> list[str]:
+    """Ids of the products in a category and its descendants, in id order."""
+    return list(
+        session.scalars(
+            select(Product.id)
+            .where(Product.category_id.in_(category_subtree_ids(session, code)))
+            .order_by(Product.id)
+        )
+    )
 
 
 def cheapest_active_offer(session: Session, product_id: str) -> Offer | None:

@@ -1,0 +1,629 @@
+"""Pricing endpoints: purchase imports and records (trust buyers, operators), and the public
+price-variance reads (JSON, or CSV with ``Accept: text/csv`` or ``format=csv``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from flask import Response, current_app, request, stream_with_context
+from flask_smorest import Blueprint
+
+from ..accounts.models import Role
+from ..auth import authenticated, current_principal
+from ..db import unit_of_work
+from ..errors import Problem, ValidationFailed
+from ..money import unit_price_json
+from ..pagination import paginate
+from ..schemas import page_of
+from ..web import get_session
+from . import chart, service
+from . import method as m
+from .importer import CountingReader, detect_format
+from .models import PurchaseRecord
+from .rollups import Window, cached_window, ensure_current, today_utc
+from .schemas import (
+    ChartArgs,
+    ExclusionSchema,
+    ImportArgs,
+    ImportResultSchema,
+    MatchSchema,
+    MethodArgs,
+    PriceCheckArgs,
+    PriceCheckSchema,
+    ProductVarianceSchema,
+    PurchaseListArgs,
+    PurchaseSchema,
+    RankingArgs,
+    RankingSchema,
+    TrustSavingsArgs,
+    TrustSavingsSchema,
+)
+
+blp = Blueprint(
+    "pricing",
+    __name__,
+    description=(
+        "What trusts paid: purchase-line imports, and cross-trust price variance per product "
+        "(public; JSON or CSV). Method: docs/pricing.md."
+    ),
+)
+
+IMPORT_MAX_BYTES = 2 * 1024**3
+MAX_WINDOW_DAYS = 3660
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+CSV_DOC = {"content": {"text/csv": {"schema": {"type": "string"}}}}
+
+
+# --- shared helpers ----------------------------------------------------------------------------
+
+
+def _window(date_from: date | None, date_to: date | None) -> Window:
+    if date_from is None and date_to is None:
+        return Window.default()
+    end = date_to or today_utc()
+    start = date_from or end - timedelta(days=m.WINDOW_DAYS - 1)
+    if start > end:
+        raise ValidationFailed("The window is empty.", errors={"from": ["Must not be after 'to'."]})
+    if (end - start).days >= MAX_WINDOW_DAYS:
+        raise ValidationFailed(
+            "The window is too long.", errors={"from": [f"At most {MAX_WINDOW_DAYS} days."]}
+        )
+    return Window(start, end)
+
+
+def _method(args: dict[str, Any]) -> m.Method:
+    return m.Method(
+        benchmark=args.get("benchmark", m.DEFAULT_BENCHMARK),
+        min_trusts=args.get("min_trusts", m.DEFAULT_MIN_TRUSTS),
+        outlier_threshold=Decimal(
+            args.get("outlier_threshold_percent", int(m.DEFAULT_OUTLIER_THRESHOLD * 100))
+        )
+        / 100,
+        min_savings_pence=args.get("min_savings_pence", m.DEFAULT_MIN_SAVINGS_PENCE),
+    )
+
+
+def _method_dict(method: m.Method) -> dict[str, Any]:
+    return {
+        "benchmark": method.benchmark,
+        "min_trusts": method.min_trusts,
+        "outlier_threshold_percent": int(method.outlier_threshold * 100),
+        "min_savings_pence": method.min_savings_pence,
+    }
+
+
+def _ensure_cache_current() -> None:
+    """Roll the default-window caches forward when the day has changed, in a short write
+    transaction of its own (cheap: only pairs bought on the days that left the window)."""
+    session = get_session()
+    if cached_window(session) == Window.default():
+        return
+    session.rollback()
+    with unit_of_work(current_app.extensions["marketplace"].session_factory) as writer:
+        ensure_current(writer)
+
+
+def wants_csv(args: dict[str, Any]) -> bool:
+    if args.get("format"):
+        return args["format"] == "csv"
+    best = request.accept_mimetypes.best_match(["application/json", "text/csv"])
+    return best == "text/csv"
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        rounded = unit_price_json(value)
+        return "" if rounded is None else f"{rounded:.4f}"
+    if isinstance(value, date):
+        return value.isoformat()
+    return "" if value is None else value
+
+
+def csv_response(filename: str, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> Response:
+    """Stream rows as CSV (UTF-8, header row). Per-unit prices and ratios have 4 places."""
+
+    def generate() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_csv_value(row.get(c)) for c in columns])
+            if buffer.tell() > 64 * 1024:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    return Response(
+        stream_with_context(generate()),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+DISTRIBUTION_COLUMNS = (
+    "n_trusts",
+    "min_pence",
+    "p10_pence",
+    "p25_pence",
+    "median_pence",
+    "p75_pence",
+    "max_pence",
+    "mean_pence",
+    "benchmark_pence",
+    "spread",
+    "iqr_over_median",
+    "possible_savings_pence",
+)
+
+
+# --- purchase records ---------------------------------------------------------------------------
+
+
+def _upload() -> tuple[Any, str, str | None]:
+    """The uploaded file as a binary stream, its format and its name."""
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise ValidationFailed(
+                "Send the file in a form field named 'file'.", errors={"file": ["Missing."]}
+            )
+        head = upload.stream.read(64)
+        upload.stream.seek(0)
+        return upload.stream, detect_format(upload.filename, upload.mimetype, head), upload.filename
+    if request.mimetype in ("text/csv", "application/csv"):
+        return request.stream, "csv", None
+    if request.mimetype in ("application/json", "text/json"):
+        return request.stream, "json", None
+    raise Problem(
+        "Send the purchase lines as text/csv or application/json (or multipart/form-data with a "
+        "'file' field).",
+        status=415,
+        code="unsupported-media-type",
+    )
+
+
+@blp.route("/purchases/import", methods=["POST"])
+@authenticated(Role.BUYER, Role.OPERATOR)
+@blp.arguments(ImportArgs, location="query", as_kwargs=True)
+@blp.response(200, ImportResultSchema)
+@blp.alt_response(400, response="BAD_REQUEST")
+@blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+@blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+@blp.doc(
+    requestBody={
+        "required": True,
+        "description": (
+            "Purchase-order lines (DESIGN §9): CSV with the header po_number, line, order_date, "
+            "supplier_name, supplier_sku, gtin, description, quantity, units_per_pack, "
+            "total_price_pence; or a JSON list of objects with those keys. Re-importing a line "
+            "(same PO number and line) changes nothing."
+        ),
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+        },
+    },
+    parameters=[
+        {
+            "in": "header",
+            "name": "Idempotency-Key",
+            "schema": {"type": "string", "maxLength": 255},
+            "description": "A retry with the same key (and the same file) returns the first result.",
+        }
+    ],
+)
+def import_purchases(trust: str | None = None):
+    """Import a trust's purchase lines (its buyers; operators name the trust).
+
+    Lines are matched to products by GTIN, then by the supplier's product code; unmatched lines
+    are kept. Rejected rows are listed with row, column and reason; a malformed file is refused
+    whole (400) and nothing is written."""
+    principal = current_principal()
+    session = get_session()
+    if principal.is_operator and not trust:
+        raise ValidationFailed(
+            "Name the trust the purchases belong to.", errors={"trust": ["Required for operators."]}
+        )
+    organisation = service.trust_for_actor(session, principal, trust)
+    assert organisation is not None
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.match(key):
+        raise ValidationFailed(
+            "The Idempotency-Key header is not valid.",
+            errors={"Idempotency-Key": ["1 to 255 printable ASCII characters."]},
+        )
+    request.max_content_length = IMPORT_MAX_BYTES
+    stream, file_format, filename = _upload()
+    if key:
+        previous = service.find_import(session, organisation.id, key)
+        if previous is not None:
+            body = CountingReader(stream)
+            body.drain()
+            if previous.request_hash and body.sha256.hexdigest() != previous.request_hash:
+                raise Problem(
+                    "This Idempotency-Key was used for a different file.",
+                    status=422,
+                    code="idempotency-key-reused",
+                )
+            response = current_app.json.response(previous.summary)
+            response.headers["Idempotent-Replayed"] = "true"
+            return response
+    result = service.import_purchases(
+        session,
+        principal,
+        organisation,
+        stream,
+        file_format,
+        filename=filename,
+        idempotency_key=key,
+    )
+    return result.as_dict()
+
+
+def _purchase_dict(record: PurchaseRecord, ods: dict[str, str]) -> dict[str, Any]:
+    if record.trust_id not in ods:
+        ods[record.trust_id] = (
+            service.accounts.get_organisation(get_session(), record.trust_id).ods_code or ""
+        )
+    data = {
+        name: getattr(record, name) for name in PurchaseSchema().fields if hasattr(record, name)
+    }
+    data["unit_price"] = record.unit_price
+    data["trust_ods"] = ods[record.trust_id]
+    return data
+
+
+@blp.route("/purchases", methods=["GET"])
+@authenticated(Role.BUYER, Role.OPERATOR)
+@blp.arguments(PurchaseListArgs, location="query", as_kwargs=True)
+@blp.response(200, page_of(PurchaseSchema))
+@blp.alt_response(404, response="NOT_FOUND")
+def list_purchases(
+    limit: int,
+    cursor: str | None,
+    status=None,
+    trust: str | None = None,
+    product_id: str | None = None,
+    excluded: bool | None = None,
+):
+    """Purchase records, newest first: a buyer's own trust's, or any trust's for operators
+    (`status=unmatched` lists the lines still to match)."""
+    session = get_session()
+    stmt = service.list_purchases(
+        session,
+        current_principal(),
+        trust_ods=trust,
+        status=status,
+        product_id=product_id,
+        excluded=excluded,
+    )
+    page = paginate(
+        session,
+        stmt,
+        order_by=[PurchaseRecord.created_at, PurchaseRecord.id],
+        cursor=cursor,
+        limit=limit,
+        descending=True,
+    )
+    ods: dict[str, str] = {}
+    return {"items": [_purchase_dict(r, ods) for r in page.items], "next_cursor": page.next_cursor}
+
+
+@blp.route("/purchases/<string:purchase_id>", methods=["GET"])
+@authenticated(Role.BUYER, Role.OPERATOR)
+@blp.response(200, PurchaseSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+def get_purchase(purchase_id: str):
+    """One purchase record (a buyer's own trust's; any for operators)."""
+    record = service.get_purchase(get_session(), current_principal(), purchase_id)
+    return _purchase_dict(record, {})
+
+
+@blp.route("/purchases/<string:purchase_id>/match", methods=["POST"])
+@authenticated(Role.BUYER, Role.OPERATOR)
+@blp.arguments(MatchSchema)
+@blp.response(200, PurchaseSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+def match_purchase(body: dict, purchase_id: str):
+    """Match a purchase line to a catalogue product; the statistics follow at once."""
+    record = service.match_purchase(
+        get_session(), current_principal(), purchase_id, body["product_id"]
+    )
+    return _purchase_dict(record, {})
+
+
+@blp.route("/purchases/<string:purchase_id>/exclude", methods=["POST"])
+@authenticated(Role.OPERATOR)
+@blp.arguments(ExclusionSchema)
+@blp.response(200, PurchaseSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+def exclude_purchase(body: dict, purchase_id: str):
+    """Exclude a line from benchmarking (a special, a one-off) with a reason (operators)."""
+    record = service.set_benchmark_exclusion(
+        get_session(), current_principal(), purchase_id, excluded=True, reason=body["reason"]
+    )
+    return _purchase_dict(record, {})
+
+
+@blp.route("/purchases/<string:purchase_id>/include", methods=["POST"])
+@authenticated(Role.OPERATOR)
+@blp.response(200, PurchaseSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+def include_purchase(purchase_id: str):
+    """Count an excluded line in benchmarking again (operators)."""
+    record = service.set_benchmark_exclusion(
+        get_session(), current_principal(), purchase_id, excluded=False
+    )
+    return _purchase_dict(record, {})
+
+
+# --- price variance (public) ---------------------------------------------------------------------
+
+
+def _product_variance_dict(view: service.ProductVarianceView) -> dict[str, Any]:
+    variance = view.variance
+    return {
+        "product": {
+            "id": view.product.id,
+            "name": view.product.name,
+            "category_id": view.product.category_id,
+            "benchmark_excluded": view.product.benchmark_excluded,
+            "benchmark_excluded_reason": view.product.benchmark_excluded_reason,
+        },
+        "window": view.window,
+        "method": _method_dict(view.method),
+        "reported": variance is not None,
+        "reason": view.reason,
+        "n_trusts": view.n_trusts,
+        "distribution": service.distribution_fields(
+            variance.distribution, variance.benchmark, variance.possible_savings_pence
+        )
+        if variance
+        else None,
+        "trusts": view.trusts,
+    }
+
+
+@blp.route("/price-variance", methods=["GET"])
+@blp.arguments(RankingArgs, location="query")
+@blp.response(200, RankingSchema)
+@blp.doc(responses={"200": CSV_DOC})
+@blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+def price_variance(args: dict):
+    """Products ranked by total possible savings (or `sort=spread`), with totals. Only products
+    bought by at least `min_trusts` trusts and not excluded from benchmarking are listed."""
+    _ensure_cache_current()
+    session = get_session()
+    window = _window(args["date_from"], args["date_to"])
+    method = _method(args)
+    kwargs = {
+        "window": window,
+        "method": method,
+        "sort": args["sort"],
+        "category_code": args["category"],
+    }
+    if wants_csv(args):
+
+        def rows() -> Iterator[dict[str, Any]]:
+            cursor = None
+            while True:
+                page = service.variance_ranking(session, cursor=cursor, limit=100, **kwargs)
+                yield from page.items
+                if not page.next_cursor:
+                    return
+                cursor = page.next_cursor
+
+        return csv_response(
+            "price-variance.csv",
+            (
+                "product_id",
+                "product_name",
+                "category_id",
+                *DISTRIBUTION_COLUMNS,
+                "outliers",
+                "units",
+                "spend_pence",
+            ),
+            rows(),
+        )
+    page = service.variance_ranking(session, cursor=args["cursor"], limit=args["limit"], **kwargs)
+    return {
+        "window": page.window,
+        "method": _method_dict(method),
+        "sort": page.sort,
+        "totals": {
+            "products": page.total_products,
+            "possible_savings_pence": page.total_possible_savings_pence,
+        },
+        "items": page.items,
+        "next_cursor": page.next_cursor,
+    }
+
+
+@blp.route("/products/<string:product_id>/price-variance", methods=["GET"])
+@blp.arguments(MethodArgs, location="query")
+@blp.response(200, ProductVarianceSchema)
+@blp.doc(responses={"200": CSV_DOC})
+@blp.alt_response(404, response="NOT_FOUND")
+def product_price_variance(args: dict, product_id: str):
+    """A product's distribution of per-trust unit prices and one row per trust (CSV: the trust
+    rows with the distribution repeated on each)."""
+    view = service.product_variance(
+        get_session(),
+        product_id,
+        window=_window(args["date_from"], args["date_to"]),
+        method=_method(args),
+    )
+    body = _product_variance_dict(view)
+    if wants_csv(args):
+        dist = body["distribution"] or {}
+        rows = (
+            {
+                "product_id": view.product.id,
+                "window_from": view.window.start,
+                "window_to": view.window.end,
+                **{f"product_{k}": v for k, v in dist.items()},
+                **row,
+            }
+            for row in view.trusts
+        )
+        columns = (
+            "product_id",
+            "window_from",
+            "window_to",
+            "ods_code",
+            "trust_name",
+            "unit_price_pence",
+            "units",
+            "spend_pence",
+            "possible_savings_pence",
+            "counted_in_totals",
+            "outlier",
+            *(f"product_{c}" for c in DISTRIBUTION_COLUMNS),
+        )
+        return csv_response(f"price-variance-{product_id}.csv", columns, rows)
+    return body
+
+
+@blp.route("/products/<string:product_id>/price-variance.svg", methods=["GET"])
+@blp.arguments(ChartArgs, location="query")
+@blp.response(200, description="An SVG chart", content_type="image/svg+xml")
+@blp.alt_response(404, response="NOT_FOUND")
+def product_price_variance_chart(args: dict, product_id: str):
+    """An accessible SVG dot plot of what each trust paid per unit, with the median and the
+    benchmark, and the `highlight` trust marked."""
+    view = service.product_variance(
+        get_session(),
+        product_id,
+        window=_window(args["date_from"], args["date_to"]),
+        method=m.Method(benchmark=args["benchmark"], min_trusts=args["min_trusts"]),
+    )
+    return Response(chart.render(view, args["highlight"]), mimetype="image/svg+xml")
+
+
+@blp.route("/trusts/<string:ods>/savings", methods=["GET"])
+@blp.arguments(TrustSavingsArgs, location="query")
+@blp.response(200, TrustSavingsSchema)
+@blp.doc(responses={"200": CSV_DOC})
+@blp.alt_response(404, response="NOT_FOUND")
+def trust_savings(args: dict, ods: str):
+    """A trust's savings opportunities, largest first, its total, and for each product the
+    cheapest current marketplace offer."""
+    _ensure_cache_current()
+    session = get_session()
+    window = _window(args["date_from"], args["date_to"])
+    method = _method(args)
+    if wants_csv(args):
+
+        def rows() -> Iterator[dict[str, Any]]:
+            cursor = None
+            while True:
+                page = service.trust_savings(
+                    session, ods, window=window, method=method, cursor=cursor, limit=100
+                )
+                for item in page.items:
+                    offer = item.get("cheapest_offer") or {}
+                    yield {**item, **{f"cheapest_offer_{k}": v for k, v in offer.items()}}
+                if not page.next_cursor:
+                    return
+                cursor = page.next_cursor
+
+        service.find_trust(session, ods)  # 404 before streaming starts
+        columns = (
+            "product_id",
+            "product_name",
+            "unit_price_pence",
+            "units",
+            "spend_pence",
+            "n_trusts",
+            "benchmark_pence",
+            "median_pence",
+            "possible_savings_pence",
+            "outlier",
+            "cheapest_offer_offer_id",
+            "cheapest_offer_supplier_id",
+            "cheapest_offer_pack_price_pence",
+            "cheapest_offer_unit_price_pence",
+        )
+        return csv_response(f"savings-{ods.upper()}.csv", columns, rows())
+    page = service.trust_savings(
+        session, ods, window=window, method=method, cursor=args["cursor"], limit=args["limit"]
+    )
+    return {
+        "trust": {"ods_code": page.trust.ods_code, "name": page.trust.name},
+        "window": page.window,
+        "method": _method_dict(method),
+        "total_products": page.total_products,
+        "total_possible_savings_pence": page.total_possible_savings_pence,
+        "items": page.items,
+        "next_cursor": page.next_cursor,
+    }
+
+
+@blp.route("/price-check", methods=["GET"])
+@blp.arguments(PriceCheckArgs, location="query")
+@blp.response(200, PriceCheckSchema)
+@blp.doc(responses={"200": CSV_DOC})
+@blp.alt_response(404, response="NOT_FOUND")
+def price_check(args: dict):
+    """Where a unit price (pence per base unit) stands among what trusts paid over the last
+    365 days: its percentile, the benchmark, the median and a verdict (`below_benchmark`,
+    `typical`, `above_median`, `outlier`), and a cheaper current offer if there is one."""
+    method = _method(args)
+    result = service.price_verdict(
+        get_session(), args["product"], args["unit_price"], method=method
+    )
+    body = {
+        "product_id": result.product_id,
+        "unit_price_pence": result.unit_price,
+        "window": result.window,
+        "method": _method_dict(method),
+        "n_trusts": result.n_trusts,
+        "percentile": result.percentile,
+        "benchmark_pence": result.benchmark,
+        "median_pence": result.median,
+        "verdict": result.verdict,
+        "reason": result.reason,
+        "cheaper_offer": result.cheaper_offer,
+    }
+    if wants_csv(args):
+        offer = result.cheaper_offer or {}
+        row = {
+            **body,
+            "window_from": result.window.start,
+            "window_to": result.window.end,
+            "cheaper_offer_id": offer.get("offer_id"),
+            "cheaper_offer_unit_price_pence": offer.get("unit_price_pence"),
+        }
+        columns = (
+            "product_id",
+            "unit_price_pence",
+            "window_from",
+            "window_to",
+            "n_trusts",
+            "percentile",
+            "benchmark_pence",
+            "median_pence",
+            "verdict",
+            "reason",
+            "cheaper_offer_id",
+            "cheaper_offer_unit_price_pence",
+        )
+        return csv_response("price-check.csv", columns, [row])
+    return body

@@ -1,0 +1,413 @@
+"""Purchase-line files (DESIGN §9): reading CSV and JSON in constant memory, and checking
+each row.
+
+A file is read row by row from a binary stream: CSV through an incremental UTF-8 decoder and
+``csv.reader``; JSON (a list of objects) through an incremental decoder that pulls one object
+at a time out of a bounded buffer. A file that cannot be read as a whole (not UTF-8, no
+header, unknown or missing columns, invalid JSON) raises ``MalformedFile``; a row that is
+readable but wrong yields ``RowError``s naming the row, the column and the reason.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from typing import IO, Any
+
+from ..catalog.gtin import gtin_problem, normalise_gtin
+from ..errors import Problem
+
+COLUMNS = (
+    "po_number",
+    "line",
+    "order_date",
+    "supplier_name",
+    "supplier_sku",
+    "gtin",
+    "description",
+    "quantity",
+    "units_per_pack",
+    "total_price_pence",
+)
+FORMATS = ("csv", "json")
+CHUNK_BYTES = 64 * 1024
+MAX_JSON_OBJECT_CHARS = 1024 * 1024
+MAX_LINE = 2_147_483_647
+EARLIEST_ORDER_DATE = date(2000, 1, 1)
+_DIGITS = re.compile(r"[0-9]+")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+class MalformedFile(Problem):
+    """The file as a whole cannot be read; nothing from it is written."""
+
+    status = 400
+    code = "malformed-file"
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int
+    column: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "column": self.column, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class ParsedLine:
+    row: int
+    po_number: str
+    line: int
+    order_date: date
+    supplier_name: str | None
+    supplier_sku: str | None
+    gtin: str | None
+    description: str | None
+    quantity: int
+    units_per_pack: int | None
+    total_price_pence: int
+
+
+class CountingReader(io.RawIOBase):
+    """Wraps a binary stream: counts the bytes read (for a progress bar) and hashes them (for
+    idempotency checks)."""
+
+    def __init__(self, raw: IO[bytes], on_progress: Callable[[int], None] | None = None):
+        self.raw = raw
+        self.bytes_read = 0
+        self.sha256 = hashlib.sha256()
+        self.on_progress = on_progress
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self._count(data)
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size) if size is not None and size >= 0 else self.raw.read()
+        self._count(data)
+        return data
+
+    def _count(self, data: bytes) -> None:
+        if data:
+            self.bytes_read += len(data)
+            self.sha256.update(data)
+            if self.on_progress:
+                self.on_progress(len(data))
+
+    def drain(self) -> None:
+        while self.read(CHUNK_BYTES):
+            pass
+
+
+def detect_format(name: str | None, content_type: str | None = None, head: bytes = b"") -> str:
+    """``csv`` or ``json`` from a content type, a file name, or the first byte."""
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    if ctype in ("application/json", "text/json"):
+        return "json"
+    if ctype in ("text/csv", "application/csv"):
+        return "csv"
+    lowered = (name or "").lower()
+    if lowered.endswith(".json"):
+        return "json"
+    if lowered.endswith(".csv"):
+        return "csv"
+    return "json" if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[") else "csv"
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def read_rows(stream: IO[bytes], file_format: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(row_number, values)``. CSV rows are numbered as a spreadsheet shows them (the
+    header is row 1); JSON rows by their position in the list (the first object is row 1)."""
+    if file_format == "csv":
+        return _csv_rows(stream)
+    if file_format == "json":
+        return _json_rows(stream)
+    raise MalformedFile(f"Unknown file format {file_format!r}; use csv or json.")
+
+
+def _not_utf8(error: UnicodeDecodeError, where: str) -> MalformedFile:
+    return MalformedFile(
+        f"The file is not UTF-8 text ({where}: {error.reason}). Save it as UTF-8 and import it again.",
+        code="not-utf8",
+    )
+
+
+def _check_columns(names: list[str]) -> None:
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    unknown = [n for n in names if n not in COLUMNS]
+    missing = [c for c in COLUMNS if c not in names]
+    problems = []
+    if unknown:
+        problems.append("unknown column(s): " + ", ".join(repr(n) for n in unknown))
+    if missing:
+        problems.append("missing column(s): " + ", ".join(missing))
+    if duplicated:
+        problems.append("repeated column(s): " + ", ".join(duplicated))
+    if problems:
+        raise MalformedFile(
+            "The header row does not match the purchase import format ("
+            + "; ".join(problems)
+            + "). Expected: "
+            + ", ".join(COLUMNS)
+            + ".",
+            code="bad-header",
+        )
+
+
+def _csv_rows(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
+    text = io.TextIOWrapper(
+        io.BufferedReader(stream, CHUNK_BYTES)
+        if not isinstance(stream, io.BufferedIOBase)
+        else stream,
+        encoding="utf-8-sig",
+        errors="strict",
+        newline="",
+    )
+    reader = csv.reader(text, strict=True)
+    try:
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise MalformedFile(
+                "The file is empty: it needs a header row naming the columns.", code="no-header"
+            ) from None
+        names = [h.strip() for h in header]
+        if not any(names):
+            raise MalformedFile("The first row is empty: it must be the header.", code="no-header")
+        _check_columns(names)
+        width = len(names)
+        for fields in reader:
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # blank line
+            if len(fields) != width:
+                yield reader.line_num, {"__width__": (len(fields), width)}
+                continue
+            yield reader.line_num, dict(zip(names, fields, strict=True))
+    except UnicodeDecodeError as error:
+        raise _not_utf8(error, f"near row {reader.line_num + 1}") from None
+    except csv.Error as error:
+        raise MalformedFile(
+            f"The CSV cannot be read at row {reader.line_num}: {error}.", code="bad-csv"
+        ) from None
+    finally:
+        text.detach()
+
+
+def _json_rows(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
+    decoder = json.JSONDecoder()
+    incremental = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
+    buf = ""
+    pos = 0
+    eof = False
+    consumed = 0  # characters before buf[0], for error positions
+
+    def fill() -> bool:
+        nonlocal buf, pos, eof, consumed
+        if eof:
+            return False
+        chunk = stream.read(CHUNK_BYTES)
+        try:
+            text = incremental.decode(chunk or b"", final=not chunk)
+        except UnicodeDecodeError as error:
+            raise _not_utf8(error, f"near character {consumed + len(buf)}") from None
+        if not chunk:
+            eof = True
+        consumed += pos
+        buf = buf[pos:] + text
+        pos = 0
+        return bool(text) or not eof
+
+    def peek() -> str:
+        nonlocal pos
+        while True:
+            while pos < len(buf) and buf[pos] in " \t\r\n":
+                pos += 1
+            if pos < len(buf):
+                return buf[pos]
+            if not fill():
+                return ""
+
+    def invalid(reason: str) -> MalformedFile:
+        return MalformedFile(
+            f"The file is not valid JSON for a purchase import ({reason}, at character "
+            f"{consumed + pos}). Expected a list of objects with the keys: {', '.join(COLUMNS)}.",
+            code="bad-json",
+        )
+
+    if peek() != "[":
+        raise (
+            invalid("it must be a list: '[' expected")
+            if peek()
+            else MalformedFile(
+                "The file is empty: expected a JSON list of objects.", code="no-header"
+            )
+        )
+    pos += 1
+    index = 0
+    if peek() == "]":
+        pos += 1
+    else:
+        while True:
+            start = peek()
+            index += 1
+            if start != "{":
+                raise invalid(f"element {index} is not an object")
+            while True:
+                try:
+                    obj, end = decoder.raw_decode(buf, pos)
+                    break
+                except json.JSONDecodeError:
+                    if len(buf) - pos > MAX_JSON_OBJECT_CHARS or not fill():
+                        raise invalid(f"element {index} is not a complete JSON object") from None
+            pos = end
+            unknown = [k for k in obj if k not in COLUMNS]
+            if unknown:
+                raise MalformedFile(
+                    f"Object {index} has unknown key(s): {', '.join(repr(k) for k in unknown)}. "
+                    f"The keys are: {', '.join(COLUMNS)}.",
+                    code="bad-header",
+                )
+            yield index, obj
+            after = peek()
+            if after == ",":
+                pos += 1
+                continue
+            if after == "]":
+                pos += 1
+                break
+            raise invalid("',' or ']' expected after an object")
+    if peek() != "":
+        raise invalid("nothing may follow the closing ']'")
+
+
+# --- checking a row ---------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("must be text")
+    text = str(value).strip()
+    return text or None
+
+
+def _whole(value: Any, *, minimum: int, maximum: int, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool | float):
+        raise ValueError(f"must be a whole number of {what}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if not _DIGITS.fullmatch(text):
+            raise ValueError(f"must be a whole number of {what}, got {text[:40]!r}")
+        number = int(text)
+    else:
+        raise ValueError(f"must be a whole number of {what}")
+    if number < minimum:
+        raise ValueError(f"must be at least {minimum}")
+    if number > maximum:
+        raise ValueError(f"must be at most {maximum}")
+    return number
+
+
+def parse_row(
+    row: int, values: dict[str, Any], today: date
+) -> tuple[ParsedLine | None, list[RowError]]:
+    """Check one row; return the line, or the errors (every bad column is reported)."""
+    if "__width__" in values:
+        got, want = values["__width__"]
+        return None, [RowError(row, "*", f"has {got} fields; the header has {want}")]
+    errors: list[RowError] = []
+    parsed: dict[str, Any] = {}
+
+    def check(column: str, convert: Callable[[Any], Any], required: bool = False) -> None:
+        try:
+            value = convert(values.get(column))
+        except ValueError as error:
+            errors.append(RowError(row, column, str(error)))
+            return
+        if value is None and required:
+            errors.append(RowError(row, column, "is required"))
+        parsed[column] = value
+
+    def text(limit: int) -> Callable[[Any], str | None]:
+        def convert(value: Any) -> str | None:
+            result = _text(value)
+            if result is not None and len(result) > limit:
+                raise ValueError(f"is longer than {limit} characters")
+            return result
+
+        return convert
+
+    def order_date(value: Any) -> date | None:
+        raw = _text(value)
+        if raw is None:
+            return None
+        if not _DATE.fullmatch(raw):
+            raise ValueError(f"must be a date as YYYY-MM-DD, got {raw[:40]!r}")
+        try:
+            day = date.fromisoformat(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a real date") from None
+        if day > today:
+            raise ValueError(f"{raw} is in the future")
+        if day < EARLIEST_ORDER_DATE:
+            raise ValueError(f"{raw} is before {EARLIEST_ORDER_DATE.isoformat()}")
+        return day
+
+    def gtin(value: Any) -> str | None:
+        raw = _text(value)
+        if raw is None:
+            return None
+        problem = gtin_problem(raw)
+        if problem:
+            raise ValueError(f"{raw[:20]!r} is not a valid GTIN: {problem}")
+        return normalise_gtin(raw)
+
+    check("po_number", text(64), required=True)
+    check("line", lambda v: _whole(v, minimum=1, maximum=MAX_LINE, what="lines"), required=True)
+    check("order_date", order_date, required=True)
+    check("supplier_name", text(200))
+    check("supplier_sku", text(100))
+    check("gtin", gtin)
+    check("description", text(500))
+    check("quantity", lambda v: _whole(v, minimum=1, maximum=10**9, what="packs"), required=True)
+    check("units_per_pack", lambda v: _whole(v, minimum=1, maximum=10**6, what="units"))
+    check(
+        "total_price_pence",
+        lambda v: _whole(v, minimum=1, maximum=10**12, what="pence"),
+        required=True,
+    )
+    if not errors and not (parsed["gtin"] or parsed["supplier_sku"] or parsed["description"]):
+        errors.append(
+            RowError(
+                row,
+                "description",
+                "nothing identifies the item: give a gtin, a supplier_sku or a description",
+            )
+        )
+    if errors:
+        return None, errors
+    return ParsedLine(row=row, **parsed), []

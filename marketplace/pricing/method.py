@@ -1,0 +1,252 @@
+"""The price-variance method (DESIGN §6) as pure functions on exact Decimals.
+
+No database here: the service feeds per-trust totals in, and the property tests check every
+figure against ``numpy.percentile`` on the same data.
+
+1. Each trust's volume-weighted unit price = total paid / total base units.
+2. Across trusts (each counts once): n, min, p10, p25, median, p75, max, mean, spread
+   (max/min - 1) and IQR/median. Percentiles interpolate linearly at position (n - 1)·q, as
+   ``numpy.percentile``'s default and PostgreSQL's ``percentile_cont``.
+3. Benchmark = a chosen centile (p10 by default; p25 or the median).
+4. A trust's possible savings = spend - units x benchmark, clipped at 0. A product's total
+   counts only the trusts whose savings reach the minimum.
+5. Outlier: unit price above median x (1 + threshold).
+6. Reported only with at least ``min_trusts`` trusts.
+
+Rounding happens once, at the end: savings to whole pence (half to even) when published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+from ..money import round_pence
+
+BENCHMARKS: dict[str, Decimal] = {
+    "p10": Decimal("0.10"),
+    "p25": Decimal("0.25"),
+    "median": Decimal("0.50"),
+}
+DEFAULT_BENCHMARK = "p10"
+DEFAULT_MIN_TRUSTS = 3
+DEFAULT_OUTLIER_THRESHOLD = Decimal("0.20")
+# Savings below £10 per trust per product over the window are left out of totals, so that many
+# tiny differences do not add up to a headline figure (as OpenPrescribing does).
+DEFAULT_MIN_SAVINGS_PENCE = 1000
+WINDOW_DAYS = 365
+
+
+@dataclass(frozen=True)
+class Method:
+    """The method's parameters; the defaults are what the caches hold."""
+
+    benchmark: str = DEFAULT_BENCHMARK
+    min_trusts: int = DEFAULT_MIN_TRUSTS
+    outlier_threshold: Decimal = DEFAULT_OUTLIER_THRESHOLD
+    min_savings_pence: int = DEFAULT_MIN_SAVINGS_PENCE
+
+    def __post_init__(self) -> None:
+        if self.benchmark not in BENCHMARKS:
+            raise ValueError(f"benchmark must be one of {', '.join(BENCHMARKS)}")
+        if self.min_trusts < 1:
+            raise ValueError("min_trusts must be at least 1")
+        if self.outlier_threshold < 0:
+            raise ValueError("outlier_threshold must not be negative")
+        if self.min_savings_pence < 0:
+            raise ValueError("min_savings_pence must not be negative")
+
+    @property
+    def benchmark_q(self) -> Decimal:
+        return BENCHMARKS[self.benchmark]
+
+    def with_benchmark(self, benchmark: str) -> Method:
+        return replace(self, benchmark=benchmark)
+
+    @property
+    def caches_cover(self) -> bool:
+        """True when the cached totals answer for this method (any benchmark centile)."""
+        return (
+            self.min_savings_pence == DEFAULT_MIN_SAVINGS_PENCE
+            and self.outlier_threshold == DEFAULT_OUTLIER_THRESHOLD
+        )
+
+
+DEFAULT_METHOD = Method()
+
+
+@dataclass(frozen=True)
+class TrustTotal:
+    """One trust's purchases of one product over the window."""
+
+    trust_id: str
+    units: int
+    spend_pence: int
+
+    @property
+    def unit_price(self) -> Decimal:
+        return Decimal(self.spend_pence) / Decimal(self.units)
+
+
+def percentile(sorted_values: Sequence[Decimal], q: Decimal) -> Decimal:
+    """Linear interpolation between closest ranks at position (n - 1)·q (numpy's default)."""
+    n = len(sorted_values)
+    if n == 0:
+        raise ValueError("percentile of no values")
+    position = (n - 1) * q
+    lower = int(position)  # floor: position is never negative
+    fraction = position - lower
+    if lower + 1 >= n or fraction == 0:
+        return sorted_values[lower]
+    low, high = sorted_values[lower], sorted_values[lower + 1]
+    return low + (high - low) * fraction
+
+
+@dataclass(frozen=True)
+class Distribution:
+    n_trusts: int
+    min: Decimal
+    p10: Decimal
+    p25: Decimal
+    median: Decimal
+    p75: Decimal
+    max: Decimal
+    mean: Decimal
+    spread: Decimal  # max / min - 1
+    iqr_over_median: Decimal
+
+    def centile(self, name: str) -> Decimal:
+        return {"p10": self.p10, "p25": self.p25, "median": self.median}[name]
+
+
+def distribution(unit_prices: Iterable[Decimal]) -> Distribution:
+    values = sorted(unit_prices)
+    if not values:
+        raise ValueError("distribution of no values")
+    n = len(values)
+    median = percentile(values, Decimal("0.5"))
+    p25 = percentile(values, Decimal("0.25"))
+    p75 = percentile(values, Decimal("0.75"))
+    return Distribution(
+        n_trusts=n,
+        min=values[0],
+        p10=percentile(values, Decimal("0.1")),
+        p25=p25,
+        median=median,
+        p75=p75,
+        max=values[-1],
+        mean=sum(values, Decimal(0)) / n,
+        spread=values[-1] / values[0] - 1,
+        iqr_over_median=(p75 - p25) / median,
+    )
+
+
+def possible_savings(spend_pence: int, units: int, benchmark: Decimal) -> Decimal:
+    """Spend - units x benchmark, clipped at 0 (exact)."""
+    saving = Decimal(spend_pence) - Decimal(units) * benchmark
+    return saving if saving > 0 else Decimal(0)
+
+
+@dataclass(frozen=True)
+class TrustVariance:
+    trust_id: str
+    units: int
+    spend_pence: int
+    unit_price: Decimal
+    savings: Decimal  # exact
+    counted: bool  # savings reach the minimum, so they count in totals
+    outlier: bool
+
+    @property
+    def possible_savings_pence(self) -> int:
+        return round_pence(self.savings)
+
+
+@dataclass(frozen=True)
+class ProductVariance:
+    """One product over one window: the distribution and each trust's row (cheapest first)."""
+
+    method: Method
+    distribution: Distribution
+    trusts: list[TrustVariance] = field(default_factory=list)
+
+    @property
+    def benchmark(self) -> Decimal:
+        return self.distribution.centile(self.method.benchmark)
+
+    @property
+    def reported(self) -> bool:
+        return self.distribution.n_trusts >= self.method.min_trusts
+
+    @property
+    def savings(self) -> Decimal:
+        """Exact total of the counted savings."""
+        return sum((t.savings for t in self.trusts if t.counted), Decimal(0))
+
+    @property
+    def possible_savings_pence(self) -> int:
+        return round_pence(self.savings)
+
+    @property
+    def outliers(self) -> int:
+        return sum(1 for t in self.trusts if t.outlier)
+
+    @property
+    def units(self) -> int:
+        return sum(t.units for t in self.trusts)
+
+    @property
+    def spend_pence(self) -> int:
+        return sum(t.spend_pence for t in self.trusts)
+
+
+def analyse(
+    totals: Iterable[TrustTotal], method: Method = DEFAULT_METHOD
+) -> ProductVariance | None:
+    """The variance of one product from its trusts' totals (None when no trust bought it)."""
+    rows = [t for t in totals if t.units > 0]
+    if not rows:
+        return None
+    priced = sorted(((t.unit_price, t) for t in rows), key=lambda pair: (pair[0], pair[1].trust_id))
+    dist = distribution(price for price, _ in priced)
+    benchmark = dist.centile(method.benchmark)
+    outlier_above = dist.median * (1 + method.outlier_threshold)
+    trusts = []
+    for price, total in priced:
+        saving = possible_savings(total.spend_pence, total.units, benchmark)
+        trusts.append(
+            TrustVariance(
+                trust_id=total.trust_id,
+                units=total.units,
+                spend_pence=total.spend_pence,
+                unit_price=price,
+                savings=saving,
+                counted=saving > 0 and saving >= method.min_savings_pence,
+                outlier=price > outlier_above,
+            )
+        )
+    return ProductVariance(method=method, distribution=dist, trusts=trusts)
+
+
+def percentile_rank(sorted_values: Sequence[Decimal], value: Decimal) -> Decimal:
+    """Where ``value`` falls among the trusts' unit prices, 0-100: the share paying less, with
+    ties counted half (the "mean" percentile rank)."""
+    below = sum(1 for v in sorted_values if v < value)
+    equal = sum(1 for v in sorted_values if v == value)
+    return (Decimal(below) + Decimal(equal) / 2) * 100 / len(sorted_values)
+
+
+VERDICTS = ("below_benchmark", "typical", "above_median", "outlier")
+
+
+def verdict(unit_price: Decimal, dist: Distribution, method: Method = DEFAULT_METHOD) -> str:
+    """``below_benchmark`` at or below the benchmark (nothing to save), ``typical`` up to the
+    median, ``above_median`` above it, ``outlier`` above median x (1 + threshold)."""
+    if unit_price > dist.median * (1 + method.outlier_threshold):
+        return "outlier"
+    if unit_price > dist.median:
+        return "above_median"
+    if unit_price <= dist.centile(method.benchmark):
+        return "below_benchmark"
+    return "typical"

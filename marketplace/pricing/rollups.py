@@ -1,0 +1,570 @@
+"""The materialised statistics: rollups, the default-window caches, and how they are kept
+up to date (docs/pricing.md, "Materialisation").
+
+Every change to a benchmarked purchase line (a matched, non-excluded line) is turned into an
+additive delta on the (product, trust, day) and (product, trust, month) rollups, applied with an
+upsert in the same transaction as the change. The caches for the default window are then
+recomputed for the (product, trust) pairs that changed, summing whole months from the monthly
+rollup and the edge days from the daily one, and each touched product's distribution is
+recomputed from its per-trust totals. Nothing on the read path scans raw lines.
+
+Writers serialise on one transaction-scoped advisory lock on PostgreSQL (SQLite serialises
+writers already: ``BEGIN IMMEDIATE``), so concurrent imports cannot lose each other's updates.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Date, Select, cast, delete, func, insert, or_, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from ..catalog import service as catalog
+from ..db import utcnow
+from ..money import round_pence
+from . import method as m
+from .models import (
+    DailyTotal,
+    MonthlyTotal,
+    PricingState,
+    ProductStats,
+    PurchaseRecord,
+    PurchaseStatus,
+    TrustWindowTotal,
+)
+
+PRICING_LOCK_KEY = 0x7072_6963  # "pric": the pricing writers' advisory lock on PostgreSQL
+CHUNK = 500
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def _no_progress(_stage: str, _done: int, _total: int) -> None:
+    return None
+
+
+# --- windows ---------------------------------------------------------------------------------
+
+
+def today_utc() -> date:
+    return utcnow().date()
+
+
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def month_end(day: date) -> date:
+    return day.replace(day=calendar.monthrange(day.year, day.month)[1])
+
+
+@dataclass(frozen=True)
+class Window:
+    """An inclusive range of order dates."""
+
+    start: date
+    end: date
+
+    @classmethod
+    def default(cls, today: date | None = None) -> Window:
+        end = today or today_utc()
+        return cls(end - timedelta(days=m.WINDOW_DAYS - 1), end)
+
+    def __post_init__(self) -> None:
+        if self.start > self.end:
+            raise ValueError("a window's start must not be after its end")
+
+    def contains(self, day: date) -> bool:
+        return self.start <= day <= self.end
+
+    def split(self) -> tuple[tuple[date, date] | None, list[tuple[date, date]]]:
+        """Whole months inside the window (first and last month start), and the edge day
+        ranges not covered by them."""
+        first_full = self.start if self.start.day == 1 else month_end(self.start) + timedelta(1)
+        last_full_end = (
+            self.end if self.end == month_end(self.end) else month_start(self.end) - timedelta(1)
+        )
+        if first_full > last_full_end:
+            return None, [(self.start, self.end)]
+        edges = []
+        if self.start < first_full:
+            edges.append((self.start, first_full - timedelta(1)))
+        if last_full_end < self.end:
+            edges.append((last_full_end + timedelta(1), self.end))
+        return (first_full, month_start(last_full_end)), edges
+
+
+def window_totals(
+    window: Window,
+    *,
+    product_ids: Sequence[str] | None = None,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    trust_id: str | None = None,
+) -> Select[Any]:
+    """``(product_id, trust_id, units, spend_pence)`` per pair over ``window``, summed from the
+    monthly rollup (whole months) and the daily rollup (edge days)."""
+    months, edges = window.split()
+    parts = []
+
+    def restrict(stmt: Select[Any], table: Any) -> Select[Any]:
+        if product_ids is not None:
+            stmt = stmt.where(table.product_id.in_(product_ids))
+        if pairs is not None:
+            stmt = stmt.where(tuple_(table.product_id, table.trust_id).in_(pairs))
+        if trust_id is not None:
+            stmt = stmt.where(table.trust_id == trust_id)
+        return stmt
+
+    if months is not None:
+        parts.append(
+            restrict(
+                select(
+                    MonthlyTotal.product_id,
+                    MonthlyTotal.trust_id,
+                    MonthlyTotal.units,
+                    MonthlyTotal.spend_pence,
+                ).where(MonthlyTotal.month.between(*months)),
+                MonthlyTotal,
+            )
+        )
+    if edges:
+        parts.append(
+            restrict(
+                select(
+                    DailyTotal.product_id,
+                    DailyTotal.trust_id,
+                    DailyTotal.units,
+                    DailyTotal.spend_pence,
+                ).where(or_(*(DailyTotal.day.between(a, b) for a, b in edges))),
+                DailyTotal,
+            )
+        )
+    union = parts[0].union_all(*parts[1:]).subquery() if len(parts) > 1 else parts[0].subquery()
+    return select(
+        union.c.product_id,
+        union.c.trust_id,
+        func.sum(union.c.units).label("units"),
+        func.sum(union.c.spend_pence).label("spend_pence"),
+    ).group_by(union.c.product_id, union.c.trust_id)
+
+
+# --- dialect helpers --------------------------------------------------------------------------
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _upsert(session: Session, model: type) -> Any:
+    table = model.__table__
+    stmt = (pg_insert if _dialect(session) == "postgresql" else sqlite_insert)(table)
+    keys = [c.name for c in table.primary_key.columns]
+    return stmt.on_conflict_do_update(
+        index_elements=keys,
+        set_={
+            "units": table.c.units + stmt.excluded.units,
+            "spend_pence": table.c.spend_pence + stmt.excluded.spend_pence,
+            "lines": table.c.lines + stmt.excluded.lines,
+        },
+    )
+
+
+def _month_of(session: Session, column: Any) -> Any:
+    if _dialect(session) == "postgresql":
+        return cast(func.date_trunc("month", column), Date)
+    return func.date(column, "start of month")
+
+
+def lock_pricing(session: Session) -> None:
+    """Serialise the writers of the derived tables (re-entrant within a transaction)."""
+    if _dialect(session) == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(PRICING_LOCK_KEY)))
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- incremental changes ----------------------------------------------------------------------
+
+
+class Changes:
+    """Deltas to the rollups collected while purchase lines change, and the (product, trust)
+    pairs whose default-window totals they touch.
+
+    ``flush`` applies the deltas (so a long import keeps memory flat); ``refresh`` then brings
+    the caches up to date. Past ``MAX_PAIRS`` touched pairs it stops remembering them and the
+    caches are rebuilt from the rollups instead (still no raw-line scan).
+    """
+
+    MAX_PAIRS = 100_000
+
+    def __init__(self, today: date | None = None):
+        self.window = Window.default(today)
+        self.today = self.window.end
+        self._deltas: dict[tuple[str, str, date], list[int]] = {}
+        self.pairs: set[tuple[str, str]] = set()
+        self.overflow = False
+
+    def __bool__(self) -> bool:
+        return bool(self._deltas or self.pairs or self.overflow)
+
+    def add(
+        self, product_id: str, trust_id: str, day: date, units: int, spend_pence: int, sign: int = 1
+    ) -> None:
+        delta = self._deltas.setdefault((product_id, trust_id, day), [0, 0, 0])
+        delta[0] += sign * units
+        delta[1] += sign * spend_pence
+        delta[2] += sign
+
+    def add_record(self, record: PurchaseRecord, sign: int = 1) -> None:
+        """Count (sign 1) or uncount (sign -1) a line, if it is benchmarked."""
+        if record.status == PurchaseStatus.MATCHED and not record.benchmark_excluded:
+            assert record.product_id is not None
+            assert record.units is not None
+            self.add(
+                record.product_id,
+                record.trust_id,
+                record.order_date,
+                record.units,
+                record.total_price_pence,
+                sign,
+            )
+
+    @property
+    def pending(self) -> int:
+        return len(self._deltas)
+
+    def flush(self, session: Session) -> None:
+        """Apply the collected deltas to the daily and monthly rollups."""
+        if not self._deltas:
+            return
+        lock_pricing(session)
+        daily = sorted(self._deltas.items())
+        monthly: dict[tuple[str, str, date], list[int]] = {}
+        for (product_id, trust_id, day), (units, spend, lines) in daily:
+            total = monthly.setdefault((product_id, trust_id, month_start(day)), [0, 0, 0])
+            total[0] += units
+            total[1] += spend
+            total[2] += lines
+            if not self.overflow and self.window.contains(day):
+                self.pairs.add((product_id, trust_id))
+                if len(self.pairs) > self.MAX_PAIRS:
+                    self.overflow = True
+                    self.pairs.clear()
+        for model, key_name, rows in (
+            (DailyTotal, "day", daily),
+            (MonthlyTotal, "month", sorted(monthly.items())),
+        ):
+            values = [
+                {
+                    "product_id": p,
+                    "trust_id": t,
+                    key_name: k,
+                    "units": u,
+                    "spend_pence": s,
+                    "lines": n,
+                }
+                for (p, t, k), (u, s, n) in rows
+                if (u, s, n) != (0, 0, 0)
+            ]
+            if values:
+                session.execute(_upsert(session, model), values)
+            emptied = [v for v in values if v["lines"] < 0]
+            if emptied:
+                key = getattr(model, key_name)
+                for chunk in _chunks(emptied):
+                    session.execute(
+                        delete(model).where(
+                            tuple_(model.product_id, model.trust_id, key).in_(
+                                [(v["product_id"], v["trust_id"], v[key_name]) for v in chunk]
+                            ),
+                            model.lines <= 0,
+                        )
+                    )
+        self._deltas.clear()
+
+
+def refresh(session: Session, changes: Changes) -> None:
+    """Apply ``changes`` and bring the default-window caches up to date, incrementally."""
+    changes.flush(session)
+    state, rebuilt = ensure_current(session, changes.today)
+    window = Window(state.window_from, state.window_to)
+    if rebuilt:
+        pass  # the caches were just built from the rollups, changes included
+    elif changes.overflow:
+        rebuild_caches(session, window)
+    elif changes.pairs:
+        pairs = sorted(changes.pairs)
+        recompute_pairs(session, window, pairs)
+        recompute_products(session, sorted({p for p, _ in pairs}))
+    changes.pairs.clear()
+    changes.overflow = False
+
+
+def ensure_current(session: Session, today: date | None = None) -> tuple[PricingState, bool]:
+    """Make the caches describe the default window ending ``today``: create them, or roll the
+    window forward by recomputing only the pairs bought on the days that left or entered it.
+    Returns the state and whether the caches were rebuilt whole."""
+    lock_pricing(session)
+    window = Window.default(today)
+    state = session.get(PricingState, 1, populate_existing=True)
+    if state is None:
+        state = PricingState(id=1, window_from=window.start, window_to=window.end)
+        session.add(state)
+        session.flush()
+        rebuild_caches(session, window)
+        return state, True
+    old = Window(state.window_from, state.window_to)
+    if old == window:
+        return state, False
+    state.window_from, state.window_to = window.start, window.end
+    if window.start < old.start or (window.start - old.start).days > 62:
+        rebuild_caches(session, window)
+        session.flush()
+        return state, True
+    ranges = [(old.start, window.start - timedelta(1))] if window.start > old.start else []
+    if window.end > old.end:
+        ranges.append((old.end + timedelta(1), window.end))
+    pairs = sorted(
+        tuple(row)
+        for row in session.execute(
+            select(DailyTotal.product_id, DailyTotal.trust_id)
+            .where(or_(*(DailyTotal.day.between(a, b) for a, b in ranges)))
+            .distinct()
+        )
+    )
+    recompute_pairs(session, window, pairs)
+    recompute_products(session, sorted({p for p, _ in pairs}))
+    session.flush()
+    return state, False
+
+
+def recompute_pairs(session: Session, window: Window, pairs: Sequence[tuple[str, str]]) -> None:
+    """Recompute the default-window totals of these (product, trust) pairs from the rollups."""
+    for chunk in _chunks(list(pairs)):
+        sums = session.execute(window_totals(window, pairs=chunk)).all()
+        session.execute(
+            delete(TrustWindowTotal).where(
+                tuple_(TrustWindowTotal.product_id, TrustWindowTotal.trust_id).in_(chunk)
+            )
+        )
+        values = [
+            {"product_id": p, "trust_id": t, "units": int(u), "spend_pence": int(s)}
+            for p, t, u, s in sums
+            if u and u > 0
+        ]
+        if values:
+            session.execute(insert(TrustWindowTotal), values)
+
+
+def recompute_products(session: Session, product_ids: Sequence[str]) -> None:
+    """Recompute these products' cached distributions from their per-trust window totals."""
+    for chunk in _chunks(list(product_ids)):
+        rows = session.execute(
+            select(
+                TrustWindowTotal.product_id,
+                TrustWindowTotal.trust_id,
+                TrustWindowTotal.units,
+                TrustWindowTotal.spend_pence,
+            )
+            .where(TrustWindowTotal.product_id.in_(chunk))
+            .order_by(TrustWindowTotal.product_id)
+        )
+        session.execute(delete(ProductStats).where(ProductStats.product_id.in_(chunk)))
+        _write_stats(session, _group_by_product(rows))
+
+
+def _group_by_product(rows: Iterable[Any]) -> Iterator[tuple[str, list[m.TrustTotal]]]:
+    current: str | None = None
+    totals: list[m.TrustTotal] = []
+    for product_id, trust_id, units, spend in rows:
+        if product_id != current:
+            if current is not None:
+                yield current, totals
+            current, totals = product_id, []
+        totals.append(m.TrustTotal(trust_id, int(units), int(spend)))
+    if current is not None:
+        yield current, totals
+
+
+def _write_stats(
+    session: Session,
+    grouped: Iterable[tuple[str, list[m.TrustTotal]]],
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Compute and insert ``pricing_product_stats`` rows, a batch of products at a time."""
+    written = 0
+    batch: list[tuple[str, list[m.TrustTotal]]] = []
+
+    def write(batch: list[tuple[str, list[m.TrustTotal]]]) -> int:
+        summaries = catalog.product_summaries(session, [p for p, _ in batch])
+        values = [
+            stats_values(product_id, totals, summaries[product_id])
+            for product_id, totals in batch
+            if product_id in summaries
+        ]
+        if values:
+            session.execute(insert(ProductStats), values)
+        if progress:
+            progress(len(batch))
+        return len(values)
+
+    for item in grouped:
+        batch.append(item)
+        if len(batch) >= 1000:
+            written += write(batch)
+            batch = []
+    if batch:
+        written += write(batch)
+    return written
+
+
+def stats_values(
+    product_id: str, totals: list[m.TrustTotal], product: catalog.ProductSummary
+) -> dict[str, Any]:
+    """One ``pricing_product_stats`` row: the distribution under the default method, and the
+    counted savings for each benchmark centile (0 for an excluded product)."""
+    variance = m.analyse(totals, m.DEFAULT_METHOD)
+    assert variance is not None
+    dist = variance.distribution
+    savings: dict[str, int] = {}
+    for name in m.BENCHMARKS:
+        if product.benchmark_excluded:
+            savings[name] = 0
+            continue
+        benchmark = dist.centile(name)
+        exact = Decimal(0)
+        for t in variance.trusts:
+            saving = m.possible_savings(t.spend_pence, t.units, benchmark)
+            if saving > 0 and saving >= m.DEFAULT_MIN_SAVINGS_PENCE:
+                exact += saving
+        savings[name] = round_pence(exact)
+    return {
+        "product_id": product_id,
+        "product_name": product.name,
+        "category_id": product.category_id,
+        "benchmark_excluded": product.benchmark_excluded,
+        "benchmark_excluded_reason": product.benchmark_excluded_reason,
+        "n_trusts": dist.n_trusts,
+        "units": variance.units,
+        "spend_pence": variance.spend_pence,
+        "min_price": dist.min,
+        "p10_price": dist.p10,
+        "p25_price": dist.p25,
+        "median_price": dist.median,
+        "p75_price": dist.p75,
+        "max_price": dist.max,
+        "mean_price": dist.mean,
+        "spread": dist.spread,
+        "spread_sort": float(dist.spread),
+        "outliers": variance.outliers,
+        "savings_p10_pence": savings["p10"],
+        "savings_p25_pence": savings["p25"],
+        "savings_median_pence": savings["median"],
+        "updated_at": utcnow(),
+    }
+
+
+# --- full rebuilds ----------------------------------------------------------------------------
+
+
+def rebuild_caches(session: Session, window: Window, progress: Progress = _no_progress) -> int:
+    """Rebuild both default-window caches from the rollups. Returns the products written."""
+    session.execute(delete(TrustWindowTotal))
+    session.execute(delete(ProductStats))
+    totals = window_totals(window).subquery()
+    session.execute(
+        insert(TrustWindowTotal).from_select(
+            ["product_id", "trust_id", "units", "spend_pence"],
+            select(totals).where(totals.c.units > 0),
+        )
+    )
+    n_products = session.scalar(select(func.count(func.distinct(TrustWindowTotal.product_id))))
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        progress("statistics", done, n_products or 0)
+
+    rows = session.execute(
+        select(
+            TrustWindowTotal.product_id,
+            TrustWindowTotal.trust_id,
+            TrustWindowTotal.units,
+            TrustWindowTotal.spend_pence,
+        )
+        .order_by(TrustWindowTotal.product_id)
+        .execution_options(yield_per=20_000)
+    )
+    return _write_stats(session, _group_by_product(rows), step)
+
+
+def rebuild_rollups(session: Session) -> None:
+    """Recompute the daily and monthly rollups from the raw purchase lines."""
+    lock_pricing(session)
+    session.execute(delete(DailyTotal))
+    session.execute(delete(MonthlyTotal))
+    r = PurchaseRecord
+    session.execute(
+        insert(DailyTotal).from_select(
+            ["product_id", "trust_id", "day", "units", "spend_pence", "lines"],
+            select(
+                r.product_id,
+                r.trust_id,
+                r.order_date,
+                func.sum(cast(r.quantity, DailyTotal.units.type) * r.units_per_pack),
+                func.sum(r.total_price_pence),
+                func.count(),
+            )
+            .where(r.status == PurchaseStatus.MATCHED, r.benchmark_excluded.is_(False))
+            .group_by(r.product_id, r.trust_id, r.order_date),
+        )
+    )
+    month = _month_of(session, DailyTotal.day)
+    session.execute(
+        insert(MonthlyTotal).from_select(
+            ["product_id", "trust_id", "month", "units", "spend_pence", "lines"],
+            select(
+                DailyTotal.product_id,
+                DailyTotal.trust_id,
+                month,
+                func.sum(DailyTotal.units),
+                func.sum(DailyTotal.spend_pence),
+                func.sum(DailyTotal.lines),
+            ).group_by(DailyTotal.product_id, DailyTotal.trust_id, month),
+        )
+    )
+
+
+def refresh_all(
+    session: Session, today: date | None = None, progress: Progress = _no_progress
+) -> int:
+    """The full refresh: rollups from the raw lines, then both caches. Returns the number of
+    products with statistics."""
+    lock_pricing(session)
+    progress("rollups", 0, 1)
+    rebuild_rollups(session)
+    progress("rollups", 1, 1)
+    window = Window.default(today)
+    state = session.get(PricingState, 1, populate_existing=True)
+    if state is None:
+        state = PricingState(id=1, window_from=window.start, window_to=window.end)
+        session.add(state)
+    state.window_from, state.window_to = window.start, window.end
+    state.full_refresh_at = utcnow()
+    session.flush()
+    return rebuild_caches(session, window, progress)
+
+
+def cached_window(session: Session) -> Window | None:
+    state = session.get(PricingState, 1)
+    return None if state is None else Window(state.window_from, state.window_to)

@@ -1,0 +1,1098 @@
+"""Pricing business rules: purchase records (import, match, exclusion, marketplace deliveries)
+and the variance read models (DESIGN §6). Plain functions taking a ``Session``; they flush and
+never commit.
+
+Other domains call:
+- ``record_marketplace_purchase`` when an order line is delivered;
+- ``price_verdict`` when a quote prices a line;
+- ``product_changed`` when a product's name, category or benchmark exclusion changes.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import IO, Any
+
+from sqlalchemy import Select, desc, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from .. import audit
+from ..accounts import service as accounts
+from ..accounts.models import Organisation, OrgType, Role
+from ..accounts.service import Principal
+from ..catalog import service as catalog
+from ..catalog.models import Offer
+from ..db import new_id, utcnow
+from ..errors import Forbidden, NotFound, Problem, ValidationFailed
+from ..pagination import decode_cursor, encode_cursor
+from . import method as m
+from .importer import (
+    CountingReader,
+    ParsedLine,
+    RowError,
+    parse_row,
+    read_rows,
+)
+from .models import (
+    ProductStats,
+    PurchaseImport,
+    PurchaseRecord,
+    PurchaseSource,
+    PurchaseStatus,
+    TrustWindowTotal,
+)
+from .rollups import Changes, Window, cached_window, ensure_current, recompute_products, refresh
+from .rollups import today_utc as today_utc
+from .rollups import window_totals as window_totals
+
+IMPORT_BATCH = 2000
+MAX_REPORTED_ERRORS = 1000
+PURCHASE_FIELDS = (
+    "trust_id",
+    "order_date",
+    "product_id",
+    "supplier_id",
+    "quantity",
+    "units_per_pack",
+    "total_price_pence",
+    "status",
+    "benchmark_excluded",
+    "benchmark_excluded_reason",
+)
+
+
+# --- who may see which trust's purchases --------------------------------------------------------
+
+
+def _trust_not_found(ods: str) -> NotFound:
+    return NotFound(f"No trust with ODS code {ods!r} is visible to you.", code="trust-not-found")
+
+
+def find_trust(session: Session, ods_code: str) -> Organisation:
+    trust = accounts.find_trust_by_ods(session, ods_code)
+    if trust is None:
+        raise _trust_not_found(ods_code)
+    return trust
+
+
+def trust_for_actor(
+    session: Session, actor: Principal, ods_code: str | None
+) -> Organisation | None:
+    """The trust whose purchases ``actor`` works on: a buyer's own trust (another trust's ODS
+    code answers 404), or for an operator the trust named (None: every trust)."""
+    if actor.role == Role.BUYER:
+        own = accounts.get_organisation(session, actor.organisation_id or "")
+        if own.type != OrgType.TRUST:
+            raise Forbidden(
+                "Only a trust's buyers import and see its purchases.", code="wrong-role"
+            )
+        if ods_code and ods_code.strip().upper() != own.ods_code:
+            raise _trust_not_found(ods_code)
+        return own
+    if actor.role == Role.OPERATOR:
+        return find_trust(session, ods_code) if ods_code else None
+    raise Forbidden("Purchase records are for trust buyers and operators.", code="wrong-role")
+
+
+def get_purchase(session: Session, actor: Principal, purchase_id: str) -> PurchaseRecord:
+    record = session.get(PurchaseRecord, purchase_id)
+    if record is None or (actor.role != Role.OPERATOR and record.trust_id != actor.organisation_id):
+        raise NotFound(
+            f"No purchase record with id {purchase_id!r} is visible to you.",
+            code="purchase-not-found",
+        )
+    return record
+
+
+def list_purchases(
+    session: Session,
+    actor: Principal,
+    *,
+    trust_ods: str | None = None,
+    status: PurchaseStatus | None = None,
+    product_id: str | None = None,
+    excluded: bool | None = None,
+) -> Select[Any]:
+    trust = trust_for_actor(session, actor, trust_ods)
+    stmt = select(PurchaseRecord)
+    if trust is not None:
+        stmt = stmt.where(PurchaseRecord.trust_id == trust.id)
+    if status is not None:
+        stmt = stmt.where(PurchaseRecord.status == status)
+    if product_id is not None:
+        stmt = stmt.where(PurchaseRecord.product_id == product_id)
+    if excluded is not None:
+        stmt = stmt.where(PurchaseRecord.benchmark_excluded.is_(excluded))
+    return stmt
+
+
+# --- matching lines to products ----------------------------------------------------------------
+
+
+class _Lru(OrderedDict[Any, Any]):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def put(self, key: Any, value: Any) -> Any:
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
+@dataclass(frozen=True)
+class Match:
+    product_id: str | None
+    units_per_pack: int | None
+    supplier_id: str | None
+
+
+class Matcher:
+    """Matches a line to a catalogue product by GTIN, then by the supplier's product code
+    (the supplier found by name). Bounded caches keep a long import from asking twice."""
+
+    def __init__(self, session: Session, cache_size: int = 50_000):
+        self.session = session
+        self._gtins = _Lru(cache_size)
+        self._suppliers = _Lru(cache_size)
+        self._skus = _Lru(cache_size)
+
+    def supplier_id(self, name: str | None) -> str | None:
+        if not name:
+            return None
+        if name in self._suppliers:
+            return self._suppliers[name]
+        try:
+            org = accounts.find_organisation(self.session, name)
+        except Problem:
+            org = None
+        found = org.id if org is not None and org.type == OrgType.SUPPLIER else None
+        return self._suppliers.put(name, found)
+
+    def _by_gtin(self, gtin: str) -> tuple[str, int] | None:
+        if gtin in self._gtins:
+            return self._gtins[gtin]
+        product = catalog.find_product_by_gtin(self.session, gtin)
+        return self._gtins.put(gtin, (product.id, product.units_per_pack) if product else None)
+
+    def _by_sku(self, supplier_id: str, sku: str) -> tuple[str, int] | None:
+        key = (supplier_id, sku)
+        if key in self._skus:
+            return self._skus[key]
+        offer = catalog.find_offer_by_supplier_sku(self.session, supplier_id, sku)
+        found = (offer.product_id, offer.product.units_per_pack) if offer else None
+        return self._skus.put(key, found)
+
+    def match(self, line: ParsedLine) -> Match:
+        supplier_id = self.supplier_id(line.supplier_name)
+        found = self._by_gtin(line.gtin) if line.gtin else None
+        if found is None and supplier_id and line.supplier_sku:
+            found = self._by_sku(supplier_id, line.supplier_sku)
+        if found is None:
+            return Match(None, None, supplier_id)
+        return Match(found[0], found[1], supplier_id)
+
+
+# --- import -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportResult:
+    import_id: str
+    trust_ods: str
+    rows: int = 0
+    imported: int = 0
+    matched: int = 0
+    unmatched: int = 0
+    already_imported: int = 0
+    rejected: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors_truncated: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "import_id": self.import_id,
+            "trust_ods": self.trust_ods,
+            "rows": self.rows,
+            "imported": self.imported,
+            "matched": self.matched,
+            "unmatched": self.unmatched,
+            "already_imported": self.already_imported,
+            "rejected": self.rejected,
+            "errors": self.errors,
+            "errors_truncated": self.errors_truncated,
+        }
+
+
+def find_import(session: Session, trust_id: str, idempotency_key: str) -> PurchaseImport | None:
+    return session.scalar(
+        select(PurchaseImport).where(
+            PurchaseImport.trust_id == trust_id,
+            PurchaseImport.idempotency_key == idempotency_key,
+        )
+    )
+
+
+def _insert(session: Session, table: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+
+
+def import_purchases(
+    session: Session,
+    actor: Principal,
+    trust: Organisation,
+    stream: IO[bytes],
+    file_format: str,
+    *,
+    filename: str | None = None,
+    idempotency_key: str | None = None,
+    on_error: Callable[[RowError], None] | None = None,
+    today: date | None = None,
+    batch_size: int = IMPORT_BATCH,
+) -> ImportResult:
+    """Import a file of purchase lines for ``trust``, row by row, in constant memory.
+
+    Each good row becomes a purchase record (matched or unmatched); a line already imported
+    (same trust, PO number and line) is left as it is; each bad row is reported through
+    ``on_error`` and in the result. A malformed file raises ``MalformedFile``: the caller's
+    transaction then rolls back and nothing is written. Statistics are refreshed incrementally
+    before returning.
+    """
+    if trust.type != OrgType.TRUST:
+        raise ValidationFailed("Purchases are imported for a trust.", code="not-a-trust")
+    today = today or today_utc()
+    reader = stream if isinstance(stream, CountingReader) else CountingReader(stream)
+    batch_record = PurchaseImport(
+        trust_id=trust.id,
+        idempotency_key=idempotency_key,
+        filename=filename,
+        file_format=file_format,
+        actor_label=actor.label,
+    )
+    session.add(batch_record)
+    session.flush()
+    result = ImportResult(import_id=batch_record.id, trust_ods=trust.ods_code or "")
+    matcher = Matcher(session)
+    changes = Changes(today)
+    pending: list[ParsedLine] = []
+
+    def reject(error: RowError) -> None:
+        if on_error:
+            on_error(error)
+        if len(result.errors) < MAX_REPORTED_ERRORS:
+            result.errors.append(error.as_dict())
+        else:
+            result.errors_truncated = True
+
+    for row, values in read_rows(reader, file_format):
+        result.rows += 1
+        line, errors = parse_row(row, values, today)
+        if line is None:
+            result.rejected += 1
+            for error in errors:
+                reject(error)
+            continue
+        pending.append(line)
+        if len(pending) >= batch_size:
+            _write_lines(session, trust.id, batch_record.id, pending, matcher, changes, result)
+            pending.clear()
+    if pending:
+        _write_lines(session, trust.id, batch_record.id, pending, matcher, changes, result)
+    refresh(session, changes)
+    summary = result.as_dict()
+    batch_record.request_hash = reader.sha256.hexdigest()
+    batch_record.summary = summary
+    audit.record(
+        session,
+        actor,
+        "purchases.import",
+        "purchase_import",
+        batch_record.id,
+        after={k: v for k, v in summary.items() if k != "errors"} | {"file": filename},
+    )
+    session.flush()
+    return result
+
+
+def _write_lines(
+    session: Session,
+    trust_id: str,
+    import_id: str,
+    lines: Sequence[ParsedLine],
+    matcher: Matcher,
+    changes: Changes,
+    result: ImportResult,
+) -> None:
+    now = utcnow()
+    rows = []
+    for line in lines:
+        match = matcher.match(line)
+        units_per_pack = line.units_per_pack or match.units_per_pack
+        matched = match.product_id is not None and units_per_pack is not None
+        rows.append(
+            {
+                "id": new_id(PurchaseRecord.id_prefix),
+                "trust_id": trust_id,
+                "order_date": line.order_date,
+                "product_id": match.product_id if matched else None,
+                "supplier_id": match.supplier_id,
+                "supplier_name": line.supplier_name,
+                "supplier_sku": line.supplier_sku,
+                "gtin": line.gtin,
+                "description": line.description,
+                "quantity": line.quantity,
+                "units_per_pack": units_per_pack,
+                "total_price_pence": line.total_price_pence,
+                "source": PurchaseSource.IMPORT,
+                "po_number": line.po_number,
+                "line": line.line,
+                "status": PurchaseStatus.MATCHED if matched else PurchaseStatus.UNMATCHED,
+                "benchmark_excluded": False,
+                "benchmark_excluded_reason": None,
+                "import_id": import_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    table = PurchaseRecord.__table__
+    stmt = (
+        _insert(session, table)
+        .on_conflict_do_nothing(index_elements=["trust_id", "po_number", "line"])
+        .returning(
+            table.c.product_id,
+            table.c.order_date,
+            table.c.quantity,
+            table.c.units_per_pack,
+            table.c.total_price_pence,
+        )
+    )
+    inserted = session.execute(stmt, rows).all()
+    result.imported += len(inserted)
+    result.already_imported += len(rows) - len(inserted)
+    for product_id, order_date, quantity, units_per_pack, total in inserted:
+        if product_id is None:
+            result.unmatched += 1
+            continue
+        result.matched += 1
+        changes.add(product_id, trust_id, order_date, quantity * units_per_pack, total)
+    if changes.pending > 20_000:
+        changes.flush(session)
+
+
+# --- changes to one line ------------------------------------------------------------------------
+
+
+def _snapshot(record: PurchaseRecord) -> dict[str, Any]:
+    return audit.snapshot(record, PURCHASE_FIELDS)
+
+
+def match_purchase(
+    session: Session,
+    actor: Principal,
+    purchase_id: str,
+    product_id: str,
+    *,
+    today: date | None = None,
+) -> PurchaseRecord:
+    """Match a line (unmatched, or matched to the wrong product) to a catalogue product."""
+    record = get_purchase(session, actor, purchase_id)
+    try:
+        product = catalog.get_product(session, product_id)
+    except NotFound:
+        raise ValidationFailed(
+            "The product does not exist.",
+            errors={"product_id": [f"No product with id {product_id!r}."]},
+        ) from None
+    before = _snapshot(record)
+    changes = Changes(today)
+    changes.add_record(record, -1)
+    record.product_id = product.id
+    record.units_per_pack = record.units_per_pack or product.units_per_pack
+    record.status = PurchaseStatus.MATCHED
+    changes.add_record(record, +1)
+    session.flush()
+    refresh(session, changes)
+    audit.record(
+        session,
+        actor,
+        "purchase.match",
+        "purchase_record",
+        record.id,
+        before=before,
+        after=_snapshot(record),
+    )
+    return record
+
+
+def set_benchmark_exclusion(
+    session: Session,
+    actor: Principal,
+    purchase_id: str,
+    *,
+    excluded: bool,
+    reason: str | None = None,
+    today: date | None = None,
+) -> PurchaseRecord:
+    """Exclude a line from benchmarking (a special, a one-off), with a reason; or include it
+    again. Operators only."""
+    if not actor.is_operator:
+        raise Forbidden("Only operators exclude lines from benchmarking.", code="wrong-role")
+    record = get_purchase(session, actor, purchase_id)
+    reason = (reason or "").strip() or None
+    if excluded and not reason:
+        raise ValidationFailed(
+            "Say why the line is excluded.", errors={"reason": ["A reason is required."]}
+        )
+    if reason and len(reason) > 500:
+        raise ValidationFailed(
+            "The reason is too long.", errors={"reason": ["At most 500 characters."]}
+        )
+    before = _snapshot(record)
+    changes = Changes(today)
+    changes.add_record(record, -1)
+    record.benchmark_excluded = excluded
+    record.benchmark_excluded_reason = reason if excluded else None
+    changes.add_record(record, +1)
+    session.flush()
+    refresh(session, changes)
+    audit.record(
+        session,
+        actor,
+        "purchase.exclude" if excluded else "purchase.include",
+        "purchase_record",
+        record.id,
+        before=before,
+        after=_snapshot(record),
+    )
+    return record
+
+
+def record_marketplace_purchase(
+    session: Session,
+    *,
+    trust_id: str,
+    order_reference: str,
+    line: int,
+    order_date: date,
+    product_id: str,
+    supplier_id: str | None,
+    quantity: int,
+    total_price_pence: int,
+    actor: Principal | None = None,
+    today: date | None = None,
+) -> PurchaseRecord:
+    """Record a delivered marketplace order line as a ``marketplace`` purchase and refresh the
+    statistics incrementally. Called by the ordering domain; idempotent on (trust, order
+    reference, line): a second call returns the first record unchanged."""
+    actor = actor or Principal.system("orders")
+    trust = accounts.get_organisation(session, trust_id)
+    if trust.type != OrgType.TRUST:
+        raise ValidationFailed("Purchase records belong to trusts.", code="not-a-trust")
+    if quantity <= 0 or total_price_pence <= 0:
+        raise ValidationFailed(
+            "Quantity and total price must be positive.",
+            errors={"quantity": ["Must be positive."], "total_price_pence": ["Must be positive."]},
+        )
+    existing = session.scalar(
+        select(PurchaseRecord).where(
+            PurchaseRecord.trust_id == trust.id,
+            PurchaseRecord.po_number == order_reference,
+            PurchaseRecord.line == line,
+        )
+    )
+    if existing is not None:
+        return existing
+    product = catalog.get_product(session, product_id)
+    supplier = accounts.get_organisation(session, supplier_id) if supplier_id else None
+    record = PurchaseRecord(
+        trust_id=trust.id,
+        order_date=order_date,
+        product_id=product.id,
+        supplier_id=supplier.id if supplier else None,
+        supplier_name=supplier.name if supplier else None,
+        gtin=product.gtin,
+        description=product.name[:500],
+        quantity=quantity,
+        units_per_pack=product.units_per_pack,
+        total_price_pence=total_price_pence,
+        source=PurchaseSource.MARKETPLACE,
+        po_number=order_reference,
+        line=line,
+        status=PurchaseStatus.MATCHED,
+        benchmark_excluded=False,
+    )
+    session.add(record)
+    session.flush()
+    changes = Changes(today)
+    changes.add_record(record)
+    refresh(session, changes)
+    audit.record(
+        session, actor, "purchase.record", "purchase_record", record.id, after=_snapshot(record)
+    )
+    return record
+
+
+def product_changed(session: Session, product_id: str, *, today: date | None = None) -> None:
+    """Refresh a product's cached statistics after its name, category or benchmark exclusion
+    changed in the catalogue (call in the same transaction as the change)."""
+    ensure_current(session, today)
+    recompute_products(session, [product_id])
+
+
+# --- reading the statistics --------------------------------------------------------------------
+
+
+def _totals(
+    session: Session, window: Window, product_ids: Sequence[str]
+) -> dict[str, list[m.TrustTotal]]:
+    """Per-trust totals of these products over ``window``: from the default-window cache when
+    it describes this window, otherwise summed from the rollups."""
+    if cached_window(session) == window:
+        stmt = select(
+            TrustWindowTotal.product_id,
+            TrustWindowTotal.trust_id,
+            TrustWindowTotal.units,
+            TrustWindowTotal.spend_pence,
+        ).where(TrustWindowTotal.product_id.in_(product_ids))
+    else:
+        stmt = window_totals(window, product_ids=product_ids)
+    grouped: dict[str, list[m.TrustTotal]] = {}
+    for product_id, trust_id, units, spend in session.execute(stmt):
+        if units and units > 0:
+            grouped.setdefault(product_id, []).append(
+                m.TrustTotal(trust_id, int(units), int(spend))
+            )
+    return grouped
+
+
+class _Trusts:
+    """Trust names and ODS codes by id, looked up once per request."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self._cache: dict[str, Organisation] = {}
+
+    def __getitem__(self, trust_id: str) -> Organisation:
+        if trust_id not in self._cache:
+            self._cache[trust_id] = accounts.get_organisation(self.session, trust_id)
+        return self._cache[trust_id]
+
+
+@dataclass
+class ProductVarianceView:
+    product: catalog.ProductSummary
+    window: Window
+    method: m.Method
+    n_trusts: int
+    variance: m.ProductVariance | None  # None when not reported (too few trusts, excluded)
+    trusts: list[dict[str, Any]]
+    reason: str | None
+
+
+def _summary(session: Session, product_id: str) -> catalog.ProductSummary:
+    catalog.get_product(session, product_id)  # 404 for an unknown product
+    return catalog.product_summaries(session, [product_id])[product_id]
+
+
+def _not_reported_reason(
+    product: catalog.ProductSummary, n_trusts: int, method: m.Method
+) -> str | None:
+    if product.benchmark_excluded:
+        return "excluded_from_benchmarking"
+    if n_trusts < method.min_trusts:
+        return "too_few_trusts"
+    return None
+
+
+def product_variance(
+    session: Session,
+    product_id: str,
+    *,
+    window: Window | None = None,
+    method: m.Method = m.DEFAULT_METHOD,
+    today: date | None = None,
+) -> ProductVarianceView:
+    product = _summary(session, product_id)
+    window = window or Window.default(today)
+    totals = _totals(session, window, [product_id]).get(product_id, [])
+    variance = m.analyse(totals, method)
+    n_trusts = variance.distribution.n_trusts if variance else 0
+    reason = _not_reported_reason(product, n_trusts, method)
+    rows = []
+    if variance is not None and reason is None:
+        trusts = _Trusts(session)
+        for t in variance.trusts:
+            org = trusts[t.trust_id]
+            rows.append(
+                {
+                    "ods_code": org.ods_code,
+                    "trust_name": org.name,
+                    "unit_price_pence": t.unit_price,
+                    "units": t.units,
+                    "spend_pence": t.spend_pence,
+                    "possible_savings_pence": t.possible_savings_pence,
+                    "counted_in_totals": t.counted,
+                    "outlier": t.outlier,
+                }
+            )
+    return ProductVarianceView(
+        product=product,
+        window=window,
+        method=method,
+        n_trusts=n_trusts,
+        variance=variance if reason is None else None,
+        trusts=rows,
+        reason=reason,
+    )
+
+
+def distribution_fields(
+    dist: m.Distribution | None, benchmark: Decimal | None, savings_pence: int | None
+) -> dict[str, Any]:
+    """The fixed field names of a product's distribution (DESIGN §6, docs/pricing.md)."""
+    if dist is None:
+        return {}
+    return {
+        "n_trusts": dist.n_trusts,
+        "min_pence": dist.min,
+        "p10_pence": dist.p10,
+        "p25_pence": dist.p25,
+        "median_pence": dist.median,
+        "p75_pence": dist.p75,
+        "max_pence": dist.max,
+        "mean_pence": dist.mean,
+        "benchmark_pence": benchmark,
+        "spread": dist.spread,
+        "iqr_over_median": dist.iqr_over_median,
+        "possible_savings_pence": savings_pence,
+    }
+
+
+@dataclass
+class RankingPage:
+    window: Window
+    method: m.Method
+    sort: str
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+    total_products: int
+    total_possible_savings_pence: int
+
+
+_SAVINGS_COLUMN = {
+    "p10": ProductStats.savings_p10_pence,
+    "p25": ProductStats.savings_p25_pence,
+    "median": ProductStats.savings_median_pence,
+}
+
+
+def _stats_distribution(row: ProductStats) -> m.Distribution:
+    return m.Distribution(
+        n_trusts=row.n_trusts,
+        min=row.min_price,
+        p10=row.p10_price,
+        p25=row.p25_price,
+        median=row.median_price,
+        p75=row.p75_price,
+        max=row.max_price,
+        mean=row.mean_price,
+        spread=row.spread,
+        iqr_over_median=(row.p75_price - row.p25_price) / row.median_price,
+    )
+
+
+def _category_ids(session: Session, category_code: str | None) -> list[str] | None:
+    if not category_code:
+        return None
+    try:
+        return catalog.category_subtree_ids(session, category_code)
+    except NotFound:
+        raise ValidationFailed(
+            "Unknown category.", errors={"category": [f"No category with code {category_code!r}."]}
+        ) from None
+
+
+def variance_ranking(
+    session: Session,
+    *,
+    window: Window | None = None,
+    method: m.Method = m.DEFAULT_METHOD,
+    sort: str = "savings",
+    category_code: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+    today: date | None = None,
+) -> RankingPage:
+    """Products ranked by total possible savings (or by spread), with totals. Reads the cache
+    for the default window and method; any other window or minimum is computed from the
+    rollups."""
+    window = window or Window.default(today)
+    categories = _category_ids(session, category_code)
+    if cached_window(session) == window and method.caches_cover:
+        return _ranking_from_cache(session, window, method, sort, categories, cursor, limit)
+    return _ranking_computed(session, window, method, sort, categories, cursor, limit)
+
+
+def _ranking_from_cache(
+    session: Session,
+    window: Window,
+    method: m.Method,
+    sort: str,
+    categories: list[str] | None,
+    cursor: str | None,
+    limit: int,
+) -> RankingPage:
+    savings = _SAVINGS_COLUMN[method.benchmark]
+    key = savings if sort == "savings" else ProductStats.spread_sort
+    filters = [
+        ProductStats.n_trusts >= method.min_trusts,
+        ProductStats.benchmark_excluded.is_(False),
+    ]
+    if categories is not None:
+        filters.append(ProductStats.category_id.in_(categories))
+    count, total = session.execute(
+        select(func.count(), func.coalesce(func.sum(savings), 0)).where(*filters)
+    ).one()
+    stmt = select(ProductStats).where(*filters)
+    if cursor:
+        value, last_id = decode_cursor(cursor, 2)
+        stmt = stmt.where((key < value) | ((key == value) & (ProductStats.product_id < last_id)))
+    rows = session.scalars(
+        stmt.order_by(desc(key), desc(ProductStats.product_id)).limit(limit + 1)
+    ).all()
+    items = []
+    for row in rows[:limit]:
+        dist = _stats_distribution(row)
+        items.append(
+            {
+                "product_id": row.product_id,
+                "product_name": row.product_name,
+                "category_id": row.category_id,
+                **distribution_fields(
+                    dist, dist.centile(method.benchmark), getattr(row, savings.key)
+                ),
+                "outliers": row.outliers,
+                "units": row.units,
+                "spend_pence": row.spend_pence,
+            }
+        )
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor([getattr(last, key.key), last.product_id])
+    return RankingPage(window, method, sort, items, next_cursor, int(count), int(total))
+
+
+def _ranking_computed(
+    session: Session,
+    window: Window,
+    method: m.Method,
+    sort: str,
+    categories: list[str] | None,
+    cursor: str | None,
+    limit: int,
+) -> RankingPage:
+    allowed = set(categories) if categories is not None else None
+    ranked: list[tuple[Any, str, dict[str, Any]]] = []
+    grouped = _stream_window(session, window)
+    while True:
+        batch = [item for _, item in zip(range(1000), grouped, strict=False)]
+        if not batch:
+            break
+        summaries = catalog.product_summaries(session, [p for p, _ in batch])
+        for product_id, totals in batch:
+            summary = summaries.get(product_id)
+            if summary is None or summary.benchmark_excluded:
+                continue
+            if allowed is not None and summary.category_id not in allowed:
+                continue
+            variance = m.analyse(totals, method)
+            if variance is None or not variance.reported:
+                continue
+            item = {
+                "product_id": product_id,
+                "product_name": summary.name,
+                "category_id": summary.category_id,
+                **distribution_fields(
+                    variance.distribution, variance.benchmark, variance.possible_savings_pence
+                ),
+                "outliers": variance.outliers,
+                "units": variance.units,
+                "spend_pence": variance.spend_pence,
+            }
+            value = item["possible_savings_pence"] if sort == "savings" else float(item["spread"])
+            ranked.append((value, product_id, item))
+    ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    total = sum(item["possible_savings_pence"] for _, _, item in ranked)
+    start = 0
+    if cursor:
+        value, last_id = decode_cursor(cursor, 2)
+        start = next(
+            (i for i, (v, p, _) in enumerate(ranked) if (v, p) < (value, last_id)), len(ranked)
+        )
+    page = ranked[start : start + limit]
+    next_cursor = None
+    if start + limit < len(ranked) and page:
+        next_cursor = encode_cursor([page[-1][0], page[-1][1]])
+    return RankingPage(
+        window, method, sort, [item for _, _, item in page], next_cursor, len(ranked), total
+    )
+
+
+def _stream_window(session: Session, window: Window) -> Iterable[tuple[str, list[m.TrustTotal]]]:
+    totals = window_totals(window).subquery()
+    rows = session.execute(
+        select(totals).order_by(totals.c.product_id).execution_options(yield_per=10_000)
+    )
+    current: str | None = None
+    bucket: list[m.TrustTotal] = []
+    for product_id, trust_id, units, spend in rows:
+        if not units or units <= 0:
+            continue
+        if product_id != current:
+            if current is not None:
+                yield current, bucket
+            current, bucket = product_id, []
+        bucket.append(m.TrustTotal(trust_id, int(units), int(spend)))
+    if current is not None:
+        yield current, bucket
+
+
+@dataclass
+class TrustSavingsPage:
+    trust: Organisation
+    window: Window
+    method: m.Method
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+    total_products: int
+    total_possible_savings_pence: int
+
+
+def _offer_fields(session: Session, product_id: str, units_per_pack: int) -> dict[str, Any] | None:
+    offer: Offer | None = catalog.cheapest_active_offer(session, product_id)
+    if offer is None:
+        return None
+    return {
+        "offer_id": offer.id,
+        "supplier_id": offer.supplier_id,
+        "pack_price_pence": offer.pack_price_pence,
+        "units_per_pack": units_per_pack,
+        "unit_price_pence": Decimal(offer.pack_price_pence) / Decimal(units_per_pack),
+    }
+
+
+def trust_savings(
+    session: Session,
+    ods_code: str,
+    *,
+    window: Window | None = None,
+    method: m.Method = m.DEFAULT_METHOD,
+    cursor: str | None = None,
+    limit: int = 50,
+    today: date | None = None,
+) -> TrustSavingsPage:
+    """A trust's savings opportunities, largest first, each with the cheapest current
+    marketplace offer for the product."""
+    trust = find_trust(session, ods_code)
+    window = window or Window.default(today)
+    opportunities: list[tuple[int, str, dict[str, Any]]] = []
+    exact_total = Decimal(0)
+    if cached_window(session) == window and method.caches_cover:
+        rows = session.execute(
+            select(TrustWindowTotal.units, TrustWindowTotal.spend_pence, ProductStats)
+            .join(ProductStats, ProductStats.product_id == TrustWindowTotal.product_id)
+            .where(
+                TrustWindowTotal.trust_id == trust.id,
+                ProductStats.n_trusts >= method.min_trusts,
+                ProductStats.benchmark_excluded.is_(False),
+            )
+        )
+        for units, spend, stats in rows:
+            dist = _stats_distribution(stats)
+            benchmark = dist.centile(method.benchmark)
+            saving = m.possible_savings(int(spend), int(units), benchmark)
+            if saving <= 0 or saving < method.min_savings_pence:
+                continue
+            exact_total += saving
+            opportunities.append(
+                (
+                    m.round_pence(saving),
+                    stats.product_id,
+                    _trust_item(
+                        stats.product_id,
+                        stats.product_name,
+                        int(units),
+                        int(spend),
+                        dist,
+                        benchmark,
+                        saving,
+                        method,
+                    ),
+                )
+            )
+    else:
+        mine = {
+            row.product_id
+            for row in session.execute(window_totals(window, trust_id=trust.id))
+            if row.units and row.units > 0
+        }
+        product_ids = sorted(mine)
+        for start in range(0, len(product_ids), 500):
+            chunk = product_ids[start : start + 500]
+            grouped = _totals(session, window, chunk)
+            summaries = catalog.product_summaries(session, chunk)
+            for product_id, totals in grouped.items():
+                summary = summaries.get(product_id)
+                variance = m.analyse(totals, method)
+                if (
+                    summary is None
+                    or summary.benchmark_excluded
+                    or variance is None
+                    or not variance.reported
+                ):
+                    continue
+                row = next((t for t in variance.trusts if t.trust_id == trust.id), None)
+                if row is None or not row.counted:
+                    continue
+                exact_total += row.savings
+                opportunities.append(
+                    (
+                        row.possible_savings_pence,
+                        product_id,
+                        _trust_item(
+                            product_id,
+                            summary.name,
+                            row.units,
+                            row.spend_pence,
+                            variance.distribution,
+                            variance.benchmark,
+                            row.savings,
+                            method,
+                        ),
+                    )
+                )
+    opportunities.sort(key=lambda o: (o[0], o[1]), reverse=True)
+    start = 0
+    if cursor:
+        value, last_id = decode_cursor(cursor, 2)
+        start = next(
+            (i for i, (v, p, _) in enumerate(opportunities) if (v, p) < (value, last_id)),
+            len(opportunities),
+        )
+    page = opportunities[start : start + limit]
+    summaries = catalog.product_summaries(session, [p for _, p, _ in page])
+    items = []
+    for _, product_id, item in page:
+        summary = summaries.get(product_id)
+        item["cheapest_offer"] = (
+            _offer_fields(session, product_id, summary.units_per_pack) if summary else None
+        )
+        items.append(item)
+    next_cursor = None
+    if start + limit < len(opportunities) and page:
+        next_cursor = encode_cursor([page[-1][0], page[-1][1]])
+    return TrustSavingsPage(
+        trust=trust,
+        window=window,
+        method=method,
+        items=items,
+        next_cursor=next_cursor,
+        total_products=len(opportunities),
+        total_possible_savings_pence=m.round_pence(exact_total),
+    )
+
+
+def _trust_item(
+    product_id: str,
+    name: str,
+    units: int,
+    spend: int,
+    dist: m.Distribution,
+    benchmark: Decimal,
+    saving: Decimal,
+    method: m.Method,
+) -> dict[str, Any]:
+    unit_price = Decimal(spend) / Decimal(units)
+    return {
+        "product_id": product_id,
+        "product_name": name,
+        "unit_price_pence": unit_price,
+        "units": units,
+        "spend_pence": spend,
+        "n_trusts": dist.n_trusts,
+        "benchmark_pence": benchmark,
+        "median_pence": dist.median,
+        "possible_savings_pence": m.round_pence(saving),
+        "outlier": unit_price > dist.median * (1 + method.outlier_threshold),
+    }
+
+
+@dataclass
+class PriceVerdict:
+    product_id: str
+    unit_price: Decimal
+    window: Window
+    method: m.Method
+    n_trusts: int
+    percentile: Decimal | None
+    benchmark: Decimal | None
+    median: Decimal | None
+    verdict: str | None
+    reason: str | None
+    cheaper_offer: dict[str, Any] | None
+
+
+def price_verdict(
+    session: Session,
+    product_id: str,
+    unit_price: Decimal | int,
+    *,
+    method: m.Method = m.DEFAULT_METHOD,
+    today: date | None = None,
+) -> PriceVerdict:
+    """How a unit price (pence per base unit) compares with what trusts paid over the default
+    window: its percentile among trusts, the benchmark, the median, a verdict, and the cheapest
+    current offer when it is cheaper. The verdict is None (with a reason) when the product is
+    excluded from benchmarking or too few trusts bought it. Quotes call this for each line."""
+    price = Decimal(unit_price)
+    if not price.is_finite() or price < 0:
+        raise ValidationFailed(
+            "A unit price is a non-negative number of pence.",
+            errors={"unit_price": ["Must be a non-negative number."]},
+        )
+    product = _summary(session, product_id)
+    window = Window.default(today)
+    totals = _totals(session, window, [product_id]).get(product_id, [])
+    variance = m.analyse(totals, method)
+    n_trusts = variance.distribution.n_trusts if variance else 0
+    reason = _not_reported_reason(product, n_trusts, method)
+    offer = _offer_fields(session, product_id, product.units_per_pack)
+    cheaper = offer if offer is not None and offer["unit_price_pence"] < price else None
+    if variance is None or reason is not None:
+        return PriceVerdict(
+            product_id, price, window, method, n_trusts, None, None, None, None, reason, cheaper
+        )
+    dist = variance.distribution
+    prices = [t.unit_price for t in variance.trusts]
+    return PriceVerdict(
+        product_id=product_id,
+        unit_price=price,
+        window=window,
+        method=method,
+        n_trusts=n_trusts,
+        percentile=m.percentile_rank(prices, price),
+        benchmark=variance.benchmark,
+        median=dist.median,
+        verdict=m.verdict(price, dist, method),
+        reason=None,
+        cheaper_offer=cheaper,
+    )

@@ -1,0 +1,176 @@
+"""The materialised statistics: whatever sequence of changes, the incrementally maintained
+rollups and caches equal a full refresh from the raw lines; the default window rolls forward
+as days pass."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from marketplace.pricing import rollups, service
+from marketplace.pricing.models import (
+    DailyTotal,
+    MonthlyTotal,
+    PricingState,
+    ProductStats,
+    PurchaseRecord,
+    TrustWindowTotal,
+)
+from tests.support import SYSTEM
+
+from .conftest import TODAY, days_ago, line, make_gtin
+
+
+def snapshot(session):
+    def rows(model, *columns):
+        return sorted(tuple(getattr(r, c) for c in columns) for r in session.scalars(select(model)))
+
+    return {
+        "daily": rows(DailyTotal, "product_id", "trust_id", "day", "units", "spend_pence", "lines"),
+        "monthly": rows(
+            MonthlyTotal, "product_id", "trust_id", "month", "units", "spend_pence", "lines"
+        ),
+        "window": rows(TrustWindowTotal, "product_id", "trust_id", "units", "spend_pence"),
+        "stats": rows(
+            ProductStats,
+            "product_id",
+            "n_trusts",
+            "units",
+            "spend_pence",
+            "min_price",
+            "p10_price",
+            "p25_price",
+            "median_price",
+            "p75_price",
+            "max_price",
+            "mean_price",
+            "spread",
+            "outliers",
+            "savings_p10_pence",
+            "savings_p25_pence",
+            "savings_median_pence",
+            "benchmark_excluded",
+        ),
+    }
+
+
+def test_incremental_refresh_equals_full_refresh(world, import_as, session_factory):
+    rng = random.Random(7)
+    products = [world.gloves, world.stockings]
+    for round_ in range(3):
+        for t in range(6):
+            rows = []
+            for n in range(rng.randint(1, 6)):
+                product = rng.choice(products)
+                kind = rng.random()
+                values = {
+                    "gtin": make_gtin(1 if product is world.gloves else 2),
+                    "units_per_pack": rng.choice(["", 1, 50, 100]),
+                }
+                if kind < 0.2:
+                    values = {"description": "unknown thing", "units_per_pack": rng.choice([1, 10])}
+                rows.append(
+                    line(
+                        f"PO-{round_}-{t}",
+                        n + 1,
+                        when=days_ago(rng.choice([0, 3, 40, 100, 200, 364, 365, 400])),
+                        quantity=rng.randint(1, 20),
+                        total_price_pence=rng.randint(50, 50_000),
+                        **values,
+                    )
+                )
+            import_as(world.trust(t), rows)
+    with session_factory.begin() as session:
+        records = session.scalars(select(PurchaseRecord).order_by(PurchaseRecord.id)).all()
+        unmatched = [r for r in records if r.product_id is None]
+        matched = [r for r in records if r.product_id is not None]
+        for r in unmatched[:3]:
+            service.match_purchase(session, SYSTEM, r.id, world.stockings.id)
+        for r in matched[:4]:
+            service.set_benchmark_exclusion(session, SYSTEM, r.id, excluded=True, reason="special")
+        service.set_benchmark_exclusion(session, SYSTEM, matched[0].id, excluded=False)
+        service.match_purchase(session, SYSTEM, matched[5].id, world.spare.id)  # re-matched
+        service.record_marketplace_purchase(
+            session,
+            trust_id=world.trust(2).id,
+            order_reference="ord_1",
+            line=1,
+            order_date=days_ago(2),
+            product_id=world.gloves.id,
+            supplier_id=None,
+            quantity=3,
+            total_price_pence=900,
+        )
+    with session_factory() as session:
+        incremental = snapshot(session)
+    assert incremental["stats"], "the scenario should produce statistics"
+    with session_factory.begin() as session:
+        rollups.refresh_all(session)
+    with session_factory() as session:
+        full = snapshot(session)
+    assert incremental == full
+
+
+def test_the_default_window_rolls_forward(world, import_as, session_factory, client):
+    rows = [
+        line("PO-A", 1, gtin=make_gtin(1), quantity=1, total_price_pence=300, when=days_ago(364)),
+        line("PO-A", 2, gtin=make_gtin(1), quantity=1, total_price_pence=300, when=days_ago(10)),
+    ]
+    for t in range(3):
+        import_as(world.trust(t), rows)
+    with session_factory() as session:
+        assert rollups.cached_window(session) == rollups.Window.default()
+        units = {r.trust_id: r.units for r in session.scalars(select(TrustWindowTotal))}
+        assert set(units.values()) == {200}
+    # two days later the first line has left the window
+    later = TODAY + timedelta(days=2)
+    with session_factory.begin() as session:
+        state, rebuilt = rollups.ensure_current(session, later)
+        assert not rebuilt
+        assert state.window_to == later
+    with session_factory() as session:
+        rolled = snapshot(session)
+    with session_factory.begin() as session:
+        rollups.refresh_all(session, today=later)
+    with session_factory() as session:
+        assert snapshot(session) == rolled
+        assert {r.units for r in session.scalars(select(TrustWindowTotal))} == {100}
+        assert session.get(PricingState, 1).full_refresh_at is not None
+
+
+def test_reads_roll_a_stale_cache_before_answering(world, import_as, session_factory, client):
+    for t in range(3):
+        import_as(world.trust(t), [line("PO-A", 1, gtin=make_gtin(1), total_price_pence=300 + t)])
+    with session_factory.begin() as session:
+        state = session.get(PricingState, 1)
+        state.window_from -= timedelta(days=3)
+        state.window_to -= timedelta(days=3)
+    body = client.get("/api/v1/price-variance").get_json()
+    assert body["window"]["to"] == TODAY.isoformat()
+    assert body["items"][0]["n_trusts"] == 3
+    with session_factory() as session:
+        assert rollups.cached_window(session) == rollups.Window.default()
+
+
+def test_window_split_into_months_and_edge_days():
+    from datetime import date
+
+    w = rollups.Window(date(2026, 1, 15), date(2026, 4, 10))
+    assert w.split() == (
+        (date(2026, 2, 1), date(2026, 3, 1)),
+        [(date(2026, 1, 15), date(2026, 1, 31)), (date(2026, 4, 1), date(2026, 4, 10))],
+    )
+    assert rollups.Window(date(2026, 2, 1), date(2026, 2, 28)).split() == (
+        (date(2026, 2, 1), date(2026, 2, 1)),
+        [],
+    )
+    assert rollups.Window(date(2026, 2, 3), date(2026, 2, 20)).split() == (
+        None,
+        [(date(2026, 2, 3), date(2026, 2, 20))],
+    )
+    assert rollups.Window(date(2026, 1, 31), date(2026, 3, 1)).split() == (
+        (date(2026, 2, 1), date(2026, 2, 1)),
+        [(date(2026, 1, 31), date(2026, 1, 31)), (date(2026, 3, 1), date(2026, 3, 1))],
+    )
