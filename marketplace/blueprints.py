@@ -5,7 +5,8 @@ from __future__ import annotations
 
 def all_blueprints() -> list:
     from .accounts.api import blp as accounts
+    from .budgets.api import blp as budgets
     from .catalog.api import blp as catalog
     from .pricing.api import blp as pricing
 
-    return [accounts, catalog, pricing]
+    return [accounts, catalog, pricing, budgets]

@@ -3,8 +3,10 @@ test fixtures)."""
 
 from .accounts import models as accounts_models  # noqa: F401
 from .audit import AuditEvent  # noqa: F401
+from .budgets import models as budgets_models  # noqa: F401
 from .catalog import models as catalog_models  # noqa: F401
 from .db import Base
+from .idempotency import IdempotencyKey  # noqa: F401
 from .pricing import models as pricing_models  # noqa: F401
 
 metadata = Base.metadata

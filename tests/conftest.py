@@ -78,8 +78,17 @@ def _empty_all_tables(engine: Engine) -> None:
                 )
             )
         else:
+            # Append-only tables (the budget ledger) refuse DELETE through triggers: set them
+            # aside while emptying, and put them back. (TRUNCATE above fires no row triggers.)
+            triggers = connection.execute(
+                text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+            ).all()
+            for name, _sql in triggers:
+                connection.execute(text(f'DROP TRIGGER "{name}"'))
             for table in tables:
                 connection.execute(text(f'DELETE FROM "{table}"'))
+            for _name, sql in triggers:
+                connection.execute(text(sql))
 
 
 @pytest.fixture
