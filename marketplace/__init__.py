@@ -49,7 +49,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     state = AppState(settings=settings, engine=engine, session_factory=make_session_factory(engine))
     app.extensions["marketplace"] = state
 
-    from . import errors, ops, web
+    from . import errors, ops, transparency, web
     from .blueprints import all_blueprints
     from .openapi import init_api
 
@@ -57,4 +57,5 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     init_api(app, all_blueprints())
     errors.register_error_handlers(app)
     app.register_blueprint(ops.blp)
+    app.register_blueprint(transparency.pages_blueprint())
     return app

@@ -8,5 +8,6 @@ def all_blueprints() -> list:
     from .budgets.api import blp as budgets
     from .catalog.api import blp as catalog
     from .pricing.api import blp as pricing
+    from .transparency.api import blp as transparency
 
-    return [accounts, catalog, pricing, budgets]
+    return [accounts, catalog, pricing, budgets, transparency]

@@ -7,6 +7,8 @@ from .budgets import models as budgets_models  # noqa: F401
 from .catalog import models as catalog_models  # noqa: F401
 from .db import Base
 from .idempotency import IdempotencyKey  # noqa: F401
+from .orders import models as orders_models  # noqa: F401
 from .pricing import models as pricing_models  # noqa: F401
+from .transparency import models as transparency_models  # noqa: F401
 
 metadata = Base.metadata
