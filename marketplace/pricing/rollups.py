@@ -22,13 +22,12 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Date, Select, cast, delete, func, insert, or_, select, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ..catalog import service as catalog
 from ..db import utcnow
 from ..money import round_pence
+from . import bulk
 from . import method as m
 from .models import (
     DailyTotal,
@@ -161,20 +160,6 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def _upsert(session: Session, model: type) -> Any:
-    table = model.__table__
-    stmt = (pg_insert if _dialect(session) == "postgresql" else sqlite_insert)(table)
-    keys = [c.name for c in table.primary_key.columns]
-    return stmt.on_conflict_do_update(
-        index_elements=keys,
-        set_={
-            "units": table.c.units + stmt.excluded.units,
-            "spend_pence": table.c.spend_pence + stmt.excluded.spend_pence,
-            "lines": table.c.lines + stmt.excluded.lines,
-        },
-    )
-
-
 def _month_of(session: Session, column: Any) -> Any:
     if _dialect(session) == "postgresql":
         return cast(func.date_trunc("month", column), Date)
@@ -263,32 +248,16 @@ class Changes:
             (DailyTotal, "day", daily),
             (MonthlyTotal, "month", sorted(monthly.items())),
         ):
-            values = [
-                {
-                    "product_id": p,
-                    "trust_id": t,
-                    key_name: k,
-                    "units": u,
-                    "spend_pence": s,
-                    "lines": n,
-                }
-                for (p, t, k), (u, s, n) in rows
-                if (u, s, n) != (0, 0, 0)
-            ]
-            if values:
-                session.execute(_upsert(session, model), values)
-            emptied = [v for v in values if v["lines"] < 0]
-            if emptied:
-                key = getattr(model, key_name)
-                for chunk in _chunks(emptied):
-                    session.execute(
-                        delete(model).where(
-                            tuple_(model.product_id, model.trust_id, key).in_(
-                                [(v["product_id"], v["trust_id"], v[key_name]) for v in chunk]
-                            ),
-                            model.lines <= 0,
-                        )
+            values = [(p, t, k, u, s, n) for (p, t, k), (u, s, n) in rows if (u, s, n) != (0, 0, 0)]
+            bulk.add_totals(session, model.__tablename__, key_name, values)
+            emptied = [v[:3] for v in values if v[5] < 0]
+            key = getattr(model, key_name)
+            for chunk in _chunks(emptied):
+                session.execute(
+                    delete(model).where(
+                        tuple_(model.product_id, model.trust_id, key).in_(chunk), model.lines <= 0
                     )
+                )
         self._deltas.clear()
 
 
