@@ -695,6 +695,21 @@ _SAVINGS_COLUMN = {
 }
 
 
+def _rank_cursor(cursor: str) -> tuple[int | float, str]:
+    """A ranking cursor: (sort value, product id)."""
+    value, last_id = decode_cursor(cursor, 2)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not isinstance(last_id, str)
+    ):
+        raise ValidationFailed(
+            "The cursor is not valid; start again without one.",
+            errors={"cursor": ["Not a cursor this list issued."]},
+        )
+    return value, last_id
+
+
 def _stats_distribution(row: ProductStats) -> m.Distribution:
     return m.Distribution(
         n_trusts=row.n_trusts,
@@ -764,7 +779,7 @@ def _ranking_from_cache(
     ).one()
     stmt = select(ProductStats).where(*filters)
     if cursor:
-        value, last_id = decode_cursor(cursor, 2)
+        value, last_id = _rank_cursor(cursor)
         stmt = stmt.where((key < value) | ((key == value) & (ProductStats.product_id < last_id)))
     rows = session.scalars(
         stmt.order_by(desc(key), desc(ProductStats.product_id)).limit(limit + 1)
@@ -835,7 +850,7 @@ def _ranking_computed(
     total = sum(item["possible_savings_pence"] for _, _, item in ranked)
     start = 0
     if cursor:
-        value, last_id = decode_cursor(cursor, 2)
+        value, last_id = _rank_cursor(cursor)
         start = next(
             (i for i, (v, p, _) in enumerate(ranked) if (v, p) < (value, last_id)), len(ranked)
         )
@@ -984,7 +999,7 @@ def trust_savings(
     opportunities.sort(key=lambda o: (o[0], o[1]), reverse=True)
     start = 0
     if cursor:
-        value, last_id = decode_cursor(cursor, 2)
+        value, last_id = _rank_cursor(cursor)
         start = next(
             (i for i, (v, p, _) in enumerate(opportunities) if (v, p) < (value, last_id)),
             len(opportunities),
