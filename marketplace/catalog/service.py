@@ -101,6 +101,27 @@ def product_summaries(session: Session, product_ids: Iterable[str]) -> dict[str,
     return found
 
 
+def products_by_gtin(session: Session, gtins: Iterable[str]) -> dict[str, ProductSummary]:
+    """Summaries of the products with these GTINs (normalised to 14 digits), keyed by GTIN."""
+    wanted = list(dict.fromkeys(normalise_gtin(g) for g in gtins))
+    found: dict[str, ProductSummary] = {}
+    for start in range(0, len(wanted), 1000):
+        rows = session.execute(
+            select(
+                Product.gtin,
+                Product.id,
+                Product.name,
+                Product.category_id,
+                Product.units_per_pack,
+                Product.benchmark_excluded,
+                Product.benchmark_excluded_reason,
+            ).where(Product.gtin.in_(wanted[start : start + 1000]))
+        )
+        for gtin, *summary in rows:
+            found[gtin] = ProductSummary(*summary)
+    return found
+
+
 def product_ids_in_category(session: Session, code: str) -> list[str]:
     """Ids of the products in a category and its descendants, in id order."""
     return list(

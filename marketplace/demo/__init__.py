@@ -30,9 +30,16 @@ class DemoContext:
 
 
 def seeders() -> list[Callable[[Session, DemoContext], None]]:
-    from . import accounts, catalog
+    from . import accounts, catalog, pricing
 
-    return [accounts.seed, catalog.seed_categories, catalog.seed_catalogue, accounts.issue_tokens]
+    # pricing.seed reads the catalogue's commodity products: keep it after the catalogue seeders.
+    return [
+        accounts.seed,
+        catalog.seed_categories,
+        catalog.seed_catalogue,
+        pricing.seed,
+        accounts.issue_tokens,
+    ]
 
 
 def load_demo(

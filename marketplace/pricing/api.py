@@ -403,7 +403,7 @@ def _product_variance_dict(view: service.ProductVarianceView) -> dict[str, Any]:
 @blp.route("/price-variance", methods=["GET"])
 @blp.arguments(RankingArgs, location="query")
 @blp.response(200, RankingSchema)
-@blp.doc(responses={"200": CSV_DOC})
+@blp.doc(responses={200: CSV_DOC})
 @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
 def price_variance(args: dict):
     """Products ranked by total possible savings (or `sort=spread`), with totals. Only products
@@ -459,7 +459,7 @@ def price_variance(args: dict):
 @blp.route("/products/<string:product_id>/price-variance", methods=["GET"])
 @blp.arguments(MethodArgs, location="query")
 @blp.response(200, ProductVarianceSchema)
-@blp.doc(responses={"200": CSV_DOC})
+@blp.doc(responses={200: CSV_DOC})
 @blp.alt_response(404, response="NOT_FOUND")
 def product_price_variance(args: dict, product_id: str):
     """A product's distribution of per-trust unit prices and one row per trust (CSV: the trust
@@ -520,7 +520,7 @@ def product_price_variance_chart(args: dict, product_id: str):
 @blp.route("/trusts/<string:ods>/savings", methods=["GET"])
 @blp.arguments(TrustSavingsArgs, location="query")
 @blp.response(200, TrustSavingsSchema)
-@blp.doc(responses={"200": CSV_DOC})
+@blp.doc(responses={200: CSV_DOC})
 @blp.alt_response(404, response="NOT_FOUND")
 def trust_savings(args: dict, ods: str):
     """A trust's savings opportunities, largest first, its total, and for each product the
@@ -579,7 +579,7 @@ def trust_savings(args: dict, ods: str):
 @blp.route("/price-check", methods=["GET"])
 @blp.arguments(PriceCheckArgs, location="query")
 @blp.response(200, PriceCheckSchema)
-@blp.doc(responses={"200": CSV_DOC})
+@blp.doc(responses={200: CSV_DOC})
 @blp.alt_response(404, response="NOT_FOUND")
 def price_check(args: dict):
     """Where a unit price (pence per base unit) stands among what trusts paid over the last

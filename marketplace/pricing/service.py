@@ -18,8 +18,6 @@ from decimal import Decimal
 from typing import IO, Any
 
 from sqlalchemy import Select, desc, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from .. import audit
@@ -31,6 +29,7 @@ from ..catalog.models import Offer
 from ..db import new_id, utcnow
 from ..errors import Forbidden, NotFound, Problem, ValidationFailed
 from ..pagination import decode_cursor, encode_cursor
+from . import bulk
 from . import method as m
 from .importer import (
     CountingReader,
@@ -176,6 +175,15 @@ class Matcher:
         found = org.id if org is not None and org.type == OrgType.SUPPLIER else None
         return self._suppliers.put(name, found)
 
+    def prefetch(self, lines: Iterable[ParsedLine]) -> None:
+        """Look up a batch's new GTINs in one query."""
+        wanted = {line.gtin for line in lines if line.gtin and line.gtin not in self._gtins}
+        if wanted:
+            found = catalog.products_by_gtin(self.session, wanted)
+            for gtin in wanted:
+                product = found.get(gtin)
+                self._gtins.put(gtin, (product.id, product.units_per_pack) if product else None)
+
     def _by_gtin(self, gtin: str) -> tuple[str, int] | None:
         if gtin in self._gtins:
             return self._gtins[gtin]
@@ -238,11 +246,6 @@ def find_import(session: Session, trust_id: str, idempotency_key: str) -> Purcha
             PurchaseImport.idempotency_key == idempotency_key,
         )
     )
-
-
-def _insert(session: Session, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
 
 
 def import_purchases(
@@ -331,50 +334,48 @@ def _write_lines(
     changes: Changes,
     result: ImportResult,
 ) -> None:
-    now = utcnow()
+    to_db = bulk.db_value(session)
+    now = to_db(utcnow())
+    source, matched_status, unmatched_status = (
+        to_db(v) for v in (PurchaseSource.IMPORT, PurchaseStatus.MATCHED, PurchaseStatus.UNMATCHED)
+    )
+    days: dict[date, Any] = {}
+    matcher.prefetch(lines)
     rows = []
     for line in lines:
         match = matcher.match(line)
         units_per_pack = line.units_per_pack or match.units_per_pack
         matched = match.product_id is not None and units_per_pack is not None
+        day = days.get(line.order_date)
+        if day is None:
+            day = days[line.order_date] = to_db(line.order_date)
+        # in bulk.PURCHASE_COLUMNS order, converted for the driver
         rows.append(
-            {
-                "id": new_id(PurchaseRecord.id_prefix),
-                "trust_id": trust_id,
-                "order_date": line.order_date,
-                "product_id": match.product_id if matched else None,
-                "supplier_id": match.supplier_id,
-                "supplier_name": line.supplier_name,
-                "supplier_sku": line.supplier_sku,
-                "gtin": line.gtin,
-                "description": line.description,
-                "quantity": line.quantity,
-                "units_per_pack": units_per_pack,
-                "total_price_pence": line.total_price_pence,
-                "source": PurchaseSource.IMPORT,
-                "po_number": line.po_number,
-                "line": line.line,
-                "status": PurchaseStatus.MATCHED if matched else PurchaseStatus.UNMATCHED,
-                "benchmark_excluded": False,
-                "benchmark_excluded_reason": None,
-                "import_id": import_id,
-                "created_at": now,
-                "updated_at": now,
-            }
+            (
+                new_id(PurchaseRecord.id_prefix),
+                trust_id,
+                day,
+                match.product_id if matched else None,
+                match.supplier_id,
+                line.supplier_name,
+                line.supplier_sku,
+                line.gtin,
+                line.description,
+                line.quantity,
+                units_per_pack,
+                line.total_price_pence,
+                source,
+                line.po_number,
+                line.line,
+                matched_status if matched else unmatched_status,
+                False,
+                None,
+                import_id,
+                now,
+                now,
+            )
         )
-    table = PurchaseRecord.__table__
-    stmt = (
-        _insert(session, table)
-        .on_conflict_do_nothing(index_elements=["trust_id", "po_number", "line"])
-        .returning(
-            table.c.product_id,
-            table.c.order_date,
-            table.c.quantity,
-            table.c.units_per_pack,
-            table.c.total_price_pence,
-        )
-    )
-    inserted = session.execute(stmt, rows).all()
+    inserted = bulk.insert_purchases(session, rows, converted=True)
     result.imported += len(inserted)
     result.already_imported += len(rows) - len(inserted)
     for product_id, order_date, quantity, units_per_pack, total in inserted:
@@ -694,6 +695,21 @@ _SAVINGS_COLUMN = {
 }
 
 
+def _rank_cursor(cursor: str) -> tuple[int | float, str]:
+    """A ranking cursor: (sort value, product id)."""
+    value, last_id = decode_cursor(cursor, 2)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not isinstance(last_id, str)
+    ):
+        raise ValidationFailed(
+            "The cursor is not valid; start again without one.",
+            errors={"cursor": ["Not a cursor this list issued."]},
+        )
+    return value, last_id
+
+
 def _stats_distribution(row: ProductStats) -> m.Distribution:
     return m.Distribution(
         n_trusts=row.n_trusts,
@@ -763,7 +779,7 @@ def _ranking_from_cache(
     ).one()
     stmt = select(ProductStats).where(*filters)
     if cursor:
-        value, last_id = decode_cursor(cursor, 2)
+        value, last_id = _rank_cursor(cursor)
         stmt = stmt.where((key < value) | ((key == value) & (ProductStats.product_id < last_id)))
     rows = session.scalars(
         stmt.order_by(desc(key), desc(ProductStats.product_id)).limit(limit + 1)
@@ -834,7 +850,7 @@ def _ranking_computed(
     total = sum(item["possible_savings_pence"] for _, _, item in ranked)
     start = 0
     if cursor:
-        value, last_id = decode_cursor(cursor, 2)
+        value, last_id = _rank_cursor(cursor)
         start = next(
             (i for i, (v, p, _) in enumerate(ranked) if (v, p) < (value, last_id)), len(ranked)
         )
@@ -983,7 +999,7 @@ def trust_savings(
     opportunities.sort(key=lambda o: (o[0], o[1]), reverse=True)
     start = 0
     if cursor:
-        value, last_id = decode_cursor(cursor, 2)
+        value, last_id = _rank_cursor(cursor)
         start = next(
             (i for i, (v, p, _) in enumerate(opportunities) if (v, p) < (value, last_id)),
             len(opportunities),
