@@ -2,34 +2,41 @@
 
 Each operation, in the caller's transaction:
 
-1. writes its audit event (before taking any lock, so the lock is held briefly);
-2. moves the budget's cached balance with one guarded UPDATE
+1. writes its audit event (before taking any lock, so locks are held briefly);
+2. moves the plan line's cached balance, when the entry has a plan line, with a guarded
+   single-statement UPDATE (``... WHERE id = :line AND remaining >= :amount``);
+3. moves the budget's cached balance with a guarded single-statement UPDATE
    (``... WHERE id = :id AND available >= :amount [AND status = 'active' AND today in period]``)
    that also hands out the entries' sequence numbers (``entry_count``, via RETURNING);
-3. moves the plan line's cached balance with its own guarded UPDATE;
-4. inserts the ledger entries.
+4. inserts the ledger entries with those sequence numbers.
 
 A guard that matches no row means the money is not there (or the budget may not spend): the
 operation raises a 409 ``Conflict`` naming the shortfall, and the caller's transaction must be
 rolled back (the web layer does this for every error response). The guarded UPDATE is atomic on
 both databases: on PostgreSQL the row lock serialises concurrent moves and the WHERE clause is
 re-checked against the committed row; on SQLite writers hold the database lock from ``BEGIN
-IMMEDIATE``. Locks are always taken budget row first, then plan line, so moves cannot deadlock.
+IMMEDIATE``. Every operation locks at most one plan line, always before the budget row, so moves
+cannot deadlock.
 
-Every operation takes the budget row lock first, so everything it reads afterwards (is the hold
-still open? how much of the capture was refunded?) is serialised with every other move on the
-same budget. A hold's one settling entry carries ``settles_hold_id``, unique in the database,
-as a second line of defence.
+On PostgreSQL, steps 3 and 4 of an allocation, adjustment or hold are one statement (``WITH
+moved AS (UPDATE budgets ... RETURNING entry_count) INSERT INTO budget_ledger_entries ... SELECT
+... FROM moved``): the budget row is locked for one round trip and the commit, no longer than a
+bare guarded UPDATE would hold it. Elsewhere they are two statements.
+
+Releases, captures and refunds read after taking the budget row lock (is the hold still open?
+how much of the capture was refunded?), so those reads are serialised with every other move on
+the same budget. A hold's one settling entry carries ``settles_hold_id``, unique in the
+database, as a second line of defence.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from functools import lru_cache
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from .. import audit
 from ..accounts.service import Principal
@@ -53,16 +60,6 @@ REASON_MAX = 500
 class CaptureResult:
     capture: LedgerEntry
     release: LedgerEntry | None  # the rest of a partial capture, released at once
-
-
-def _available(model: type[Budget] | type[PlanLine]):
-    return (
-        model.allocated_pence
-        + model.adjusted_pence
-        + model.refunded_pence
-        - model.held_pence
-        - model.captured_pence
-    )
 
 
 def _positive(amount: int, name: str = "amount_pence") -> int:
@@ -116,79 +113,174 @@ def _get_entry(session: Session, budget: Budget, entry_id: str, kind: EntryType)
 # --- the guarded updates ------------------------------------------------------------------------
 
 
-def _guards(model: type[Budget] | type[PlanLine], deltas: dict[str, int], need: int) -> list:
-    """The WHERE clauses that keep a cached balance within its CHECK constraints: enough
-    available for ``need``, enough held for a release, no refund beyond what was captured."""
-    guards = []
-    if need > 0:
-        guards.append(_available(model) >= need)
-    if deltas.get("held_pence", 0) < 0:
-        guards.append(model.held_pence >= -deltas["held_pence"])
-    if deltas.get("refunded_pence", 0) > 0:
-        guards.append(model.refunded_pence + deltas["refunded_pence"] <= model.captured_pence)
-    return guards
+# The statements are built once per shape and cached, with every value a bound parameter: a
+# hold then costs the database round trips and little else.
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a guarded UPDATE looks like: which totals move, and which guards apply."""
+
+    deltas: tuple[str, ...]
+    need: bool = False  # available >= :need
+    release: bool = False  # held >= :release (held money going out)
+    refund: bool = False  # refunded + :refund <= captured
+    spendable: bool = False  # active and :today within the period
+    open_for_changes: bool = False  # not closed
+
+    @classmethod
+    def of(cls, deltas: dict[str, int], need: int, **flags: bool) -> _Shape:
+        return cls(
+            deltas=tuple(sorted(deltas)),
+            need=need > 0,
+            release=deltas.get("held_pence", 0) < 0,
+            refund=deltas.get("refunded_pence", 0) > 0,
+            **flags,
+        )
+
+    @staticmethod
+    def params(deltas: dict[str, int], need: int) -> dict[str, int]:
+        params = {f"d_{name}": delta for name, delta in deltas.items()}
+        params["need"] = need
+        params["release"] = -deltas.get("held_pence", 0)
+        params["refund"] = deltas.get("refunded_pence", 0)
+        return params
+
+
+def _guarded_update(model: type[Budget] | type[PlanLine], shape: _Shape):
+    table = model.__table__
+    c = table.c
+    stmt = update(table).where(c.id == bindparam("row_id"))
+    if shape.need:
+        stmt = stmt.where(
+            c.allocated_pence
+            + c.adjusted_pence
+            + c.refunded_pence
+            - c.held_pence
+            - c.captured_pence
+            >= bindparam("need")
+        )
+    if shape.release:
+        stmt = stmt.where(c.held_pence >= bindparam("release"))
+    if shape.refund:
+        stmt = stmt.where(c.refunded_pence + bindparam("refund") <= c.captured_pence)
+    values = {name: c[name] + bindparam(f"d_{name}") for name in shape.deltas}
+    if model is Budget:
+        if shape.spendable:
+            today = bindparam("today", type_=c.period_start.type)
+            stmt = stmt.where(
+                c.status == BudgetStatus.ACTIVE.value,
+                c.period_start <= today,
+                c.period_end >= today,
+            )
+        if shape.open_for_changes:
+            stmt = stmt.where(c.status != BudgetStatus.CLOSED.value)
+        values["entry_count"] = c.entry_count + bindparam("entries")
+        values["updated_at"] = bindparam("now", type_=c.updated_at.type)
+        return stmt.values(values).returning(c.entry_count)
+    return stmt.values(values)
+
+
+@lru_cache(maxsize=128)
+def _budget_statement(shape: _Shape):
+    return _guarded_update(Budget, shape)
+
+
+@lru_cache(maxsize=128)
+def _line_statement(shape: _Shape):
+    return _guarded_update(PlanLine, shape)
+
+
+@lru_cache(maxsize=128)
+def _record_statement(shape: _Shape):
+    """PostgreSQL: ``WITH moved AS (UPDATE budgets ... RETURNING entry_count) INSERT INTO
+    budget_ledger_entries (...) SELECT :values..., moved.entry_count FROM moved RETURNING seq``."""
+    moved = _budget_statement(shape).cte("moved")
+    table = LedgerEntry.__table__
+    columns = [c for c in table.c if c.key != "seq"]
+    return (
+        insert(table)
+        .from_select(
+            [*(c.key for c in columns), "seq"],
+            select(*(bindparam(f"e_{c.key}", type_=c.type) for c in columns), moved.c.entry_count),
+        )
+        .add_cte(moved)
+        .returning(table.c.seq)
+    )
+
+
+def _budget_params(budget: Budget, deltas: dict[str, int], need: int, entries: int) -> dict:
+    return {
+        **_Shape.params(deltas, need),
+        "row_id": budget.id,
+        "entries": entries,
+        "now": utcnow(),
+        "today": utcnow().date(),
+    }
+
+
+def _expire(session: Session, budget: Budget) -> None:
+    session.expire(budget, [*BALANCE_FIELDS, "entry_count", "updated_at", "status"])
 
 
 def _move_budget(
-    session: Session,
-    budget: Budget,
-    deltas: dict[str, int],
-    *,
-    entries: int,
-    need: int = 0,
-    spendable_on: date | None = None,
-    open_for_changes: bool = False,
-) -> int | None:
-    """One guarded UPDATE of the budget row. Returns the last sequence number handed out, or
-    None when a guard refused (not enough money, or not allowed to spend now)."""
-    stmt = update(Budget).where(Budget.id == budget.id, *_guards(Budget, deltas, need))
-    if spendable_on is not None:
-        stmt = stmt.where(
-            Budget.status == BudgetStatus.ACTIVE,
-            Budget.period_start <= spendable_on,
-            Budget.period_end >= spendable_on,
-        )
-    if open_for_changes:
-        stmt = stmt.where(Budget.status != BudgetStatus.CLOSED)
-    values = {name: getattr(Budget, name) + delta for name, delta in deltas.items()}
-    values["entry_count"] = Budget.entry_count + entries
-    values["updated_at"] = utcnow()
-    stmt = (
-        stmt.values(values)
-        .returning(Budget.entry_count)
-        .execution_options(synchronize_session=False)
-    )
-    seq = session.execute(stmt).scalar_one_or_none()
-    session.expire(budget, [*BALANCE_FIELDS, "entry_count", "updated_at", "status"])
+    session: Session, budget: Budget, deltas: dict[str, int], *, entries: int, recheck
+) -> int:
+    """Move the budget row for a release, capture or refund, then run ``recheck`` (which reads
+    serialised, now that this transaction holds the row). Returns the last sequence number
+    handed out. The guards refuse only if a concurrent move got there first (``recheck`` then
+    says so) or the cache disagrees with the ledger."""
+    stmt = _budget_statement(_Shape.of(deltas, 0))
+    seq = session.execute(stmt, _budget_params(budget, deltas, 0, entries)).scalar_one_or_none()
+    _expire(session, budget)
+    recheck()
+    if seq is None:
+        raise _mismatch(budget)
     return seq
 
 
+def _move_budget_and_record(
+    session: Session,
+    budget: Budget,
+    deltas: dict[str, int],
+    entry: LedgerEntry,
+    *,
+    need: int = 0,
+    spendable: bool = False,
+    open_for_changes: bool = False,
+) -> bool:
+    """The budget row's guarded UPDATE and the entry's INSERT, in one statement on PostgreSQL.
+    False when a guard refused (then nothing was written)."""
+    shape = _Shape.of(deltas, need, spendable=spendable, open_for_changes=open_for_changes)
+    params = _budget_params(budget, deltas, need, 1)
+    if session.get_bind().dialect.name == "postgresql":
+        for column in LedgerEntry.__table__.c:
+            if column.key != "seq":
+                params[f"e_{column.key}"] = getattr(entry, column.key)
+        seq = session.execute(_record_statement(shape), params).scalar_one_or_none()
+        _expire(session, budget)
+        if seq is None:
+            return False
+        entry.seq = seq
+        make_transient_to_detached(entry)  # written above: the session takes it as loaded
+        session.add(entry)
+        return True
+    seq = session.execute(_budget_statement(shape), params).scalar_one_or_none()
+    _expire(session, budget)
+    if seq is None:
+        return False
+    entry.seq = seq
+    session.add(entry)
+    session.flush()
+    return True
+
+
 def _move_line(session: Session, line: PlanLine, deltas: dict[str, int], *, need: int = 0) -> bool:
-    """The plan line's guarded UPDATE (taken after the budget row's, never before)."""
-    stmt = update(PlanLine).where(PlanLine.id == line.id, *_guards(PlanLine, deltas, need))
-    values = {name: getattr(PlanLine, name) + delta for name, delta in deltas.items()}
-    result = session.execute(stmt.values(values).execution_options(synchronize_session=False))
+    """The plan line's guarded UPDATE (always taken before the budget row's)."""
+    params = {**_Shape.params(deltas, need), "row_id": line.id}
+    result = session.execute(_line_statement(_Shape.of(deltas, need)), params)
     session.expire(line, list(BALANCE_FIELDS))
     return result.rowcount == 1
-
-
-def _mismatch(budget: Budget) -> Conflict:
-    return Conflict(
-        "The budget's balance does not match its ledger; nothing was changed.",
-        code="ledger-mismatch",
-        budget_id=budget.id,
-    )
-
-
-def _settle_line(session: Session, line: PlanLine | None, deltas: dict[str, int]) -> None:
-    """Move a plan line for a release, capture or refund, which the budget row's lock has
-    already made safe: a refusal here means the cache disagrees with the ledger."""
-    if line is not None and not _move_line(session, line, deltas):
-        raise Conflict(
-            "The plan line's balance does not match its ledger; nothing was changed.",
-            code="ledger-mismatch",
-            plan_line_id=line.id,
-        )
 
 
 def _budget_refusal(session: Session, budget: Budget, amount: int, *, spending: bool) -> Conflict:
@@ -236,29 +328,43 @@ def _line_refusal(session: Session, line: PlanLine, amount: int) -> Conflict:
     )
 
 
-def _entry(
-    budget: Budget,
-    seq: int,
-    actor: Principal,
-    entry_type: EntryType,
-    amount: int,
-    **fields,
-) -> LedgerEntry:
-    return LedgerEntry(
-        id=fields.pop("id", None) or new_id(LedgerEntry.id_prefix),
+def _mismatch(budget: Budget) -> Conflict:
+    return Conflict(
+        "The budget's balance does not match its ledger; nothing was changed.",
+        code="ledger-mismatch",
         budget_id=budget.id,
-        seq=seq,
+    )
+
+
+def _entry(
+    budget: Budget, actor: Principal, entry_type: EntryType, amount: int, **fields
+) -> LedgerEntry:
+    """A new entry (its ``seq`` comes from the budget's guarded update)."""
+    values = {
+        "plan_line_id": None,
+        "category_id": None,
+        "order_ref": None,
+        "refers_to_id": None,
+        "settles_hold_id": None,
+        "reason": None,
+        **fields,
+    }
+    return LedgerEntry(
+        id=values.pop("id", None) or new_id(LedgerEntry.id_prefix),
+        budget_id=budget.id,
+        seq=None,
         entry_type=entry_type,
         amount_pence=amount,
         actor_user_id=actor.user_id,
         actor_label=actor.label,
         created_at=utcnow(),
-        **fields,
+        **values,
     )
 
 
 def _audit(session: Session, actor: Principal, budget: Budget, action: str, **details) -> None:
     audit.record(session, actor, f"budget.{action}", "budget", budget.id, after=details)
+    session.flush()
 
 
 # --- operations ---------------------------------------------------------------------------------
@@ -277,37 +383,24 @@ def allocate(
     amount = _positive(amount_pence)
     reason = clean_reason(reason)
     line = _plan_line(session, budget, plan_line_id)
-    entry_id = new_id(LedgerEntry.id_prefix)
+    entry = _entry(
+        budget, actor, EntryType.ALLOCATION, amount, plan_line_id=plan_line_id, reason=reason
+    )
     _audit(
         session,
         actor,
         budget,
         "allocate",
-        entry_id=entry_id,
+        entry_id=entry.id,
         amount_pence=amount,
         plan_line_id=plan_line_id,
         reason=reason,
     )
-    session.flush()
-    seq = _move_budget(
-        session, budget, {"allocated_pence": amount}, entries=1, open_for_changes=True
-    )
-    if seq is None:
-        raise _budget_refusal(session, budget, amount, spending=False)
+    deltas = {"allocated_pence": amount}
     if line is not None:
-        _move_line(session, line, {"allocated_pence": amount})
-    entry = _entry(
-        budget,
-        seq,
-        actor,
-        EntryType.ALLOCATION,
-        amount,
-        id=entry_id,
-        plan_line_id=plan_line_id,
-        reason=reason,
-    )
-    session.add(entry)
-    session.flush()
+        _move_line(session, line, deltas)
+    if not _move_budget_and_record(session, budget, deltas, entry, open_for_changes=True):
+        raise _budget_refusal(session, budget, amount, spending=False)
     return entry
 
 
@@ -331,37 +424,24 @@ def adjust(
     reason = clean_reason(reason, required=True)
     line = _plan_line(session, budget, plan_line_id)
     need = -amount_pence if amount_pence < 0 else 0
-    entry_id = new_id(LedgerEntry.id_prefix)
+    entry = _entry(
+        budget, actor, EntryType.ADJUSTMENT, amount_pence, plan_line_id=plan_line_id, reason=reason
+    )
     _audit(
         session,
         actor,
         budget,
         "adjust",
-        entry_id=entry_id,
+        entry_id=entry.id,
         amount_pence=amount_pence,
         plan_line_id=plan_line_id,
         reason=reason,
     )
-    session.flush()
-    seq = _move_budget(session, budget, {"adjusted_pence": amount_pence}, entries=1, need=need)
-    if seq is None:
-        raise _budget_refusal(session, budget, need, spending=False)
-    if line is not None and not _move_line(
-        session, line, {"adjusted_pence": amount_pence}, need=need
-    ):
+    deltas = {"adjusted_pence": amount_pence}
+    if line is not None and not _move_line(session, line, deltas, need=need):
         raise _line_refusal(session, line, need)
-    entry = _entry(
-        budget,
-        seq,
-        actor,
-        EntryType.ADJUSTMENT,
-        amount_pence,
-        id=entry_id,
-        plan_line_id=plan_line_id,
-        reason=reason,
-    )
-    session.add(entry)
-    session.flush()
+    if not _move_budget_and_record(session, budget, deltas, entry, need=need):
+        raise _budget_refusal(session, budget, need, spending=False)
     return entry
 
 
@@ -386,44 +466,31 @@ def hold(
     amount = _positive(amount_pence)
     reason = clean_reason(reason)
     line = _plan_line(session, budget, plan_line_id)
-    entry_id = new_id(LedgerEntry.id_prefix)
-    _audit(
-        session,
-        actor,
-        budget,
-        "hold",
-        entry_id=entry_id,
-        amount_pence=amount,
-        plan_line_id=plan_line_id,
-        order_ref=order_ref,
-    )
-    session.flush()
-    seq = _move_budget(
-        session,
-        budget,
-        {"held_pence": amount},
-        entries=1,
-        need=amount,
-        spendable_on=utcnow().date(),
-    )
-    if seq is None:
-        raise _budget_refusal(session, budget, amount, spending=True)
-    if line is not None and not _move_line(session, line, {"held_pence": amount}, need=amount):
-        raise _line_refusal(session, line, amount)
     entry = _entry(
         budget,
-        seq,
         actor,
         EntryType.HOLD,
         amount,
-        id=entry_id,
         plan_line_id=plan_line_id,
         category_id=category_id,
         order_ref=order_ref,
         reason=reason,
     )
-    session.add(entry)
-    session.flush()
+    _audit(
+        session,
+        actor,
+        budget,
+        "hold",
+        entry_id=entry.id,
+        amount_pence=amount,
+        plan_line_id=plan_line_id,
+        order_ref=order_ref,
+    )
+    deltas = {"held_pence": amount}
+    if line is not None and not _move_line(session, line, deltas, need=amount):
+        raise _line_refusal(session, line, amount)
+    if not _move_budget_and_record(session, budget, deltas, entry, need=amount, spendable=True):
+        raise _budget_refusal(session, budget, amount, spending=True)
     return entry
 
 
@@ -440,6 +507,14 @@ def _require_open(session: Session, hold_entry: LedgerEntry) -> None:
         )
 
 
+def _settle_line(session: Session, held: LedgerEntry, deltas: dict[str, int]) -> None:
+    """Move the hold's plan line for its release or capture. A refusal means the hold was
+    settled meanwhile (we waited for the line's lock) or the cache disagrees with the ledger."""
+    if held.plan_line is not None and not _move_line(session, held.plan_line, deltas):
+        _require_open(session, held)
+        raise _mismatch(held.plan_line.budget)
+
+
 def release(
     session: Session,
     actor: Principal,
@@ -451,37 +526,33 @@ def release(
     """Give a whole hold back (order cancelled or rejected)."""
     held = _get_entry(session, budget, hold_id, EntryType.HOLD)
     reason = clean_reason(reason)
-    entry_id = new_id(LedgerEntry.id_prefix)
-    _audit(
-        session,
-        actor,
-        budget,
-        "release",
-        entry_id=entry_id,
-        hold_id=hold_id,
-        amount_pence=held.amount_pence,
-        reason=reason,
-    )
-    session.flush()
-    deltas = {"held_pence": -held.amount_pence}
-    seq = _move_budget(session, budget, deltas, entries=1)
-    _require_open(session, held)  # serialised: this transaction holds the budget row now
-    if seq is None:
-        raise _mismatch(budget)
-    _settle_line(session, held.plan_line, deltas)
+    _require_open(session, held)  # the clear answer in the usual case
     entry = _entry(
         budget,
-        seq,
         actor,
         EntryType.RELEASE,
         held.amount_pence,
-        id=entry_id,
         plan_line_id=held.plan_line_id,
         category_id=held.category_id,
         order_ref=held.order_ref,
         refers_to_id=held.id,
         settles_hold_id=held.id,
         reason=reason,
+    )
+    _audit(
+        session,
+        actor,
+        budget,
+        "release",
+        entry_id=entry.id,
+        hold_id=hold_id,
+        amount_pence=held.amount_pence,
+        reason=reason,
+    )
+    deltas = {"held_pence": -held.amount_pence}
+    _settle_line(session, held, deltas)
+    entry.seq = _move_budget(
+        session, budget, deltas, entries=1, recheck=lambda: _require_open(session, held)
     )
     session.add(entry)
     session.flush()
@@ -508,55 +579,50 @@ def capture(
             errors={"amount_pence": [f"At most {held.amount_pence}."]},
         )
     reason = clean_reason(reason)
+    _require_open(session, held)
     rest = held.amount_pence - amount
-    capture_id = new_id(LedgerEntry.id_prefix)
-    _audit(
-        session,
-        actor,
-        budget,
-        "capture",
-        entry_id=capture_id,
-        hold_id=hold_id,
-        amount_pence=amount,
-        released_pence=rest,
-    )
-    session.flush()
-    deltas = {"held_pence": -held.amount_pence, "captured_pence": amount}
-    seq = _move_budget(session, budget, deltas, entries=2 if rest else 1)
-    _require_open(session, held)  # serialised: this transaction holds the budget row now
-    if seq is None:
-        raise _mismatch(budget)
-    _settle_line(session, held.plan_line, deltas)
     common = {
         "plan_line_id": held.plan_line_id,
         "category_id": held.category_id,
         "order_ref": held.order_ref,
         "refers_to_id": held.id,
     }
-    first = seq - 1 if rest else seq
     captured = _entry(
-        budget,
-        first,
-        actor,
-        EntryType.CAPTURE,
-        amount,
-        id=capture_id,
-        settles_hold_id=held.id,
-        reason=reason,
-        **common,
+        budget, actor, EntryType.CAPTURE, amount, settles_hold_id=held.id, reason=reason, **common
     )
-    session.add(captured)
     released = None
     if rest:
         released = _entry(
             budget,
-            seq,
             actor,
             EntryType.RELEASE,
             rest,
             reason="Remainder of a partial capture",
             **common,
         )
+    _audit(
+        session,
+        actor,
+        budget,
+        "capture",
+        entry_id=captured.id,
+        hold_id=hold_id,
+        amount_pence=amount,
+        released_pence=rest,
+    )
+    deltas = {"held_pence": -held.amount_pence, "captured_pence": amount}
+    _settle_line(session, held, deltas)
+    last = _move_budget(
+        session,
+        budget,
+        deltas,
+        entries=2 if rest else 1,
+        recheck=lambda: _require_open(session, held),
+    )
+    captured.seq = last - 1 if rest else last
+    session.add(captured)
+    if released is not None:
+        released.seq = last
         session.add(released)
     session.flush()
     return CaptureResult(capture=captured, release=released)
@@ -576,51 +642,53 @@ def refund(
     captured = _get_entry(session, budget, capture_id, EntryType.CAPTURE)
     amount = _positive(amount_pence)
     reason = clean_reason(reason)
-    entry_id = new_id(LedgerEntry.id_prefix)
-    _audit(
-        session,
-        actor,
-        budget,
-        "refund",
-        entry_id=entry_id,
-        capture_id=capture_id,
-        amount_pence=amount,
-        reason=reason,
-    )
-    session.flush()
-    deltas = {"refunded_pence": amount}
-    seq = _move_budget(session, budget, deltas, entries=1)
-    already = session.scalar(  # serialised: this transaction holds the budget row now
-        select(func.coalesce(func.sum(LedgerEntry.amount_pence), 0)).where(
-            LedgerEntry.refers_to_id == captured.id, LedgerEntry.entry_type == EntryType.REFUND
+
+    def refundable() -> int:
+        already = session.scalar(
+            select(func.coalesce(func.sum(LedgerEntry.amount_pence), 0)).where(
+                LedgerEntry.refers_to_id == captured.id,
+                LedgerEntry.entry_type == EntryType.REFUND,
+            )
         )
-    )
-    if already + amount > captured.amount_pence:
         left = captured.amount_pence - already
-        raise Conflict(
-            f"A refund cannot exceed what was captured: {format_gbp(left)} of this capture can "
-            "still be refunded.",
-            code="refund-exceeds-capture",
-            capture_id=captured.id,
-            refundable_pence=left,
-            requested_pence=amount,
-        )
-    if seq is None:
-        raise _mismatch(budget)
-    _settle_line(session, captured.plan_line, deltas)
+        if amount > left:
+            raise Conflict(
+                f"A refund cannot exceed what was captured: {format_gbp(left)} of this capture "
+                "can still be refunded.",
+                code="refund-exceeds-capture",
+                capture_id=captured.id,
+                refundable_pence=left,
+                requested_pence=amount,
+            )
+        return left
+
+    refundable()  # the clear answer in the usual case
     entry = _entry(
         budget,
-        seq,
         actor,
         EntryType.REFUND,
         amount,
-        id=entry_id,
         plan_line_id=captured.plan_line_id,
         category_id=captured.category_id,
         order_ref=captured.order_ref,
         refers_to_id=captured.id,
         reason=reason,
     )
+    _audit(
+        session,
+        actor,
+        budget,
+        "refund",
+        entry_id=entry.id,
+        capture_id=capture_id,
+        amount_pence=amount,
+        reason=reason,
+    )
+    deltas = {"refunded_pence": amount}
+    if captured.plan_line is not None and not _move_line(session, captured.plan_line, deltas):
+        refundable()
+        raise _mismatch(budget)
+    entry.seq = _move_budget(session, budget, deltas, entries=1, recheck=refundable)
     session.add(entry)
     session.flush()
     return entry

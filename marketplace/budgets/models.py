@@ -156,10 +156,8 @@ class Budget(PublicIdMixin, TimestampMixin, BalanceMixin, Base):
     # moves were serialised.
     entry_count: Mapped[int] = mapped_column(Integer, default=0)
 
-    holder: Mapped[User] = relationship(foreign_keys=[holder_user_id], lazy="joined")
-    representative: Mapped[User | None] = relationship(
-        foreign_keys=[representative_user_id], lazy="joined"
-    )
+    holder: Mapped[User] = relationship(foreign_keys=[holder_user_id])
+    representative: Mapped[User | None] = relationship(foreign_keys=[representative_user_id])
     commissioner: Mapped[Organisation] = relationship(foreign_keys=[commissioner_id])
     managing_organisation: Mapped[Organisation | None] = relationship(
         foreign_keys=[managing_organisation_id]

@@ -306,7 +306,7 @@ def add_plan_line(
             budget,
             amount_pence,
             plan_line_id=line.id,
-            reason=f"Allocated to plan line: {description[:200]}",
+            reason="Care-plan allocation",
         )
     session.refresh(line)
     session.expire(budget, ["plan_lines"])

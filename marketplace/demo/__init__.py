@@ -26,11 +26,12 @@ class DemoContext:
     progress: Progress
     objects: dict[str, Any] = field(default_factory=dict)
     tokens: dict[str, tuple[str, str]] = field(default_factory=dict)  # role -> (email, token)
-    examples: list[tuple[str, str]] = field(default_factory=list)  # (description, curl)
+    # (description, curl): "{base}" becomes the base URL, "{token:ROLE}" that role's token.
+    examples: list[tuple[str, str]] = field(default_factory=list)
 
 
 def seeders() -> list[Callable[[Session, DemoContext], None]]:
-    from . import accounts, catalog, pricing
+    from . import accounts, budgets, catalog, pricing
 
     # pricing.seed reads the catalogue's commodity products: keep it after the catalogue seeders.
     return [
@@ -38,6 +39,7 @@ def seeders() -> list[Callable[[Session, DemoContext], None]]:
         catalog.seed_categories,
         catalog.seed_catalogue,
         pricing.seed,
+        budgets.seed,
         accounts.issue_tokens,
     ]
 
@@ -68,6 +70,9 @@ def print_welcome(context: DemoContext, base_url: str) -> None:
     buyer = context.tokens.get("buyer", ("", "TOKEN"))[1]
     echo(f'  curl -s -H "Authorization: Bearer {buyer}" {base_url}/api/v1/me')
     for description, command in context.examples:
+        command = command.replace("{base}", base_url)
+        for role, (_email, token) in context.tokens.items():
+            command = command.replace(f"{{token:{role}}}", token)
         echo(f"  # {description}")
-        echo(f"  {command.replace('{base}', base_url)}")
+        echo(f"  {command}")
     echo("")
