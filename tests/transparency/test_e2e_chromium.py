@@ -102,7 +102,8 @@ def test_search_open_and_read_a_product(server, browser, product):
     browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
     assert browser.switch_to.active_element.text == "Skip to main content"
     label = browser.find_element(By.CSS_SELECTOR, "label[for=q]")
-    assert label.is_displayed() and label.text == "Product name or GTIN"
+    assert label.is_displayed()
+    assert label.text == "Product name or GTIN"
     box = browser.find_element(By.ID, "q")
     box.send_keys("examination gloves", Keys.ENTER)
 
