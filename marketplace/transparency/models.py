@@ -3,8 +3,8 @@
 Both are append-only logs read by crawlers, so both carry a *feed position* that is safe
 against transactions committing out of order (see ``feed.py``):
 
-- ``seq``: a counter handed out at insert time (AUTOINCREMENT on SQLite, a sequence on
-  PostgreSQL);
+- ``seq``: a counter handed out at insert time (the rowid on SQLite: ``max + 1``, and since rows
+  are never deleted it only grows; a sequence on PostgreSQL);
 - ``xid``: on PostgreSQL the inserting transaction's id (``pg_current_xact_id()``), on SQLite 0.
 
 A reader orders by ``(xid, seq)`` and, on PostgreSQL, only returns rows whose ``xid`` is below
@@ -26,8 +26,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ..db import Base, utcnow
 
-# INTEGER PRIMARY KEY is SQLite's rowid (AUTOINCREMENT needs exactly that type); BIGSERIAL on
-# PostgreSQL.
+# INTEGER PRIMARY KEY is SQLite's rowid; BIGSERIAL on PostgreSQL.
 FeedSeq = BigInteger().with_variant(Integer(), "sqlite")
 
 
@@ -38,7 +37,6 @@ class OcdsRelease(Base):
     __table_args__ = (
         Index("ix_ocds_releases_position", "xid", "seq"),
         Index("ix_ocds_releases_ocid_date", "ocid", "date"),
-        {"sqlite_autoincrement": True},
     )
 
     seq: Mapped[int] = mapped_column(FeedSeq, primary_key=True, autoincrement=True)
@@ -64,7 +62,6 @@ class ChangeEntry(Base):
     __table_args__ = (
         Index("ix_open_data_changes_position", "xid", "seq"),
         Index("ix_open_data_changes_recorded_at", "recorded_at"),
-        {"sqlite_autoincrement": True},
     )
 
     seq: Mapped[int] = mapped_column(FeedSeq, primary_key=True, autoincrement=True)

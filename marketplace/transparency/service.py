@@ -34,6 +34,7 @@ from ..db import utcnow
 from ..errors import NotFound
 from ..money import format_gbp
 from ..orders.models import (
+    CardPayment,
     CardPaymentStatus,
     Order,
     OrderLine,
@@ -118,15 +119,44 @@ class _Parties:
         return [self.trust, *self.suppliers.values()]
 
 
+def _supplier_orders(session: Session, order: Order) -> list[SupplierOrder]:
+    """Read with a query (autoflushed), not the relationship, which may be stale inside the
+    caller's transaction."""
+    return list(
+        session.scalars(
+            select(SupplierOrder)
+            .where(SupplierOrder.order_id == order.id)
+            .order_by(SupplierOrder.id)
+        )
+    )
+
+
+def _lines(session: Session, so: SupplierOrder) -> list[OrderLine]:
+    return list(
+        session.scalars(
+            select(OrderLine)
+            .where(OrderLine.supplier_order_id == so.id)
+            .order_by(OrderLine.position, OrderLine.id)
+        )
+    )
+
+
+def _card_payment(session: Session, so: SupplierOrder) -> CardPayment | None:
+    return session.scalars(
+        select(CardPayment).where(CardPayment.supplier_order_id == so.id)
+    ).first()
+
+
 def _parties(session: Session, order: Order) -> _Parties:
     """The trust and every supplier of the order. Roles describe the whole process so far
     (arrays of strings are replaced whole when releases are merged): a refund makes the
     supplier a payer and the trust a payee too."""
-    refunded_by = {so.supplier_id for so in order.supplier_orders if so.refunded_pence > 0}
+    supplier_orders = _supplier_orders(session, order)
+    refunded_by = {so.supplier_id for so in supplier_orders if so.refunded_pence > 0}
     trust_roles = ["buyer", "payer"] + (["payee"] if refunded_by else [])
     trust = ocds.trust_party(accounts.get_organisation(session, order.organisation_id), trust_roles)
     suppliers: dict[str, dict[str, Any]] = {}
-    for so in order.supplier_orders:
+    for so in supplier_orders:
         if so.supplier_id not in suppliers:
             roles = ["supplier", "payee"] + (["payer"] if so.supplier_id in refunded_by else [])
             suppliers[so.supplier_id] = ocds.supplier_party(
@@ -136,7 +166,10 @@ def _parties(session: Session, order: Order) -> _Parties:
 
 
 def _items(session: Session, so: SupplierOrder) -> list[dict[str, Any]]:
-    return [ocds.item(line, catalog.get_product(session, line.product_id)) for line in so.lines]
+    return [
+        ocds.item(line, catalog.get_product(session, line.product_id))
+        for line in _lines(session, so)
+    ]
 
 
 def _award(order: Order, so: SupplierOrder, parties: _Parties, items: list) -> dict[str, Any]:
@@ -281,7 +314,7 @@ def publish_order_placed(session: Session, order: Order) -> OcdsRelease | None:
         parties,
     )
     awards, contracts = [], []
-    for so in order.supplier_orders:
+    for so in _supplier_orders(session, order):
         items = _items(session, so)
         awards.append(_award(order, so, parties, items))
         contracts.append(_contract(order, so, items))
@@ -302,7 +335,7 @@ def publish_supplier_order_event(
     if event not in ocds.SUPPLIER_ORDER_EVENTS:
         raise ValueError(f"unknown supplier order event {event!r}")
     so = supplier_order
-    order = so.order
+    order = session.get(Order, so.order_id)
     if not is_trust_order(session, order):
         return None
     ocid = ocid_for(session, order.id)
@@ -333,7 +366,7 @@ def publish_supplier_order_event(
     trust, supplier = parties.trust, parties.suppliers[so.supplier_id]
     release = _envelope(ocid, release_id, date, ocds.EVENT_TAGS[event], parties)
     contract: dict[str, Any] = {"id": so.id, "awardID": so.id}
-    payment = so.card_payment
+    payment = _card_payment(session, so)
 
     if event == "dispatched":
         dispatched = so.dispatched_at or date

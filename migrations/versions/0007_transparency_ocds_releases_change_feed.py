@@ -42,7 +42,6 @@ def upgrade() -> None:
         sa.Column("data", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_ocds_releases")),
         sa.UniqueConstraint("release_id", name=op.f("uq_ocds_releases_release_id")),
-        sqlite_autoincrement=True,
     )
 
     with op.batch_alter_table("ocds_releases", schema=None) as batch_op:
@@ -68,7 +67,6 @@ def upgrade() -> None:
         sa.Column("object_id", sa.String(length=200), nullable=False),
         sa.Column("data", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_open_data_changes")),
-        sqlite_autoincrement=True,
     )
 
     with op.batch_alter_table("open_data_changes", schema=None) as batch_op:

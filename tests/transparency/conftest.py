@@ -129,97 +129,110 @@ class OpenWorld:
         budget: Budget | None = None,
         created_at: datetime | None = None,
         address: dict[str, Any] | None = None,
+        session: Session | None = None,
     ) -> Order:
-        """An order placed now (or at ``created_at``), one supplier order per supplier."""
+        """An order placed now (or at ``created_at``), one supplier order per supplier; in its
+        own committed transaction, or in ``session`` (not committed) when one is given."""
+        if session is None:
+            with self.session_factory.begin() as own:
+                return self.order(
+                    org,
+                    placed_by,
+                    items,
+                    payment_method=payment_method,
+                    budget=budget,
+                    created_at=created_at,
+                    address=address,
+                    session=own,
+                )
         created_at = created_at or utcnow()
         self._po += 1
-        with self.session_factory.begin() as session:
-            by_supplier: dict[str, list[tuple[Offer, int]]] = defaultdict(list)
-            for offer, quantity in items:
-                by_supplier[offer.supplier_id].append((session.get(Offer, offer.id), quantity))
-            lines = {
-                supplier: [self._line(offer, quantity) for offer, quantity in offers]
-                for supplier, offers in by_supplier.items()
-            }
-            totals = [sum(line[k] for ls in lines.values() for line in ls) for k in ("net", "vat")]
-            net, vat = totals
-            card = payment_method == PaymentMethod.CARD
-            quote = Quote(
-                created_by=placed_by.user.id,
-                organisation_id=org.id,
-                payment_method=payment_method,
-                budget_id=budget.id if budget else None,
-                net_pence=net,
-                vat_pence=vat,
-                gross_pence=net + vat,
-                budget_pence=net + vat if budget else 0,
-                card_pence=net + vat if card else 0,
-                created_at=created_at,
-                expires_at=created_at + timedelta(hours=1),
-            )
-            session.add(quote)
-            session.flush()
-            order = Order(
-                quote_id=quote.id,
-                organisation_id=org.id,
-                placed_by=placed_by.user.id,
-                payment_method=payment_method,
-                budget_id=budget.id if budget else None,
-                po_number=f"PO-{self._po:05d}"
-                if payment_method == PaymentMethod.PURCHASE_ORDER
-                else None,
-                delivery_address=address or {"line1": "Ward 7", "postcode": "LS1 3EX"},
-                status=OrderStatus.PLACED,
-                net_pence=net,
-                vat_pence=vat,
-                gross_pence=net + vat,
-                budget_pence=net + vat if budget else 0,
-                card_pence=net + vat if card else 0,
+        by_supplier: dict[str, list[tuple[Offer, int]]] = defaultdict(list)
+        for offer, quantity in items:
+            by_supplier[offer.supplier_id].append((session.get(Offer, offer.id), quantity))
+        lines = {
+            supplier: [self._line(offer, quantity) for offer, quantity in offers]
+            for supplier, offers in by_supplier.items()
+        }
+        totals = [sum(line[k] for ls in lines.values() for line in ls) for k in ("net", "vat")]
+        net, vat = totals
+        card = payment_method == PaymentMethod.CARD
+        quote = Quote(
+            created_by=placed_by.user.id,
+            organisation_id=org.id,
+            payment_method=payment_method,
+            budget_id=budget.id if budget else None,
+            net_pence=net,
+            vat_pence=vat,
+            gross_pence=net + vat,
+            budget_pence=net + vat if budget else 0,
+            card_pence=net + vat if card else 0,
+            created_at=created_at,
+            expires_at=created_at + timedelta(hours=1),
+        )
+        session.add(quote)
+        session.flush()
+        order = Order(
+            quote_id=quote.id,
+            organisation_id=org.id,
+            placed_by=placed_by.user.id,
+            payment_method=payment_method,
+            budget_id=budget.id if budget else None,
+            po_number=f"PO-{self._po:05d}"
+            if payment_method == PaymentMethod.PURCHASE_ORDER
+            else None,
+            delivery_address=address or {"line1": "Ward 7", "postcode": "LS1 3EX"},
+            status=OrderStatus.PLACED,
+            net_pence=net,
+            vat_pence=vat,
+            gross_pence=net + vat,
+            budget_pence=net + vat if budget else 0,
+            card_pence=net + vat if card else 0,
+            created_at=created_at,
+            updated_at=created_at,
+        )
+        session.add(order)
+        session.flush()
+        for supplier_id, supplier_lines in lines.items():
+            so_net = sum(line["net"] for line in supplier_lines)
+            so_vat = sum(line["vat"] for line in supplier_lines)
+            so = SupplierOrder(
+                order_id=order.id,
+                supplier_id=supplier_id,
+                status=SupplierOrderStatus.PLACED,
+                net_pence=so_net,
+                vat_pence=so_vat,
+                gross_pence=so_net + so_vat,
+                budget_pence=so_net + so_vat if budget else 0,
+                card_pence=so_net + so_vat if card else 0,
                 created_at=created_at,
                 updated_at=created_at,
             )
-            session.add(order)
+            session.add(so)
             session.flush()
-            for supplier_id, supplier_lines in lines.items():
-                so_net = sum(line["net"] for line in supplier_lines)
-                so_vat = sum(line["vat"] for line in supplier_lines)
-                so = SupplierOrder(
-                    order_id=order.id,
-                    supplier_id=supplier_id,
-                    status=SupplierOrderStatus.PLACED,
-                    net_pence=so_net,
-                    vat_pence=so_vat,
-                    gross_pence=so_net + so_vat,
-                    budget_pence=so_net + so_vat if budget else 0,
-                    card_pence=so_net + so_vat if card else 0,
-                    created_at=created_at,
-                    updated_at=created_at,
+            for position, line in enumerate(supplier_lines, start=1):
+                session.add(
+                    OrderLine(
+                        supplier_order_id=so.id,
+                        position=position,
+                        **{k: v for k, v in line.items() if k not in ("net", "vat", "gross")},
+                        net_pence=line["net"],
+                        vat_pence=line["vat"],
+                        gross_pence=line["gross"],
+                    )
                 )
-                session.add(so)
-                session.flush()
-                for position, line in enumerate(supplier_lines, start=1):
-                    session.add(
-                        OrderLine(
-                            supplier_order_id=so.id,
-                            position=position,
-                            **{k: v for k, v in line.items() if k not in ("net", "vat", "gross")},
-                            net_pence=line["net"],
-                            vat_pence=line["vat"],
-                            gross_pence=line["gross"],
-                        )
+            if card:
+                session.add(
+                    CardPayment(
+                        supplier_order_id=so.id,
+                        reference=f"ref-{so.id}",
+                        payment_intent_id=f"pi_{so.id}",
+                        amount_pence=so_net + so_vat,
+                        status=CardPaymentStatus.AUTHORISED,
                     )
-                if card:
-                    session.add(
-                        CardPayment(
-                            supplier_order_id=so.id,
-                            reference=f"ref-{so.id}",
-                            payment_intent_id=f"pi_{so.id}",
-                            amount_pence=so_net + so_vat,
-                            status=CardPaymentStatus.AUTHORISED,
-                        )
-                    )
-            session.flush()
-            return self.load_order(session, order.id)
+                )
+        session.flush()
+        return self.load_order(session, order.id)
 
     @staticmethod
     def _line(offer: Offer, quantity: int) -> dict[str, Any]:

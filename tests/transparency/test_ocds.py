@@ -12,7 +12,7 @@ from sqlalchemy import text, update
 
 from marketplace import create_app
 from marketplace.orders.models import CardPaymentStatus, PaymentMethod, SupplierOrderStatus
-from marketplace.transparency import ocds
+from marketplace.transparency import ocds, service
 from marketplace.transparency.models import OcdsRelease, OpenDataIsAppendOnly
 from tests.support import assert_problem
 from tests.transparency.conftest import GTIN_BANDAGE
@@ -258,6 +258,23 @@ def test_rejection_release(world, catalogue, client):
     assert tags == [["award", "contract"], ["awardCancellation", "contractTermination"]]
 
 
+def test_published_in_the_same_transaction_as_the_order(world, catalogue, session_factory, client):
+    """The orders service calls the publisher before its transaction commits; a rollback takes
+    the release with it."""
+    items = [(catalogue["bandage_sme"], 2), (catalogue["stocking_large"], 1)]
+    with session_factory() as session:
+        order = world.order(world.trusts[0], world.buyers[0], items, session=session)
+        row = service.publish_order_placed(session, order)
+        release = json.loads(row.data)
+        assert sum(len(a["items"]) for a in release["awards"]) == 2
+        session.rollback()
+    assert client.get("/api/v1/ocds/releases").status_code == 204
+    with session_factory.begin() as session:
+        order = world.order(world.trusts[0], world.buyers[0], items, session=session)
+        service.publish_order_placed(session, order)
+    assert client.get("/api/v1/ocds/releases").get_json()["releases"][0]["ocid"].endswith(order.id)
+
+
 def test_publishing_is_idempotent(world, catalogue, session_factory):
     order = world.order(world.trusts[0], world.buyers[0], [(catalogue["bandage_sme"], 1)])
     (so,) = order.supplier_orders
@@ -361,7 +378,6 @@ def test_the_ocid_prefix_is_a_setting(world, catalogue, migrated):
     order = world.order(world.trusts[0], world.buyers[0], [(catalogue["bandage_sme"], 1)])
     state = app.extensions["marketplace"]
     from marketplace.orders.models import Order
-    from marketplace.transparency import service
 
     with state.session_factory.begin() as session:
         row = service.publish_order_placed(session, session.get(Order, order.id))
