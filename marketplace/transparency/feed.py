@@ -1,9 +1,9 @@
 """Feed positions that are safe against transactions committing out of order.
 
 A row's position is ``(xid, seq)``. On PostgreSQL ``xid`` is the writing transaction's id and a
-reader only sees rows whose ``xid`` is older than every transaction still running (its
-snapshot's ``xmin``): those transactions have all finished, so nothing can later appear at a
-position a reader has already passed. A row written by a transaction that is still open (or
+reader only sees rows whose ``xid`` is older than every transaction of this database still
+running in its snapshot (``PG_HORIZON``): those transactions have all finished, so nothing can
+later appear at a position a reader has already passed. A row written by a transaction that is still open (or
 that began before one that is still open) is simply held back until that transaction ends. On
 SQLite writers are serialised by the database's write lock, held until commit, so ``seq``
 (handed out under that lock) is commit order and ``xid`` is always 0.
@@ -25,7 +25,18 @@ from ..errors import ValidationFailed
 from ..pagination import decode_cursor, encode_cursor
 
 PG_CURRENT_XID = "pg_current_xact_id()::text::bigint"
-PG_SNAPSHOT_XMIN = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+# The horizon: the oldest transaction still running in the statement's snapshot, leaving out
+# those positively known to belong to another database on the same server (they cannot write
+# these tables, and a long one must not stall this feed). One that committed after the snapshot
+# was taken is no longer in pg_stat_activity, so it is *not* left out: it still holds the
+# horizon for this read, as it must (its rows are invisible to this snapshot). Backends whose
+# xid this role may not see are not left out either. With nothing running: the snapshot's xmax.
+PG_HORIZON = """(SELECT coalesce(
+    (SELECT min(x::text::bigint) FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+      WHERE (x::text::bigint % 4294967296) NOT IN (
+        SELECT backend_xid::text::bigint FROM pg_stat_activity
+        WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database())),
+    pg_snapshot_xmax(pg_current_snapshot())::text::bigint))"""
 
 Position = tuple[int, int]
 START: Position = (0, 0)
@@ -56,7 +67,7 @@ def decode(cursor: str) -> Position:
 
 def _visible(session: Session, model: Any) -> list[ColumnElement[bool]]:
     if is_postgresql(session):
-        return [model.xid < literal_column(PG_SNAPSHOT_XMIN)]
+        return [model.xid < literal_column(PG_HORIZON)]
     return []
 
 
