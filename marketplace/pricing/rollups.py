@@ -386,8 +386,7 @@ def _write_stats(
             for product_id, totals in batch
             if product_id in summaries
         ]
-        if values:
-            session.execute(insert(ProductStats), values)
+        bulk.insert_stats(session, values)
         if progress:
             progress(len(batch))
         return len(values)
