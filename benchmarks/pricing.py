@@ -349,6 +349,7 @@ class Bench:
         reference = min(timings)
         self.results["full_refresh"] = {
             "seconds": round(refresh, 2),
+            "stages_seconds": {k: round(v, 2) for k, v in stages.items()},
             "products_with_statistics": products,
             "reference_sql_seconds": round(reference, 2),
             "ratio": round(refresh / reference, 2),
