@@ -145,6 +145,26 @@ def cheapest_active_offer(session: Session, product_id: str) -> Offer | None:
     )
 
 
+def cheapest_active_offers(session: Session, product_ids: Iterable[str]) -> dict[str, Offer]:
+    """``cheapest_active_offer`` for many products in one query (products without an active,
+    in-stock offer are left out)."""
+    ids = list(dict.fromkeys(product_ids))
+    found: dict[str, Offer] = {}
+    for start in range(0, len(ids), 500):
+        offers = session.scalars(
+            select(Offer)
+            .where(
+                Offer.product_id.in_(ids[start : start + 500]),
+                Offer.status == OfferStatus.ACTIVE,
+                Offer.stock > 0,
+            )
+            .order_by(Offer.product_id, Offer.pack_price_pence, Offer.id)
+        )
+        for offer in offers:
+            found.setdefault(offer.product_id, offer)
+    return found
+
+
 def load_categories(session: Session, rows: Iterable[dict[str, str]]) -> int:
     """Create or update categories from rows of ``data/categories.csv`` (parents first).
     Returns how many were created. Idempotent."""

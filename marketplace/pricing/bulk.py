@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Date, Integer, String, text
@@ -39,6 +40,30 @@ PURCHASE_COLUMNS: dict[str, str] = {
     "created_at": "TIMESTAMP WITH TIME ZONE",
     "updated_at": "TIMESTAMP WITH TIME ZONE",
 }
+STATS_COLUMNS: dict[str, str] = {
+    "product_id": "VARCHAR(40)",
+    "product_name": "VARCHAR(300)",
+    "category_id": "VARCHAR(40)",
+    "benchmark_excluded": "BOOLEAN",
+    "benchmark_excluded_reason": "VARCHAR(500)",
+    "n_trusts": "INTEGER",
+    "units": "BIGINT",
+    "spend_pence": "BIGINT",
+    "min_price": "VARCHAR(64)",
+    "p10_price": "VARCHAR(64)",
+    "p25_price": "VARCHAR(64)",
+    "median_price": "VARCHAR(64)",
+    "p75_price": "VARCHAR(64)",
+    "max_price": "VARCHAR(64)",
+    "mean_price": "VARCHAR(64)",
+    "spread": "VARCHAR(64)",
+    "spread_sort": "DOUBLE PRECISION",
+    "outliers": "INTEGER",
+    "savings_p10_pence": "BIGINT",
+    "savings_p25_pence": "BIGINT",
+    "savings_median_pence": "BIGINT",
+    "updated_at": "TIMESTAMP WITH TIME ZONE",
+}
 TOTAL_COLUMNS = {
     "product_id": "VARCHAR(40)",
     "trust_id": "VARCHAR(40)",
@@ -56,6 +81,8 @@ def dialect(session: Session) -> str:
 def _sqlite_value(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
+    if isinstance(value, Decimal):
+        return str(value)
     if isinstance(value, datetime):
         return (
             value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
@@ -68,7 +95,11 @@ def _sqlite_value(value: Any) -> Any:
 
 
 def _pg_value(value: Any) -> Any:
-    return value.value if isinstance(value, enum.Enum) else value
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
 
 
 def db_value(session: Session) -> Callable[[Any], Any]:
@@ -152,5 +183,24 @@ def add_totals(session: Session, table: str, key: str, rows: Sequence[Sequence[A
             f"units = {table}.units + excluded.units, "
             f"spend_pence = {table}.spend_pence + excluded.spend_pence, "
             f"lines = {table}.lines + excluded.lines"
+        )
+    )
+
+
+def insert_stats(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``pricing_product_stats`` rows (dicts keyed by ``STATS_COLUMNS``); exact decimals
+    go in as their text."""
+    if not rows:
+        return
+    stage(
+        session,
+        "pricing_staging_stats",
+        STATS_COLUMNS,
+        [[r[c] for c in STATS_COLUMNS] for r in rows],
+    )
+    names = ", ".join(STATS_COLUMNS)
+    session.execute(
+        text(
+            f"INSERT INTO pricing_product_stats ({names}) SELECT {names} FROM pricing_staging_stats"
         )
     )

@@ -386,8 +386,7 @@ def _write_stats(
             for product_id, totals in batch
             if product_id in summaries
         ]
-        if values:
-            session.execute(insert(ProductStats), values)
+        bulk.insert_stats(session, values)
         if progress:
             progress(len(batch))
         return len(values)
@@ -447,9 +446,12 @@ def rebuild_caches(session: Session, window: Window, progress: Progress = _no_pr
     session.execute(
         insert(TrustWindowTotal).from_select(
             ["product_id", "trust_id", "units", "spend_pence"],
-            select(totals).where(totals.c.units > 0),
+            select(totals)
+            .where(totals.c.units > 0)
+            .order_by(totals.c.product_id, totals.c.trust_id),
         )
     )
+    progress("window", 1, 1)
     n_products = session.scalar(select(func.count(func.distinct(TrustWindowTotal.product_id))))
     done = 0
 
@@ -489,7 +491,8 @@ def rebuild_rollups(session: Session) -> None:
                 func.count(),
             )
             .where(r.status == PurchaseStatus.MATCHED, r.benchmark_excluded.is_(False))
-            .group_by(r.product_id, r.trust_id, r.order_date),
+            .group_by(r.product_id, r.trust_id, r.order_date)
+            .order_by(r.product_id, r.trust_id, r.order_date),  # append to the key in order
         )
     )
     month = _month_of(session, DailyTotal.day)
@@ -503,7 +506,9 @@ def rebuild_rollups(session: Session) -> None:
                 func.sum(DailyTotal.units),
                 func.sum(DailyTotal.spend_pence),
                 func.sum(DailyTotal.lines),
-            ).group_by(DailyTotal.product_id, DailyTotal.trust_id, month),
+            )
+            .group_by(DailyTotal.product_id, DailyTotal.trust_id, month)
+            .order_by(DailyTotal.product_id, DailyTotal.trust_id, month),
         )
     )
 

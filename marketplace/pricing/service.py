@@ -574,19 +574,6 @@ def _totals(
     return grouped
 
 
-class _Trusts:
-    """Trust names and ODS codes by id, looked up once per request."""
-
-    def __init__(self, session: Session):
-        self.session = session
-        self._cache: dict[str, Organisation] = {}
-
-    def __getitem__(self, trust_id: str) -> Organisation:
-        if trust_id not in self._cache:
-            self._cache[trust_id] = accounts.get_organisation(self.session, trust_id)
-        return self._cache[trust_id]
-
-
 @dataclass
 class ProductVarianceView:
     product: catalog.ProductSummary
@@ -629,7 +616,7 @@ def product_variance(
     reason = _not_reported_reason(product, n_trusts, method)
     rows = []
     if variance is not None and reason is None:
-        trusts = _Trusts(session)
+        trusts = accounts.organisations_by_id(session, [t.trust_id for t in variance.trusts])
         for t in variance.trusts:
             org = trusts[t.trust_id]
             rows.append(
@@ -893,8 +880,7 @@ class TrustSavingsPage:
     total_possible_savings_pence: int
 
 
-def _offer_fields(session: Session, product_id: str, units_per_pack: int) -> dict[str, Any] | None:
-    offer: Offer | None = catalog.cheapest_active_offer(session, product_id)
+def _offer_fields(offer: Offer | None, units_per_pack: int) -> dict[str, Any] | None:
     if offer is None:
         return None
     return {
@@ -923,8 +909,21 @@ def trust_savings(
     opportunities: list[tuple[int, str, dict[str, Any]]] = []
     exact_total = Decimal(0)
     if cached_window(session) == window and method.caches_cover:
+        centile = {
+            "p10": ProductStats.p10_price,
+            "p25": ProductStats.p25_price,
+            "median": ProductStats.median_price,
+        }[method.benchmark]
         rows = session.execute(
-            select(TrustWindowTotal.units, TrustWindowTotal.spend_pence, ProductStats)
+            select(
+                TrustWindowTotal.units,
+                TrustWindowTotal.spend_pence,
+                ProductStats.product_id,
+                ProductStats.product_name,
+                ProductStats.n_trusts,
+                centile,
+                ProductStats.median_price,
+            )
             .join(ProductStats, ProductStats.product_id == TrustWindowTotal.product_id)
             .where(
                 TrustWindowTotal.trust_id == trust.id,
@@ -932,29 +931,24 @@ def trust_savings(
                 ProductStats.benchmark_excluded.is_(False),
             )
         )
-        for units, spend, stats in rows:
-            dist = _stats_distribution(stats)
-            benchmark = dist.centile(method.benchmark)
-            saving = m.possible_savings(int(spend), int(units), benchmark)
-            if saving <= 0 or saving < method.min_savings_pence:
+        minimum = method.min_savings_pence
+        for units, spend, product_id, name, n_trusts, benchmark, median in rows:
+            saving = spend - units * benchmark
+            if saving <= 0 or saving < minimum:
                 continue
             exact_total += saving
-            opportunities.append(
-                (
-                    m.round_pence(saving),
-                    stats.product_id,
-                    _trust_item(
-                        stats.product_id,
-                        stats.product_name,
-                        int(units),
-                        int(spend),
-                        dist,
-                        benchmark,
-                        saving,
-                        method,
-                    ),
-                )
+            item = _trust_item(
+                product_id,
+                name,
+                int(units),
+                int(spend),
+                n_trusts,
+                median,
+                benchmark,
+                saving,
+                method,
             )
+            opportunities.append((item["possible_savings_pence"], product_id, item))
     else:
         mine = {
             row.product_id
@@ -989,7 +983,8 @@ def trust_savings(
                             summary.name,
                             row.units,
                             row.spend_pence,
-                            variance.distribution,
+                            variance.distribution.n_trusts,
+                            variance.distribution.median,
                             variance.benchmark,
                             row.savings,
                             method,
@@ -1005,12 +1000,14 @@ def trust_savings(
             len(opportunities),
         )
     page = opportunities[start : start + limit]
-    summaries = catalog.product_summaries(session, [p for _, p, _ in page])
+    page_ids = [p for _, p, _ in page]
+    summaries = catalog.product_summaries(session, page_ids)
+    offers = catalog.cheapest_active_offers(session, page_ids)
     items = []
     for _, product_id, item in page:
         summary = summaries.get(product_id)
         item["cheapest_offer"] = (
-            _offer_fields(session, product_id, summary.units_per_pack) if summary else None
+            _offer_fields(offers.get(product_id), summary.units_per_pack) if summary else None
         )
         items.append(item)
     next_cursor = None
@@ -1032,7 +1029,8 @@ def _trust_item(
     name: str,
     units: int,
     spend: int,
-    dist: m.Distribution,
+    n_trusts: int,
+    median: Decimal,
     benchmark: Decimal,
     saving: Decimal,
     method: m.Method,
@@ -1044,11 +1042,11 @@ def _trust_item(
         "unit_price_pence": unit_price,
         "units": units,
         "spend_pence": spend,
-        "n_trusts": dist.n_trusts,
+        "n_trusts": n_trusts,
         "benchmark_pence": benchmark,
-        "median_pence": dist.median,
+        "median_pence": median,
         "possible_savings_pence": m.round_pence(saving),
-        "outlier": unit_price > dist.median * (1 + method.outlier_threshold),
+        "outlier": unit_price > median * (1 + method.outlier_threshold),
     }
 
 
@@ -1091,7 +1089,9 @@ def price_verdict(
     variance = m.analyse(totals, method)
     n_trusts = variance.distribution.n_trusts if variance else 0
     reason = _not_reported_reason(product, n_trusts, method)
-    offer = _offer_fields(session, product_id, product.units_per_pack)
+    offer = _offer_fields(
+        catalog.cheapest_active_offer(session, product_id), product.units_per_pack
+    )
     cheaper = offer if offer is not None and offer["unit_price_pence"] < price else None
     if variance is None or reason is not None:
         return PriceVerdict(
