@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from marketplace import migrate
 from marketplace.accounts import service as accounts
@@ -59,6 +59,20 @@ SYSTEM = Principal.system("benchmark")
 
 
 @dataclass
+class Tally:
+    """What one client did: holds that succeeded and were refused, seconds it held the budget's
+    row lock after its guarded statement returned (until its commit ended), CPU seconds."""
+
+    ok: int = 0
+    refused: int = 0
+    locked: float = 0.0
+    cpu: float = 0.0
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+@dataclass
 class Run:
     name: str
     clients: int
@@ -66,6 +80,22 @@ class Run:
     succeeded: int
     refused: int
     seconds: float
+    lock_held_ms: float  # mean per attempt: guarded statement returned -> commit done
+    client_cpu_ms: float  # mean per attempt, the client's own CPU
+
+    @classmethod
+    def of(cls, name: str, clients: int, tally: Tally, seconds: float) -> Run:
+        attempts = tally.ok + tally.refused
+        return cls(
+            name,
+            clients,
+            attempts,
+            tally.ok,
+            tally.refused,
+            seconds,
+            tally.locked / attempts * 1000,
+            tally.cpu / attempts * 1000,
+        )
 
     @property
     def per_second(self) -> float:
@@ -73,10 +103,10 @@ class Run:
 
 
 def _at_once(
-    clients: int, prepare: Callable[[int], Callable[[], tuple[int, int]]], processes: bool
-) -> tuple[int, int, float]:
+    clients: int, prepare: Callable[[int], Callable[[], Tally]], processes: bool
+) -> tuple[Tally, float]:
     """Start ``clients`` clients (threads or processes); each calls ``prepare(i)`` (connect),
-    waits until all are ready, then runs the work it returned. (succeeded, refused, seconds)."""
+    waits until all are ready, then runs the work it returned. (their tallies, seconds)."""
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(clients + 1) if processes else threading.Barrier(clients + 1)
     results: Any = context.Queue() if processes else queue.Queue()
@@ -102,8 +132,7 @@ def _at_once(
     errors = [detail for status, detail in outcomes if status == "error"]
     if errors:
         raise SystemExit(f"a client failed: {errors[0]}")
-    totals = [detail for _status, detail in outcomes]
-    return sum(t[0] for t in totals), sum(t[1] for t in totals), seconds
+    return sum((detail for _status, detail in outcomes), Tally()), seconds
 
 
 def _setup(factory, allocation: int) -> tuple[str, Principal]:
@@ -149,14 +178,26 @@ def ledger_run(settings: Settings, name: str, args: argparse.Namespace, affordab
     budget_id, actor = _setup(factory, allocation=affordable * args.amount)
     engine.dispose()
 
-    def prepare(i: int) -> Callable[[], tuple[int, int]]:
+    def prepare(i: int) -> Callable[[], Tally]:
         client_engine = make_engine(settings, pool_size=1, max_overflow=0)
         client = make_session_factory(client_engine)
         with client_engine.connect():  # connected before the start
             pass
+        tally = Tally()
+        locked_at: list[float] = []
 
-        def work() -> tuple[int, int]:
-            ok = refused = 0
+        @event.listens_for(client_engine, "after_cursor_execute")
+        def _locked(_conn, _cursor, statement, *_args) -> None:
+            if statement.lstrip().startswith(("WITH moved", "UPDATE budgets")):
+                locked_at.append(time.perf_counter())
+
+        @event.listens_for(client, "after_commit")
+        def _released(_session) -> None:
+            if locked_at:
+                tally.locked += time.perf_counter() - locked_at.pop()
+
+        def work() -> Tally:
+            cpu = time.thread_time()
             for n in range(args.holds):
                 with client() as session:
                     begin_write(session)
@@ -164,16 +205,19 @@ def ledger_run(settings: Settings, name: str, args: argparse.Namespace, affordab
                         budget = session.get(Budget, budget_id)
                         ledger.hold(session, actor, budget, args.amount, order_ref=f"b-{i}-{n}")
                         session.commit()
-                        ok += 1
+                        tally.ok += 1
                     except Conflict:
                         session.rollback()
-                        refused += 1
+                        tally.refused += 1
+                    locked_at.clear()
+            tally.cpu = time.thread_time() - cpu
             client_engine.dispose()
-            return ok, refused
+            return tally
 
         return work
 
-    succeeded, refused, seconds = _at_once(args.clients, prepare, args.processes)
+    tally, seconds = _at_once(args.clients, prepare, args.processes)
+    succeeded = tally.ok
     engine = make_engine(settings, pool_size=1, max_overflow=0)
     with make_session_factory(engine)() as session:
         check = ledger.verify_ledger(session, budget_id)
@@ -188,7 +232,7 @@ def ledger_run(settings: Settings, name: str, args: argparse.Namespace, affordab
                 f"{name}: held {budget.held_pence}, expected {succeeded * args.amount}"
             )
     engine.dispose()
-    return Run(name, args.clients, attempts, succeeded, refused, seconds)
+    return Run.of(name, args.clients, tally, seconds)
 
 
 def bare_run(url: str, args: argparse.Namespace) -> Run:
@@ -201,33 +245,37 @@ def bare_run(url: str, args: argparse.Namespace) -> Run:
         )
         conn.execute("INSERT INTO bench_bare_balance VALUES (1, %s)", (attempts * args.amount,))
 
-    def prepare(_i: int) -> Callable[[], tuple[int, int]]:
+    def prepare(_i: int) -> Callable[[], Tally]:
         conn = psycopg.connect(dsn)
 
-        def work() -> tuple[int, int]:
-            ok = refused = 0
+        def work() -> Tally:
+            tally = Tally()
+            cpu = time.thread_time()
             for _ in range(args.holds):
                 cursor = conn.execute(
                     "UPDATE bench_bare_balance SET available = available - %s "
                     "WHERE id = 1 AND available >= %s",
                     (args.amount, args.amount),
                 )
+                locked = time.perf_counter()
                 conn.commit()
+                tally.locked += time.perf_counter() - locked
                 if cursor.rowcount == 1:
-                    ok += 1
+                    tally.ok += 1
                 else:
-                    refused += 1
+                    tally.refused += 1
+            tally.cpu = time.thread_time() - cpu
             conn.close()
-            return ok, refused
+            return tally
 
         return work
 
     try:
-        succeeded, refused, seconds = _at_once(args.clients, prepare, args.processes)
+        tally, seconds = _at_once(args.clients, prepare, args.processes)
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("DROP TABLE bench_bare_balance")
-    return Run("bare", args.clients, attempts, succeeded, refused, seconds)
+    return Run.of("bare", args.clients, tally, seconds)
 
 
 def machine() -> dict[str, str]:
@@ -274,13 +322,20 @@ def main(argv: list[str] | None = None) -> int:
     engine.dispose()
 
     total = args.clients * args.holds
+    load_before = os.getloadavg()[0]
     ledger_result = ledger_run(settings, "ledger", args, total)
     bare_result = bare_run(url, args)
     overspend = ledger_run(settings, "overspend", args, total // 2)
+    load_after = os.getloadavg()[0]
 
     ratio = bare_result.per_second / ledger_result.per_second
+    lock_ratio = ledger_result.lock_held_ms / bare_result.lock_held_ms
     report = {
-        "machine": {**machine(), "postgresql": server},
+        "machine": {
+            **machine(),
+            "postgresql": server,
+            "load_average_1min": [round(load_before, 2), round(load_after, 2)],
+        },
         "clients": args.clients,
         "client_mode": "processes" if args.processes else "threads",
         "holds_per_client": args.holds,
@@ -289,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in (ledger_result, bare_result, overspend)
         ],
         "ratio_bare_to_ledger": round(ratio, 2),
+        "lock_held_ratio": round(lock_ratio, 2),
         "overspend": {
             "affordable": total // 2,
             "succeeded": overspend.succeeded,
@@ -299,14 +355,19 @@ def main(argv: list[str] | None = None) -> int:
     mode = "processes" if args.processes else "threads"
     print(
         f"PostgreSQL {server}; {args.clients} clients ({mode}) x {args.holds} holds of "
-        f"{args.amount}p"
+        f"{args.amount}p; load average {load_before:.2f} before, {load_after:.2f} after"
     )
     for r in (ledger_result, bare_result, overspend):
         print(
             f"  {r.name:<10} {r.attempts:>6} attempts  {r.succeeded:>6} ok  {r.refused:>6} refused"
-            f"  {r.seconds:7.2f} s  {r.per_second:8.1f} /s"
+            f"  {r.seconds:7.2f} s  {r.per_second:8.1f} /s  lock held {r.lock_held_ms:6.2f} ms"
+            f"  client CPU {r.client_cpu_ms:6.2f} ms"
         )
     print(f"  ledger is {ratio:.2f}x the bare guarded UPDATE's time per hold (target <= 3x)")
+    print(
+        f"  row lock held per hold: ledger {ledger_result.lock_held_ms:.2f} ms, bare "
+        f"{bare_result.lock_held_ms:.2f} ms ({lock_ratio:.2f}x)"
+    )
     print(
         f"  overspend run: {overspend.succeeded} of {overspend.attempts} succeeded, exactly the "
         f"{total // 2} affordable; verify_ledger ok"

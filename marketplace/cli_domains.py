@@ -6,7 +6,8 @@ import click
 
 
 def domain_groups() -> list[click.Command]:
+    from .budgets.cli import budgets_group
     from .catalog.cli import catalog
     from .pricing.cli import pricing
 
-    return [catalog, pricing]
+    return [catalog, pricing, budgets_group]

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import Select, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from .. import audit
 from ..accounts.models import Role
@@ -122,6 +122,7 @@ def visible_approvals(actor: Principal) -> Select[tuple[Approval]]:
         select(Approval)
         .join(Budget, Budget.id == Approval.budget_id)
         .where(Budget.commissioner_id == actor.organisation_id)
+        .options(selectinload(Approval.budget).selectinload(Budget.holder))
     )
 
 

@@ -1,26 +1,14 @@
 """The spending rules (DESIGN §7) in one function, ``check_spend``, used by quotes and orders.
 
-Each item gets a verdict and its reasons; the basket's verdict is the worst of them:
-
-===============================  ==================  ============================================
-code                             verdict             when
-===============================  ==================  ============================================
-``category-excluded``            refused             the category (or an ancestor) is
-                                                     ``phb_excluded``: never, whatever the plan
-``budget-not-active``            refused             the budget is suspended or closed
-``outside-budget-period``        refused             today is outside the budget's period
-``exceeds-plan-line``            refused             more than the plan line has left (and the
-                                                     budget does not allow a top-up)
-``exceeds-budget-available``     refused             more than the budget has available
-``outside-care-plan``            needs_approval      no plan line covers the item's category
-``above-approval-threshold``     needs_approval      the item costs more than the threshold
-``basket-above-approval-threshold`` needs_approval   (basket-level) the basket's total does
-``top-up-required``              allowed             over the plan line, and the budget allows a
-                                                     top-up: the budget pays what the line (and
-                                                     the budget) has left, the holder pays
-                                                     ``top_up_pence`` by card
-``within-plan``                  allowed             covered, affordable, below the threshold
-===============================  ==================  ============================================
+Each item gets a verdict and at least one reason (a ``code`` and a sentence for the budget
+holder); the basket's verdict is the worst of them. Refused: ``category-excluded`` (the category
+or an ancestor is ``phb_excluded``, whatever the plan says), ``budget-not-active``,
+``outside-budget-period``, ``exceeds-plan-line`` (and no top-up possible),
+``exceeds-budget-available``. Needs approval: ``outside-care-plan``,
+``above-approval-threshold``, and the basket-level ``basket-above-approval-threshold``.
+Allowed: ``top-up-required`` (over the plan line on a budget that allows top-up: the budget
+pays what is left, the holder ``top_up_pence`` by card) and ``within-plan``. docs/budgets.md
+has the full table.
 
 Items are checked in order against running totals, so two items that each fit but together do
 not are caught. Amounts are whatever the caller will charge (the API's ``/check`` prices offers

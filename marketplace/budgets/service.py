@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from .. import audit
 from ..accounts.models import Role, User
@@ -373,7 +373,9 @@ def list_budgets(
     management_type: ManagementType | None = None,
     holder_id: str | None = None,
 ) -> Select[tuple[Budget]]:
-    stmt = visible_budgets(actor)
+    stmt = visible_budgets(actor).options(
+        selectinload(Budget.holder), selectinload(Budget.representative)
+    )
     if status is not None:
         stmt = stmt.where(Budget.status == status)
     if management_type is not None:
@@ -605,11 +607,26 @@ def spend_report(
         }
         for t in ManagementType
     }
-    for budget in session.scalars(select(Budget).where(Budget.commissioner_id == org)):
-        row = types[budget.management_type]
-        row["budgets"] += 1
-        row["held_pence_now"] += budget.held_pence
-        row["available_pence_now"] += budget.available_pence
+    for management_type, count, held, available in session.execute(
+        select(
+            Budget.management_type,
+            func.count(),
+            func.sum(Budget.held_pence),
+            func.sum(
+                Budget.allocated_pence
+                + Budget.adjusted_pence
+                + Budget.refunded_pence
+                - Budget.held_pence
+                - Budget.captured_pence
+            ),
+        )
+        .where(Budget.commissioner_id == org)
+        .group_by(Budget.management_type)
+    ):
+        row = types[management_type]
+        row["budgets"] = count
+        row["held_pence_now"] = int(held)
+        row["available_pence_now"] = int(available)
     for management_type, entry_type, amount in session.execute(
         select(Budget.management_type, LedgerEntry.entry_type, func.sum(LedgerEntry.amount_pence))
         .join(Budget, Budget.id == LedgerEntry.budget_id)

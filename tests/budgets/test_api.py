@@ -430,7 +430,10 @@ def test_spend_report_json_and_csv(client, world, session_factory, factory):
 
 
 def test_openapi_documents_the_budget_endpoints(client):
+    from openapi_spec_validator import validate
+
     spec = client.get("/api/v1/openapi.json").get_json()
+    validate(spec)
     holds = spec["paths"]["/api/v1/budgets/{budget_id}/holds"]["post"]
     assert any(p["name"] == "Idempotency-Key" for p in holds["parameters"])
     statement = spec["paths"]["/api/v1/budgets/{budget_id}/statement"]["get"]
