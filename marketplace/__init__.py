@@ -59,7 +59,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     state.payment_gateway = gateway_from_settings(settings)
     orders.set_decision_gateway(lambda: state.payment_gateway)
 
-    from . import errors, ops, web
+    from . import errors, ops, transparency, web
     from .blueprints import all_blueprints
     from .openapi import init_api
 
@@ -71,4 +71,5 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     from .catalog.search import init_app as init_search
 
     init_search(app, state)
+    app.register_blueprint(transparency.pages_blueprint())
     return app

@@ -10,5 +10,6 @@ def all_blueprints() -> list:
     from .catalog.search.api import blp as search
     from .orders.api import blp as orders
     from .pricing.api import blp as pricing
+    from .transparency.api import blp as transparency
 
-    return [accounts, catalog, search, pricing, budgets, orders]
+    return [accounts, catalog, search, pricing, budgets, orders, transparency]

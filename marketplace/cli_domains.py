@@ -6,10 +6,10 @@ import click
 
 
 def domain_groups() -> list[click.Command]:
-    from .budgets.cli import budgets_group as budgets
+    from .budgets.cli import budgets_group
     from .catalog.cli import catalog
     from .catalog.search.cli import search
     from .orders.cli import payments
     from .pricing.cli import pricing
 
-    return [catalog, search, pricing, budgets, payments]
+    return [catalog, search, pricing, budgets_group, payments]

@@ -8,6 +8,7 @@ stop with exactly that line.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 SEARCH_BACKENDS = ("sql", "elasticsearch")
+OCDS_PREFIX = re.compile(r"^ocds-[a-z0-9]{6}$")  # an OCDS prefix: "ocds-" and six characters
+MIN_GROUP_SIZE_FLOOR = 3  # open data never publishes a group smaller than this
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_INSTANCE_DIR = Path.cwd() / "instance"
 
@@ -42,6 +45,8 @@ class Settings:
     max_content_length: int = 16 * 1024 * 1024
     sqlite_busy_timeout_ms: int = 30_000
     public_base_url: str = "http://127.0.0.1:8000"
+    ocds_prefix: str = "ocds-mkt000"
+    min_group_size: int = 5
     testing: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -121,6 +126,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         max_content_length=_int(env, "MAX_CONTENT_LENGTH", 16 * 1024 * 1024, minimum=1024),
         sqlite_busy_timeout_ms=_int(env, "SQLITE_BUSY_TIMEOUT_MS", 30_000, minimum=0),
         public_base_url=env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000",
+        ocds_prefix=(env.get("OCDS_PREFIX") or "ocds-mkt000").strip(),
+        min_group_size=_int(env, "OPEN_DATA_MIN_GROUP_SIZE", 5, minimum=MIN_GROUP_SIZE_FLOOR),
     )
     return validate(settings)
 
@@ -137,6 +144,16 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("ELASTICSEARCH_URL", "is required when SEARCH_BACKEND=elasticsearch")
     stripe_base = _url("STRIPE_API_BASE", settings.stripe_api_base)
     _url("PUBLIC_BASE_URL", settings.public_base_url)
+    if not OCDS_PREFIX.match(settings.ocds_prefix):
+        raise ConfigError(
+            "OCDS_PREFIX",
+            f"{settings.ocds_prefix!r} is not an OCDS prefix ('ocds-' and 6 lowercase letters or digits)",
+        )
+    if settings.min_group_size < MIN_GROUP_SIZE_FLOOR:
+        raise ConfigError(
+            "OPEN_DATA_MIN_GROUP_SIZE",
+            f"must be at least {MIN_GROUP_SIZE_FLOOR}, got {settings.min_group_size}",
+        )
     if settings.log_level not in LOG_LEVELS:
         raise ConfigError(
             "LOG_LEVEL", f"{settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}"

@@ -10,5 +10,6 @@ from .db import Base
 from .idempotency import IdempotencyKey  # noqa: F401
 from .orders import models as orders_models  # noqa: F401
 from .pricing import models as pricing_models  # noqa: F401
+from .transparency import models as transparency_models  # noqa: F401
 
 metadata = Base.metadata

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -146,6 +147,18 @@ def find_organisation(session: Session, reference: str) -> Organisation:
             f"No organisation with id, ODS code or name {ref!r}.", code="organisation-not-found"
         )
     return org
+
+
+def organisations_by_id(session: Session, org_ids: Iterable[str]) -> dict[str, Organisation]:
+    """Many organisations at once, keyed by id (unknown ids are left out)."""
+    ids = list(dict.fromkeys(org_ids))
+    found: dict[str, Organisation] = {}
+    for start in range(0, len(ids), 1000):
+        for org in session.scalars(
+            select(Organisation).where(Organisation.id.in_(ids[start : start + 1000]))
+        ):
+            found[org.id] = org
+    return found
 
 
 def find_trust_by_ods(session: Session, ods_code: str) -> Organisation | None:

@@ -101,6 +101,27 @@ def product_summaries(session: Session, product_ids: Iterable[str]) -> dict[str,
     return found
 
 
+def products_by_gtin(session: Session, gtins: Iterable[str]) -> dict[str, ProductSummary]:
+    """Summaries of the products with these GTINs (normalised to 14 digits), keyed by GTIN."""
+    wanted = list(dict.fromkeys(normalise_gtin(g) for g in gtins))
+    found: dict[str, ProductSummary] = {}
+    for start in range(0, len(wanted), 1000):
+        rows = session.execute(
+            select(
+                Product.gtin,
+                Product.id,
+                Product.name,
+                Product.category_id,
+                Product.units_per_pack,
+                Product.benchmark_excluded,
+                Product.benchmark_excluded_reason,
+            ).where(Product.gtin.in_(wanted[start : start + 1000]))
+        )
+        for gtin, *summary in rows:
+            found[gtin] = ProductSummary(*summary)
+    return found
+
+
 def product_ids_in_category(session: Session, code: str) -> list[str]:
     """Ids of the products in a category and its descendants, in id order."""
     return list(
@@ -122,6 +143,26 @@ def cheapest_active_offer(session: Session, product_id: str) -> Offer | None:
         .order_by(Offer.pack_price_pence, Offer.id)
         .limit(1)
     )
+
+
+def cheapest_active_offers(session: Session, product_ids: Iterable[str]) -> dict[str, Offer]:
+    """``cheapest_active_offer`` for many products in one query (products without an active,
+    in-stock offer are left out)."""
+    ids = list(dict.fromkeys(product_ids))
+    found: dict[str, Offer] = {}
+    for start in range(0, len(ids), 500):
+        offers = session.scalars(
+            select(Offer)
+            .where(
+                Offer.product_id.in_(ids[start : start + 500]),
+                Offer.status == OfferStatus.ACTIVE,
+                Offer.stock > 0,
+            )
+            .order_by(Offer.product_id, Offer.pack_price_pence, Offer.id)
+        )
+        for offer in offers:
+            found.setdefault(offer.product_id, offer)
+    return found
 
 
 def load_categories(session: Session, rows: Iterable[dict[str, str]]) -> int:

@@ -31,12 +31,14 @@ class DemoContext:
 
 
 def seeders() -> list[Callable[[Session, DemoContext], None]]:
-    from . import accounts, budgets, catalog, orders
+    from . import accounts, budgets, catalog, orders, pricing
 
+    # pricing.seed reads the catalogue's commodity products: keep it after the catalogue seeders.
     return [
         accounts.seed,
         catalog.seed_categories,
         catalog.seed_catalogue,
+        pricing.seed,
         budgets.seed,
         orders.seed,
         accounts.issue_tokens,

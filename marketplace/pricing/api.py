@@ -14,6 +14,7 @@ from typing import Any
 from flask import Response, current_app, request, stream_with_context
 from flask_smorest import Blueprint
 
+from ..accounts import service as accounts
 from ..accounts.models import Role
 from ..auth import authenticated, current_principal
 from ..db import unit_of_work
@@ -276,17 +277,15 @@ def import_purchases(trust: str | None = None):
     return result.as_dict()
 
 
-def _purchase_dict(record: PurchaseRecord, ods: dict[str, str]) -> dict[str, Any]:
-    if record.trust_id not in ods:
-        ods[record.trust_id] = (
-            service.accounts.get_organisation(get_session(), record.trust_id).ods_code or ""
-        )
-    data = {
-        name: getattr(record, name) for name in PurchaseSchema().fields if hasattr(record, name)
-    }
-    data["unit_price"] = record.unit_price
-    data["trust_ods"] = ods[record.trust_id]
-    return data
+def _purchases(records: list[PurchaseRecord]) -> list[dict[str, Any]]:
+    """Records as the schema reads them, with each trust's ODS code (looked up once)."""
+    trusts = accounts.organisations_by_id(get_session(), {r.trust_id for r in records})
+    fields = [name for name in PurchaseSchema().fields if hasattr(PurchaseRecord, name)]
+    return [
+        {name: getattr(r, name) for name in fields}
+        | {"unit_price": r.unit_price, "trust_ods": trusts[r.trust_id].ods_code}
+        for r in records
+    ]
 
 
 @blp.route("/purchases", methods=["GET"])
@@ -321,8 +320,7 @@ def list_purchases(
         limit=limit,
         descending=True,
     )
-    ods: dict[str, str] = {}
-    return {"items": [_purchase_dict(r, ods) for r in page.items], "next_cursor": page.next_cursor}
+    return {"items": _purchases(page.items), "next_cursor": page.next_cursor}
 
 
 @blp.route("/purchases/<string:purchase_id>", methods=["GET"])
@@ -332,7 +330,7 @@ def list_purchases(
 def get_purchase(purchase_id: str):
     """One purchase record (a buyer's own trust's; any for operators)."""
     record = service.get_purchase(get_session(), current_principal(), purchase_id)
-    return _purchase_dict(record, {})
+    return _purchases([record])[0]
 
 
 @blp.route("/purchases/<string:purchase_id>/match", methods=["POST"])
@@ -345,7 +343,7 @@ def match_purchase(body: dict, purchase_id: str):
     record = service.match_purchase(
         get_session(), current_principal(), purchase_id, body["product_id"]
     )
-    return _purchase_dict(record, {})
+    return _purchases([record])[0]
 
 
 @blp.route("/purchases/<string:purchase_id>/exclude", methods=["POST"])
@@ -358,7 +356,7 @@ def exclude_purchase(body: dict, purchase_id: str):
     record = service.set_benchmark_exclusion(
         get_session(), current_principal(), purchase_id, excluded=True, reason=body["reason"]
     )
-    return _purchase_dict(record, {})
+    return _purchases([record])[0]
 
 
 @blp.route("/purchases/<string:purchase_id>/include", methods=["POST"])
@@ -370,7 +368,7 @@ def include_purchase(purchase_id: str):
     record = service.set_benchmark_exclusion(
         get_session(), current_principal(), purchase_id, excluded=False
     )
-    return _purchase_dict(record, {})
+    return _purchases([record])[0]
 
 
 # --- price variance (public) ---------------------------------------------------------------------
@@ -403,7 +401,7 @@ def _product_variance_dict(view: service.ProductVarianceView) -> dict[str, Any]:
 @blp.route("/price-variance", methods=["GET"])
 @blp.arguments(RankingArgs, location="query")
 @blp.response(200, RankingSchema)
-@blp.doc(responses={"200": CSV_DOC})
+@blp.doc(responses={200: CSV_DOC})
 @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
 def price_variance(args: dict):
     """Products ranked by total possible savings (or `sort=spread`), with totals. Only products
@@ -459,7 +457,7 @@ def price_variance(args: dict):
 @blp.route("/products/<string:product_id>/price-variance", methods=["GET"])
 @blp.arguments(MethodArgs, location="query")
 @blp.response(200, ProductVarianceSchema)
-@blp.doc(responses={"200": CSV_DOC})
+@blp.doc(responses={200: CSV_DOC})
 @blp.alt_response(404, response="NOT_FOUND")
 def product_price_variance(args: dict, product_id: str):
     """A product's distribution of per-trust unit prices and one row per trust (CSV: the trust
@@ -520,7 +518,7 @@ def product_price_variance_chart(args: dict, product_id: str):
 @blp.route("/trusts/<string:ods>/savings", methods=["GET"])
 @blp.arguments(TrustSavingsArgs, location="query")
 @blp.response(200, TrustSavingsSchema)
-@blp.doc(responses={"200": CSV_DOC})
+@blp.doc(responses={200: CSV_DOC})
 @blp.alt_response(404, response="NOT_FOUND")
 def trust_savings(args: dict, ods: str):
     """A trust's savings opportunities, largest first, its total, and for each product the
@@ -579,7 +577,7 @@ def trust_savings(args: dict, ods: str):
 @blp.route("/price-check", methods=["GET"])
 @blp.arguments(PriceCheckArgs, location="query")
 @blp.response(200, PriceCheckSchema)
-@blp.doc(responses={"200": CSV_DOC})
+@blp.doc(responses={200: CSV_DOC})
 @blp.alt_response(404, response="NOT_FOUND")
 def price_check(args: dict):
     """Where a unit price (pence per base unit) stands among what trusts paid over the last

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -41,7 +42,6 @@ CHUNK_BYTES = 64 * 1024
 MAX_JSON_OBJECT_CHARS = 1024 * 1024
 MAX_LINE = 2_147_483_647
 EARLIEST_ORDER_DATE = date(2000, 1, 1)
-_DIGITS = re.compile(r"[0-9]+")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
@@ -300,36 +300,102 @@ def _json_rows(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
 # --- checking a row ---------------------------------------------------------------------------
 
 
-def _text(value: Any) -> str | None:
+def _text(
+    value: Any, column: str, limit: int, row: int, errors: list[RowError], required: bool = False
+) -> str | None:
     if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError("must be text")
-    text = str(value).strip()
-    return text or None
-
-
-def _whole(value: Any, *, minimum: int, maximum: int, what: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool | float):
-        raise ValueError(f"must be a whole number of {what}")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str):
+        text = ""
+    elif type(value) is str:
         text = value.strip()
+    elif type(value) is int:
+        text = str(value)
+    else:
+        errors.append(RowError(row, column, "must be text"))
+        return None
+    if not text:
+        if required:
+            errors.append(RowError(row, column, "is required"))
+        return None
+    if len(text) > limit:
+        errors.append(RowError(row, column, f"is longer than {limit} characters"))
+        return None
+    return text
+
+
+def _whole(
+    value: Any,
+    column: str,
+    minimum: int,
+    maximum: int,
+    what: str,
+    row: int,
+    errors: list[RowError],
+    required: bool = False,
+) -> int | None:
+    if type(value) is int:
+        number = value
+    elif value is None or type(value) is str:
+        text = (value or "").strip()
         if not text:
+            if required:
+                errors.append(RowError(row, column, "is required"))
             return None
-        if not _DIGITS.fullmatch(text):
-            raise ValueError(f"must be a whole number of {what}, got {text[:40]!r}")
+        if not (text.isascii() and text.isdigit()):
+            errors.append(
+                RowError(row, column, f"must be a whole number of {what}, got {text[:40]!r}")
+            )
+            return None
         number = int(text)
     else:
-        raise ValueError(f"must be a whole number of {what}")
+        errors.append(RowError(row, column, f"must be a whole number of {what}"))
+        return None
     if number < minimum:
-        raise ValueError(f"must be at least {minimum}")
+        errors.append(RowError(row, column, f"must be at least {minimum}"))
+        return None
     if number > maximum:
-        raise ValueError(f"must be at most {maximum}")
+        errors.append(RowError(row, column, f"must be at most {maximum}"))
+        return None
     return number
+
+
+def _order_date(value: Any, row: int, errors: list[RowError], today: date) -> date | None:
+    raw = _text(value, "order_date", 40, row, errors, required=True)
+    if raw is None:
+        return None
+    if not _DATE.fullmatch(raw):
+        errors.append(RowError(row, "order_date", f"must be a date as YYYY-MM-DD, got {raw!r}"))
+        return None
+    try:
+        day = date.fromisoformat(raw)
+    except ValueError:
+        errors.append(RowError(row, "order_date", f"{raw!r} is not a real date"))
+        return None
+    if day > today:
+        errors.append(RowError(row, "order_date", f"{raw} is in the future"))
+        return None
+    if day < EARLIEST_ORDER_DATE:
+        errors.append(
+            RowError(row, "order_date", f"{raw} is before {EARLIEST_ORDER_DATE.isoformat()}")
+        )
+        return None
+    return day
+
+
+@functools.lru_cache(maxsize=65536)
+def _checked_gtin(raw: str) -> tuple[str | None, str | None]:
+    """(normalised GTIN, None) or (None, problem); a file repeats its GTINs, so cache."""
+    problem = gtin_problem(raw)
+    return (None, problem) if problem else (normalise_gtin(raw), None)
+
+
+def _gtin(value: Any, row: int, errors: list[RowError]) -> str | None:
+    raw = _text(value, "gtin", 40, row, errors)
+    if raw is None:
+        return None
+    gtin, problem = _checked_gtin(raw)
+    if problem:
+        errors.append(RowError(row, "gtin", f"{raw[:20]!r} is not a valid GTIN: {problem}"))
+    return gtin
 
 
 def parse_row(
@@ -340,74 +406,49 @@ def parse_row(
         got, want = values["__width__"]
         return None, [RowError(row, "*", f"has {got} fields; the header has {want}")]
     errors: list[RowError] = []
-    parsed: dict[str, Any] = {}
-
-    def check(column: str, convert: Callable[[Any], Any], required: bool = False) -> None:
-        try:
-            value = convert(values.get(column))
-        except ValueError as error:
-            errors.append(RowError(row, column, str(error)))
-            return
-        if value is None and required:
-            errors.append(RowError(row, column, "is required"))
-        parsed[column] = value
-
-    def text(limit: int) -> Callable[[Any], str | None]:
-        def convert(value: Any) -> str | None:
-            result = _text(value)
-            if result is not None and len(result) > limit:
-                raise ValueError(f"is longer than {limit} characters")
-            return result
-
-        return convert
-
-    def order_date(value: Any) -> date | None:
-        raw = _text(value)
-        if raw is None:
-            return None
-        if not _DATE.fullmatch(raw):
-            raise ValueError(f"must be a date as YYYY-MM-DD, got {raw[:40]!r}")
-        try:
-            day = date.fromisoformat(raw)
-        except ValueError:
-            raise ValueError(f"{raw!r} is not a real date") from None
-        if day > today:
-            raise ValueError(f"{raw} is in the future")
-        if day < EARLIEST_ORDER_DATE:
-            raise ValueError(f"{raw} is before {EARLIEST_ORDER_DATE.isoformat()}")
-        return day
-
-    def gtin(value: Any) -> str | None:
-        raw = _text(value)
-        if raw is None:
-            return None
-        problem = gtin_problem(raw)
-        if problem:
-            raise ValueError(f"{raw[:20]!r} is not a valid GTIN: {problem}")
-        return normalise_gtin(raw)
-
-    check("po_number", text(64), required=True)
-    check("line", lambda v: _whole(v, minimum=1, maximum=MAX_LINE, what="lines"), required=True)
-    check("order_date", order_date, required=True)
-    check("supplier_name", text(200))
-    check("supplier_sku", text(100))
-    check("gtin", gtin)
-    check("description", text(500))
-    check("quantity", lambda v: _whole(v, minimum=1, maximum=10**9, what="packs"), required=True)
-    check("units_per_pack", lambda v: _whole(v, minimum=1, maximum=10**6, what="units"))
-    check(
+    get = values.get
+    po_number = _text(get("po_number"), "po_number", 64, row, errors, required=True)
+    line = _whole(get("line"), "line", 1, MAX_LINE, "lines", row, errors, required=True)
+    order_date = _order_date(get("order_date"), row, errors, today)
+    supplier_name = _text(get("supplier_name"), "supplier_name", 200, row, errors)
+    supplier_sku = _text(get("supplier_sku"), "supplier_sku", 100, row, errors)
+    gtin = _gtin(get("gtin"), row, errors)
+    description = _text(get("description"), "description", 500, row, errors)
+    quantity = _whole(get("quantity"), "quantity", 1, 10**9, "packs", row, errors, required=True)
+    units_per_pack = _whole(get("units_per_pack"), "units_per_pack", 1, 10**6, "units", row, errors)
+    total = _whole(
+        get("total_price_pence"),
         "total_price_pence",
-        lambda v: _whole(v, minimum=1, maximum=10**12, what="pence"),
+        1,
+        10**12,
+        "pence",
+        row,
+        errors,
         required=True,
     )
-    if not errors and not (parsed["gtin"] or parsed["supplier_sku"] or parsed["description"]):
-        errors.append(
+    if errors:
+        return None, errors
+    if not (gtin or supplier_sku or description):
+        return None, [
             RowError(
                 row,
                 "description",
                 "nothing identifies the item: give a gtin, a supplier_sku or a description",
             )
-        )
-    if errors:
-        return None, errors
-    return ParsedLine(row=row, **parsed), []
+        ]
+    return (
+        ParsedLine(
+            row=row,
+            po_number=po_number,  # type: ignore[arg-type]
+            line=line,  # type: ignore[arg-type]
+            order_date=order_date,  # type: ignore[arg-type]
+            supplier_name=supplier_name,
+            supplier_sku=supplier_sku,
+            gtin=gtin,
+            description=description,
+            quantity=quantity,  # type: ignore[arg-type]
+            units_per_pack=units_per_pack,
+            total_price_pence=total,  # type: ignore[arg-type]
+        ),
+        [],
+    )

@@ -250,3 +250,42 @@ def verdict(unit_price: Decimal, dist: Distribution, method: Method = DEFAULT_ME
     if unit_price <= dist.centile(method.benchmark):
         return "below_benchmark"
     return "typical"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the cache keeps per product: the distribution, totals, the outlier count and the
+    counted savings for each benchmark centile, all under the default method."""
+
+    distribution: Distribution
+    units: int
+    spend_pence: int
+    outliers: int
+    savings_pence: dict[str, int]
+
+
+def summarise(totals: Sequence[TrustTotal], method: Method = DEFAULT_METHOD) -> Summary:
+    """``analyse`` for every benchmark centile at once, without per-trust objects (the full
+    refresh calls this for every product)."""
+    rows = [(t.unit_price, t.units, t.spend_pence) for t in totals if t.units > 0]
+    if not rows:
+        raise ValueError("no purchases")
+    dist = distribution(price for price, _, _ in rows)
+    outlier_above = dist.median * (1 + method.outlier_threshold)
+    minimum = method.min_savings_pence
+    savings = {}
+    for name in BENCHMARKS:
+        benchmark = dist.centile(name)
+        exact = Decimal(0)
+        for _, units, spend in rows:
+            saving = spend - units * benchmark
+            if saving > 0 and saving >= minimum:
+                exact += saving
+        savings[name] = round_pence(exact)
+    return Summary(
+        distribution=dist,
+        units=sum(units for _, units, _ in rows),
+        spend_pence=sum(spend for _, _, spend in rows),
+        outliers=sum(1 for price, _, _ in rows if price > outlier_above),
+        savings_pence=savings,
+    )

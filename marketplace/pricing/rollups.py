@@ -18,17 +18,14 @@ import calendar
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Date, Select, cast, delete, func, insert, or_, select, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ..catalog import service as catalog
 from ..db import utcnow
-from ..money import round_pence
+from . import bulk
 from . import method as m
 from .models import (
     DailyTotal,
@@ -161,20 +158,6 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def _upsert(session: Session, model: type) -> Any:
-    table = model.__table__
-    stmt = (pg_insert if _dialect(session) == "postgresql" else sqlite_insert)(table)
-    keys = [c.name for c in table.primary_key.columns]
-    return stmt.on_conflict_do_update(
-        index_elements=keys,
-        set_={
-            "units": table.c.units + stmt.excluded.units,
-            "spend_pence": table.c.spend_pence + stmt.excluded.spend_pence,
-            "lines": table.c.lines + stmt.excluded.lines,
-        },
-    )
-
-
 def _month_of(session: Session, column: Any) -> Any:
     if _dialect(session) == "postgresql":
         return cast(func.date_trunc("month", column), Date)
@@ -263,32 +246,16 @@ class Changes:
             (DailyTotal, "day", daily),
             (MonthlyTotal, "month", sorted(monthly.items())),
         ):
-            values = [
-                {
-                    "product_id": p,
-                    "trust_id": t,
-                    key_name: k,
-                    "units": u,
-                    "spend_pence": s,
-                    "lines": n,
-                }
-                for (p, t, k), (u, s, n) in rows
-                if (u, s, n) != (0, 0, 0)
-            ]
-            if values:
-                session.execute(_upsert(session, model), values)
-            emptied = [v for v in values if v["lines"] < 0]
-            if emptied:
-                key = getattr(model, key_name)
-                for chunk in _chunks(emptied):
-                    session.execute(
-                        delete(model).where(
-                            tuple_(model.product_id, model.trust_id, key).in_(
-                                [(v["product_id"], v["trust_id"], v[key_name]) for v in chunk]
-                            ),
-                            model.lines <= 0,
-                        )
+            values = [(p, t, k, u, s, n) for (p, t, k), (u, s, n) in rows if (u, s, n) != (0, 0, 0)]
+            bulk.add_totals(session, model.__tablename__, key_name, values)
+            emptied = [v[:3] for v in values if v[5] < 0]
+            key = getattr(model, key_name)
+            for chunk in _chunks(emptied):
+                session.execute(
+                    delete(model).where(
+                        tuple_(model.product_id, model.trust_id, key).in_(chunk), model.lines <= 0
                     )
+                )
         self._deltas.clear()
 
 
@@ -348,21 +315,29 @@ def ensure_current(session: Session, today: date | None = None) -> tuple[Pricing
 
 
 def recompute_pairs(session: Session, window: Window, pairs: Sequence[tuple[str, str]]) -> None:
-    """Recompute the default-window totals of these (product, trust) pairs from the rollups."""
-    for chunk in _chunks(list(pairs)):
-        sums = session.execute(window_totals(window, pairs=chunk)).all()
-        session.execute(
-            delete(TrustWindowTotal).where(
-                tuple_(TrustWindowTotal.product_id, TrustWindowTotal.trust_id).in_(chunk)
+    """Recompute the default-window totals of these (product, trust) pairs from the rollups.
+    Pairs are taken a trust at a time so that each query is an index range on the primary key
+    (product, trust, day) rather than a scan for row values."""
+    by_trust: dict[str, list[str]] = {}
+    for product_id, trust_id in pairs:
+        by_trust.setdefault(trust_id, []).append(product_id)
+    for trust_id, product_ids in sorted(by_trust.items()):
+        for chunk in _chunks(sorted(product_ids)):
+            sums = session.execute(
+                window_totals(window, product_ids=chunk, trust_id=trust_id)
+            ).all()
+            session.execute(
+                delete(TrustWindowTotal).where(
+                    TrustWindowTotal.trust_id == trust_id, TrustWindowTotal.product_id.in_(chunk)
+                )
             )
-        )
-        values = [
-            {"product_id": p, "trust_id": t, "units": int(u), "spend_pence": int(s)}
-            for p, t, u, s in sums
-            if u and u > 0
-        ]
-        if values:
-            session.execute(insert(TrustWindowTotal), values)
+            values = [
+                {"product_id": p, "trust_id": t, "units": int(u), "spend_pence": int(s)}
+                for p, t, u, s in sums
+                if u and u > 0
+            ]
+            if values:
+                session.execute(insert(TrustWindowTotal), values)
 
 
 def recompute_products(session: Session, product_ids: Sequence[str]) -> None:
@@ -411,8 +386,7 @@ def _write_stats(
             for product_id, totals in batch
             if product_id in summaries
         ]
-        if values:
-            session.execute(insert(ProductStats), values)
+        bulk.insert_stats(session, values)
         if progress:
             progress(len(batch))
         return len(values)
@@ -432,21 +406,8 @@ def stats_values(
 ) -> dict[str, Any]:
     """One ``pricing_product_stats`` row: the distribution under the default method, and the
     counted savings for each benchmark centile (0 for an excluded product)."""
-    variance = m.analyse(totals, m.DEFAULT_METHOD)
-    assert variance is not None
-    dist = variance.distribution
-    savings: dict[str, int] = {}
-    for name in m.BENCHMARKS:
-        if product.benchmark_excluded:
-            savings[name] = 0
-            continue
-        benchmark = dist.centile(name)
-        exact = Decimal(0)
-        for t in variance.trusts:
-            saving = m.possible_savings(t.spend_pence, t.units, benchmark)
-            if saving > 0 and saving >= m.DEFAULT_MIN_SAVINGS_PENCE:
-                exact += saving
-        savings[name] = round_pence(exact)
+    summary = m.summarise(totals)
+    dist = summary.distribution
     return {
         "product_id": product_id,
         "product_name": product.name,
@@ -454,8 +415,8 @@ def stats_values(
         "benchmark_excluded": product.benchmark_excluded,
         "benchmark_excluded_reason": product.benchmark_excluded_reason,
         "n_trusts": dist.n_trusts,
-        "units": variance.units,
-        "spend_pence": variance.spend_pence,
+        "units": summary.units,
+        "spend_pence": summary.spend_pence,
         "min_price": dist.min,
         "p10_price": dist.p10,
         "p25_price": dist.p25,
@@ -465,10 +426,11 @@ def stats_values(
         "mean_price": dist.mean,
         "spread": dist.spread,
         "spread_sort": float(dist.spread),
-        "outliers": variance.outliers,
-        "savings_p10_pence": savings["p10"],
-        "savings_p25_pence": savings["p25"],
-        "savings_median_pence": savings["median"],
+        "outliers": summary.outliers,
+        **{
+            f"savings_{name}_pence": 0 if product.benchmark_excluded else pence
+            for name, pence in summary.savings_pence.items()
+        },
         "updated_at": utcnow(),
     }
 
@@ -484,9 +446,12 @@ def rebuild_caches(session: Session, window: Window, progress: Progress = _no_pr
     session.execute(
         insert(TrustWindowTotal).from_select(
             ["product_id", "trust_id", "units", "spend_pence"],
-            select(totals).where(totals.c.units > 0),
+            select(totals)
+            .where(totals.c.units > 0)
+            .order_by(totals.c.product_id, totals.c.trust_id),
         )
     )
+    progress("window", 1, 1)
     n_products = session.scalar(select(func.count(func.distinct(TrustWindowTotal.product_id))))
     done = 0
 
@@ -526,7 +491,8 @@ def rebuild_rollups(session: Session) -> None:
                 func.count(),
             )
             .where(r.status == PurchaseStatus.MATCHED, r.benchmark_excluded.is_(False))
-            .group_by(r.product_id, r.trust_id, r.order_date),
+            .group_by(r.product_id, r.trust_id, r.order_date)
+            .order_by(r.product_id, r.trust_id, r.order_date),  # append to the key in order
         )
     )
     month = _month_of(session, DailyTotal.day)
@@ -540,7 +506,9 @@ def rebuild_rollups(session: Session) -> None:
                 func.sum(DailyTotal.units),
                 func.sum(DailyTotal.spend_pence),
                 func.sum(DailyTotal.lines),
-            ).group_by(DailyTotal.product_id, DailyTotal.trust_id, month),
+            )
+            .group_by(DailyTotal.product_id, DailyTotal.trust_id, month)
+            .order_by(DailyTotal.product_id, DailyTotal.trust_id, month),
         )
     )
 

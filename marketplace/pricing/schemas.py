@@ -4,12 +4,17 @@ pence."""
 
 from __future__ import annotations
 
+from datetime import date
+
 import marshmallow as ma
 from marshmallow import fields, validate
 
 from ..schemas import PageArgs, Pence, QueryInteger, UnitPrice
 from . import method as m
 from .models import PurchaseSource, PurchaseStatus
+
+EARLIEST = date(2000, 1, 1)
+LATEST = date(2999, 12, 31)
 
 
 class Ratio(UnitPrice):
@@ -27,11 +32,13 @@ class MethodArgs(ma.Schema):
     date_from = fields.Date(
         data_key="from",
         load_default=None,
+        validate=validate.Range(min=EARLIEST, max=LATEST),
         metadata={"description": "First order date of the window (default: 364 days before `to`)."},
     )
     date_to = fields.Date(
         data_key="to",
         load_default=None,
+        validate=validate.Range(min=EARLIEST, max=LATEST),
         metadata={"description": "Last order date of the window (default: today, UTC)."},
     )
     benchmark = fields.String(

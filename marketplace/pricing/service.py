@@ -18,8 +18,6 @@ from decimal import Decimal
 from typing import IO, Any
 
 from sqlalchemy import Select, desc, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from .. import audit
@@ -31,6 +29,7 @@ from ..catalog.models import Offer
 from ..db import new_id, utcnow
 from ..errors import Forbidden, NotFound, Problem, ValidationFailed
 from ..pagination import decode_cursor, encode_cursor
+from . import bulk
 from . import method as m
 from .importer import (
     CountingReader,
@@ -176,6 +175,15 @@ class Matcher:
         found = org.id if org is not None and org.type == OrgType.SUPPLIER else None
         return self._suppliers.put(name, found)
 
+    def prefetch(self, lines: Iterable[ParsedLine]) -> None:
+        """Look up a batch's new GTINs in one query."""
+        wanted = {line.gtin for line in lines if line.gtin and line.gtin not in self._gtins}
+        if wanted:
+            found = catalog.products_by_gtin(self.session, wanted)
+            for gtin in wanted:
+                product = found.get(gtin)
+                self._gtins.put(gtin, (product.id, product.units_per_pack) if product else None)
+
     def _by_gtin(self, gtin: str) -> tuple[str, int] | None:
         if gtin in self._gtins:
             return self._gtins[gtin]
@@ -238,11 +246,6 @@ def find_import(session: Session, trust_id: str, idempotency_key: str) -> Purcha
             PurchaseImport.idempotency_key == idempotency_key,
         )
     )
-
-
-def _insert(session: Session, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
 
 
 def import_purchases(
@@ -331,50 +334,48 @@ def _write_lines(
     changes: Changes,
     result: ImportResult,
 ) -> None:
-    now = utcnow()
+    to_db = bulk.db_value(session)
+    now = to_db(utcnow())
+    source, matched_status, unmatched_status = (
+        to_db(v) for v in (PurchaseSource.IMPORT, PurchaseStatus.MATCHED, PurchaseStatus.UNMATCHED)
+    )
+    days: dict[date, Any] = {}
+    matcher.prefetch(lines)
     rows = []
     for line in lines:
         match = matcher.match(line)
         units_per_pack = line.units_per_pack or match.units_per_pack
         matched = match.product_id is not None and units_per_pack is not None
+        day = days.get(line.order_date)
+        if day is None:
+            day = days[line.order_date] = to_db(line.order_date)
+        # in bulk.PURCHASE_COLUMNS order, converted for the driver
         rows.append(
-            {
-                "id": new_id(PurchaseRecord.id_prefix),
-                "trust_id": trust_id,
-                "order_date": line.order_date,
-                "product_id": match.product_id if matched else None,
-                "supplier_id": match.supplier_id,
-                "supplier_name": line.supplier_name,
-                "supplier_sku": line.supplier_sku,
-                "gtin": line.gtin,
-                "description": line.description,
-                "quantity": line.quantity,
-                "units_per_pack": units_per_pack,
-                "total_price_pence": line.total_price_pence,
-                "source": PurchaseSource.IMPORT,
-                "po_number": line.po_number,
-                "line": line.line,
-                "status": PurchaseStatus.MATCHED if matched else PurchaseStatus.UNMATCHED,
-                "benchmark_excluded": False,
-                "benchmark_excluded_reason": None,
-                "import_id": import_id,
-                "created_at": now,
-                "updated_at": now,
-            }
+            (
+                new_id(PurchaseRecord.id_prefix),
+                trust_id,
+                day,
+                match.product_id if matched else None,
+                match.supplier_id,
+                line.supplier_name,
+                line.supplier_sku,
+                line.gtin,
+                line.description,
+                line.quantity,
+                units_per_pack,
+                line.total_price_pence,
+                source,
+                line.po_number,
+                line.line,
+                matched_status if matched else unmatched_status,
+                False,
+                None,
+                import_id,
+                now,
+                now,
+            )
         )
-    table = PurchaseRecord.__table__
-    stmt = (
-        _insert(session, table)
-        .on_conflict_do_nothing(index_elements=["trust_id", "po_number", "line"])
-        .returning(
-            table.c.product_id,
-            table.c.order_date,
-            table.c.quantity,
-            table.c.units_per_pack,
-            table.c.total_price_pence,
-        )
-    )
-    inserted = session.execute(stmt, rows).all()
+    inserted = bulk.insert_purchases(session, rows, converted=True)
     result.imported += len(inserted)
     result.already_imported += len(rows) - len(inserted)
     for product_id, order_date, quantity, units_per_pack, total in inserted:
@@ -573,19 +574,6 @@ def _totals(
     return grouped
 
 
-class _Trusts:
-    """Trust names and ODS codes by id, looked up once per request."""
-
-    def __init__(self, session: Session):
-        self.session = session
-        self._cache: dict[str, Organisation] = {}
-
-    def __getitem__(self, trust_id: str) -> Organisation:
-        if trust_id not in self._cache:
-            self._cache[trust_id] = accounts.get_organisation(self.session, trust_id)
-        return self._cache[trust_id]
-
-
 @dataclass
 class ProductVarianceView:
     product: catalog.ProductSummary
@@ -628,7 +616,7 @@ def product_variance(
     reason = _not_reported_reason(product, n_trusts, method)
     rows = []
     if variance is not None and reason is None:
-        trusts = _Trusts(session)
+        trusts = accounts.organisations_by_id(session, [t.trust_id for t in variance.trusts])
         for t in variance.trusts:
             org = trusts[t.trust_id]
             rows.append(
@@ -692,6 +680,21 @@ _SAVINGS_COLUMN = {
     "p25": ProductStats.savings_p25_pence,
     "median": ProductStats.savings_median_pence,
 }
+
+
+def _rank_cursor(cursor: str) -> tuple[int | float, str]:
+    """A ranking cursor: (sort value, product id)."""
+    value, last_id = decode_cursor(cursor, 2)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not isinstance(last_id, str)
+    ):
+        raise ValidationFailed(
+            "The cursor is not valid; start again without one.",
+            errors={"cursor": ["Not a cursor this list issued."]},
+        )
+    return value, last_id
 
 
 def _stats_distribution(row: ProductStats) -> m.Distribution:
@@ -763,7 +766,7 @@ def _ranking_from_cache(
     ).one()
     stmt = select(ProductStats).where(*filters)
     if cursor:
-        value, last_id = decode_cursor(cursor, 2)
+        value, last_id = _rank_cursor(cursor)
         stmt = stmt.where((key < value) | ((key == value) & (ProductStats.product_id < last_id)))
     rows = session.scalars(
         stmt.order_by(desc(key), desc(ProductStats.product_id)).limit(limit + 1)
@@ -834,7 +837,7 @@ def _ranking_computed(
     total = sum(item["possible_savings_pence"] for _, _, item in ranked)
     start = 0
     if cursor:
-        value, last_id = decode_cursor(cursor, 2)
+        value, last_id = _rank_cursor(cursor)
         start = next(
             (i for i, (v, p, _) in enumerate(ranked) if (v, p) < (value, last_id)), len(ranked)
         )
@@ -877,8 +880,7 @@ class TrustSavingsPage:
     total_possible_savings_pence: int
 
 
-def _offer_fields(session: Session, product_id: str, units_per_pack: int) -> dict[str, Any] | None:
-    offer: Offer | None = catalog.cheapest_active_offer(session, product_id)
+def _offer_fields(offer: Offer | None, units_per_pack: int) -> dict[str, Any] | None:
     if offer is None:
         return None
     return {
@@ -907,8 +909,21 @@ def trust_savings(
     opportunities: list[tuple[int, str, dict[str, Any]]] = []
     exact_total = Decimal(0)
     if cached_window(session) == window and method.caches_cover:
+        centile = {
+            "p10": ProductStats.p10_price,
+            "p25": ProductStats.p25_price,
+            "median": ProductStats.median_price,
+        }[method.benchmark]
         rows = session.execute(
-            select(TrustWindowTotal.units, TrustWindowTotal.spend_pence, ProductStats)
+            select(
+                TrustWindowTotal.units,
+                TrustWindowTotal.spend_pence,
+                ProductStats.product_id,
+                ProductStats.product_name,
+                ProductStats.n_trusts,
+                centile,
+                ProductStats.median_price,
+            )
             .join(ProductStats, ProductStats.product_id == TrustWindowTotal.product_id)
             .where(
                 TrustWindowTotal.trust_id == trust.id,
@@ -916,29 +931,24 @@ def trust_savings(
                 ProductStats.benchmark_excluded.is_(False),
             )
         )
-        for units, spend, stats in rows:
-            dist = _stats_distribution(stats)
-            benchmark = dist.centile(method.benchmark)
-            saving = m.possible_savings(int(spend), int(units), benchmark)
-            if saving <= 0 or saving < method.min_savings_pence:
+        minimum = method.min_savings_pence
+        for units, spend, product_id, name, n_trusts, benchmark, median in rows:
+            saving = spend - units * benchmark
+            if saving <= 0 or saving < minimum:
                 continue
             exact_total += saving
-            opportunities.append(
-                (
-                    m.round_pence(saving),
-                    stats.product_id,
-                    _trust_item(
-                        stats.product_id,
-                        stats.product_name,
-                        int(units),
-                        int(spend),
-                        dist,
-                        benchmark,
-                        saving,
-                        method,
-                    ),
-                )
+            item = _trust_item(
+                product_id,
+                name,
+                int(units),
+                int(spend),
+                n_trusts,
+                median,
+                benchmark,
+                saving,
+                method,
             )
+            opportunities.append((item["possible_savings_pence"], product_id, item))
     else:
         mine = {
             row.product_id
@@ -973,7 +983,8 @@ def trust_savings(
                             summary.name,
                             row.units,
                             row.spend_pence,
-                            variance.distribution,
+                            variance.distribution.n_trusts,
+                            variance.distribution.median,
                             variance.benchmark,
                             row.savings,
                             method,
@@ -983,18 +994,20 @@ def trust_savings(
     opportunities.sort(key=lambda o: (o[0], o[1]), reverse=True)
     start = 0
     if cursor:
-        value, last_id = decode_cursor(cursor, 2)
+        value, last_id = _rank_cursor(cursor)
         start = next(
             (i for i, (v, p, _) in enumerate(opportunities) if (v, p) < (value, last_id)),
             len(opportunities),
         )
     page = opportunities[start : start + limit]
-    summaries = catalog.product_summaries(session, [p for _, p, _ in page])
+    page_ids = [p for _, p, _ in page]
+    summaries = catalog.product_summaries(session, page_ids)
+    offers = catalog.cheapest_active_offers(session, page_ids)
     items = []
     for _, product_id, item in page:
         summary = summaries.get(product_id)
         item["cheapest_offer"] = (
-            _offer_fields(session, product_id, summary.units_per_pack) if summary else None
+            _offer_fields(offers.get(product_id), summary.units_per_pack) if summary else None
         )
         items.append(item)
     next_cursor = None
@@ -1016,7 +1029,8 @@ def _trust_item(
     name: str,
     units: int,
     spend: int,
-    dist: m.Distribution,
+    n_trusts: int,
+    median: Decimal,
     benchmark: Decimal,
     saving: Decimal,
     method: m.Method,
@@ -1028,11 +1042,11 @@ def _trust_item(
         "unit_price_pence": unit_price,
         "units": units,
         "spend_pence": spend,
-        "n_trusts": dist.n_trusts,
+        "n_trusts": n_trusts,
         "benchmark_pence": benchmark,
-        "median_pence": dist.median,
+        "median_pence": median,
         "possible_savings_pence": m.round_pence(saving),
-        "outlier": unit_price > dist.median * (1 + method.outlier_threshold),
+        "outlier": unit_price > median * (1 + method.outlier_threshold),
     }
 
 
@@ -1075,7 +1089,9 @@ def price_verdict(
     variance = m.analyse(totals, method)
     n_trusts = variance.distribution.n_trusts if variance else 0
     reason = _not_reported_reason(product, n_trusts, method)
-    offer = _offer_fields(session, product_id, product.units_per_pack)
+    offer = _offer_fields(
+        catalog.cheapest_active_offer(session, product_id), product.units_per_pack
+    )
     cheaper = offer if offer is not None and offer["unit_price_pence"] < price else None
     if variance is None or reason is not None:
         return PriceVerdict(

@@ -174,3 +174,57 @@ def test_window_split_into_months_and_edge_days():
         (date(2026, 2, 1), date(2026, 2, 1)),
         [(date(2026, 1, 31), date(2026, 1, 31)), (date(2026, 3, 1), date(2026, 3, 1))],
     )
+
+
+def test_concurrent_imports_lose_no_update(world, session_factory):
+    """Two trusts import lines for the same products at the same time; the statistics end up
+    exactly as a full refresh computes them (PostgreSQL: the writers' advisory lock; SQLite:
+    BEGIN IMMEDIATE)."""
+    import io
+    import threading
+
+    from marketplace.db import unit_of_work
+    from marketplace.pricing.importer import COLUMNS
+
+    from .conftest import csv_bytes
+
+    def rows(t: int):
+        return [
+            line(
+                f"PO-C{t}",
+                n,
+                gtin=make_gtin(1 + n % 2),
+                quantity=1 + n % 5,
+                total_price_pence=100 + 37 * n + t,
+                when=days_ago(n % 50),
+            )
+            for n in range(1, 120)
+        ]
+
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(3)
+
+    def run(t: int) -> None:
+        try:
+            barrier.wait()
+            with unit_of_work(session_factory) as session:
+                trust = service.find_trust(session, world.trust(t).ods_code)
+                service.import_purchases(
+                    session, SYSTEM, trust, io.BytesIO(csv_bytes(rows(t), COLUMNS)), "csv"
+                )
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with session_factory() as session:
+        incremental = snapshot(session)
+    assert len(incremental["window"]) == 6
+    with session_factory.begin() as session:
+        rollups.refresh_all(session)
+    with session_factory() as session:
+        assert snapshot(session) == incremental

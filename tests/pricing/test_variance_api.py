@@ -360,3 +360,28 @@ def test_marketplace_purchase_is_recorded_and_counted(client, db, session_factor
     assert {"RT5": 2.6}.items() <= {
         r["ods_code"]: r["unit_price_pence"] for r in body["trusts"]
     }.items()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "cursor=WyJhYmMiLDVd",  # ["abc", 5]
+        "from=0001-01-01",
+        "to=9999-12-31",
+        "from=2020-01-01&to=2030-12-31",
+        "benchmark=p99",
+        "min_savings_pence=1.5",
+        "sort=price",
+    ],
+)
+def test_bad_query_parameters_are_422(client, market, query):
+    assert_problem(client.get(f"/api/v1/price-variance?{query}"), 422)
+
+
+def test_openapi_document_is_valid(client):
+    from openapi_spec_validator import validate
+
+    spec = client.get("/api/v1/openapi.json").get_json()
+    validate(spec)
+    responses = spec["paths"]["/api/v1/price-variance"]["get"]["responses"]["200"]["content"]
+    assert {"application/json", "text/csv"} <= set(responses)

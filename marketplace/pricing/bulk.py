@@ -1,0 +1,206 @@
+# ruff: noqa: S608 -- table and column names here are constants of this module, never input
+"""Fast bulk writes on both databases, below the ORM: a long import must not spend its time
+building SQL. PostgreSQL: ``COPY`` into a transaction-scoped temporary table, then one
+``INSERT ... SELECT ... ON CONFLICT``. SQLite: the driver's ``executemany`` into the same kind of
+staging table. Values go in as plain Python values converted here (dates, UTC datetimes,
+enum values), so no per-value type processing is needed."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Date, Integer, String, text
+from sqlalchemy.orm import Session
+
+# name -> column definition in the staging table (types valid on both databases)
+PURCHASE_COLUMNS: dict[str, str] = {
+    "id": "VARCHAR(40)",
+    "trust_id": "VARCHAR(40)",
+    "order_date": "DATE",
+    "product_id": "VARCHAR(40)",
+    "supplier_id": "VARCHAR(40)",
+    "supplier_name": "VARCHAR(200)",
+    "supplier_sku": "VARCHAR(100)",
+    "gtin": "VARCHAR(14)",
+    "description": "VARCHAR(500)",
+    "quantity": "INTEGER",
+    "units_per_pack": "INTEGER",
+    "total_price_pence": "BIGINT",
+    "source": "VARCHAR(32)",
+    "po_number": "VARCHAR(64)",
+    "line": "INTEGER",
+    "status": "VARCHAR(32)",
+    "benchmark_excluded": "BOOLEAN",
+    "benchmark_excluded_reason": "VARCHAR(500)",
+    "import_id": "VARCHAR(40)",
+    "created_at": "TIMESTAMP WITH TIME ZONE",
+    "updated_at": "TIMESTAMP WITH TIME ZONE",
+}
+STATS_COLUMNS: dict[str, str] = {
+    "product_id": "VARCHAR(40)",
+    "product_name": "VARCHAR(300)",
+    "category_id": "VARCHAR(40)",
+    "benchmark_excluded": "BOOLEAN",
+    "benchmark_excluded_reason": "VARCHAR(500)",
+    "n_trusts": "INTEGER",
+    "units": "BIGINT",
+    "spend_pence": "BIGINT",
+    "min_price": "VARCHAR(64)",
+    "p10_price": "VARCHAR(64)",
+    "p25_price": "VARCHAR(64)",
+    "median_price": "VARCHAR(64)",
+    "p75_price": "VARCHAR(64)",
+    "max_price": "VARCHAR(64)",
+    "mean_price": "VARCHAR(64)",
+    "spread": "VARCHAR(64)",
+    "spread_sort": "DOUBLE PRECISION",
+    "outliers": "INTEGER",
+    "savings_p10_pence": "BIGINT",
+    "savings_p25_pence": "BIGINT",
+    "savings_median_pence": "BIGINT",
+    "updated_at": "TIMESTAMP WITH TIME ZONE",
+}
+TOTAL_COLUMNS = {
+    "product_id": "VARCHAR(40)",
+    "trust_id": "VARCHAR(40)",
+    "period": "DATE",
+    "units": "BIGINT",
+    "spend_pence": "BIGINT",
+    "lines": "INTEGER",
+}
+
+
+def dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _sqlite_value(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return (
+            value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        )
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _pg_value(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def db_value(session: Session) -> Callable[[Any], Any]:
+    """The converter ``stage`` applies to each value, for callers that convert up front."""
+    return _pg_value if dialect(session) == "postgresql" else _sqlite_value
+
+
+def stage(
+    session: Session,
+    name: str,
+    columns: dict[str, str],
+    rows: Iterable[Sequence[Any]],
+    converted: bool = False,
+) -> None:
+    """Load ``rows`` (tuples in ``columns`` order) into the temporary table ``name``, emptied
+    first. The table lives as long as the transaction (PostgreSQL) or connection (SQLite).
+    ``converted``: the values are already what the driver takes (see ``db_value``)."""
+    raw = session.connection().connection.driver_connection
+    names = ", ".join(columns)
+    definition = ", ".join(f"{c} {t}" for c, t in columns.items())
+    if dialect(session) == "postgresql":
+        with raw.cursor() as cursor:
+            cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({definition}) ON COMMIT DROP")
+            cursor.execute(f"TRUNCATE {name}")
+            with cursor.copy(f"COPY {name} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row if converted else [_pg_value(v) for v in row])
+        return
+    definition = definition.replace("TIMESTAMP WITH TIME ZONE", "DATETIME")
+    cursor = raw.cursor()
+    try:
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({definition})")
+        cursor.execute(f"DELETE FROM {name}")
+        marks = ", ".join("?" for _ in columns)
+        cursor.executemany(
+            f"INSERT INTO {name} ({names}) VALUES ({marks})",
+            rows if converted else ([_sqlite_value(v) for v in row] for row in rows),
+        )
+    finally:
+        cursor.close()
+
+
+def insert_purchases(
+    session: Session, rows: Sequence[Sequence[Any]], converted: bool = False
+) -> list[Any]:
+    """Insert purchase records (tuples in ``PURCHASE_COLUMNS`` order), skipping lines already
+    there (same trust, PO number and line). Returns ``(product_id, order_date, quantity,
+    units_per_pack, total_price_pence)`` for each line inserted."""
+    if not rows:
+        return []
+    stage(session, "pricing_staging_purchases", PURCHASE_COLUMNS, rows, converted)
+    names = ", ".join(PURCHASE_COLUMNS)
+    where = "" if dialect(session) == "postgresql" else " WHERE true"
+    statement = text(
+        f"INSERT INTO purchase_records ({names}) SELECT {names} FROM pricing_staging_purchases"
+        f"{where} ON CONFLICT (trust_id, po_number, line) DO NOTHING "
+        "RETURNING product_id, order_date, quantity, units_per_pack, total_price_pence"
+    ).columns(
+        product_id=String,
+        order_date=Date,
+        quantity=Integer,
+        units_per_pack=Integer,
+        total_price_pence=Integer,
+    )
+    return session.execute(statement).all()
+
+
+def add_totals(session: Session, table: str, key: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Add ``(product_id, trust_id, period, units, spend_pence, lines)`` deltas to a rollup
+    table whose period column is ``key`` (an upsert that sums)."""
+    if not rows:
+        return
+    stage(session, "pricing_staging_totals", TOTAL_COLUMNS, rows)
+    where = "" if dialect(session) == "postgresql" else " WHERE true"
+    session.execute(
+        text(
+            f"INSERT INTO {table} (product_id, trust_id, {key}, units, spend_pence, lines) "
+            f"SELECT product_id, trust_id, period, units, spend_pence, lines "
+            f"FROM pricing_staging_totals{where} "
+            f"ON CONFLICT (product_id, trust_id, {key}) DO UPDATE SET "
+            f"units = {table}.units + excluded.units, "
+            f"spend_pence = {table}.spend_pence + excluded.spend_pence, "
+            f"lines = {table}.lines + excluded.lines"
+        )
+    )
+
+
+def insert_stats(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``pricing_product_stats`` rows (dicts keyed by ``STATS_COLUMNS``); exact decimals
+    go in as their text."""
+    if not rows:
+        return
+    stage(
+        session,
+        "pricing_staging_stats",
+        STATS_COLUMNS,
+        [[r[c] for c in STATS_COLUMNS] for r in rows],
+    )
+    names = ", ".join(STATS_COLUMNS)
+    session.execute(
+        text(
+            f"INSERT INTO pricing_product_stats ({names}) SELECT {names} FROM pricing_staging_stats"
+        )
+    )
