@@ -34,6 +34,7 @@ from ..catalog import service as catalog
 from ..db import utcnow
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..pricing import service as pricing
+from ..transparency import service as transparency
 from . import quotes
 from .models import (
     CardPayment,
@@ -64,6 +65,8 @@ SUPPLIER_TRANSITIONS: dict[str, tuple[frozenset[S], S]] = {
     "dispatch": (frozenset({S.ACCEPTED}), S.DISPATCHED),
     "deliver": (frozenset({S.DISPATCHED}), S.DELIVERED),
 }
+# Supplier-order moves that the open-data feed publishes (as OCDS releases), by event name.
+PUBLISHED_EVENTS = {"dispatch": "dispatched", "deliver": "delivered", "reject": "rejected"}
 CANCELLABLE = frozenset({S.PENDING_APPROVAL, S.PLACED, S.ACCEPTED})
 CLOSED = frozenset({S.REJECTED, S.CANCELLED})
 
@@ -98,6 +101,7 @@ def place_order(
         _hold_budget(session, actor, quote, order, *budget_check)
     if order.card_pence:
         _authorise_cards(session, order, quote, card_payment_method or "", gateway)
+    transparency.publish_order_placed(session, order)
     audit.record(
         session, actor, "order.place", "order", order.id, after=audit.snapshot(order, ORDER_FIELDS)
     )
@@ -396,6 +400,8 @@ def transition_supplier_order(
     supplier_order.status = target
     supplier_order.status_reason = reason
     _refresh_order_status(supplier_order.order)
+    if action in PUBLISHED_EVENTS:
+        transparency.publish_supplier_order_event(session, supplier_order, PUBLISHED_EVENTS[action])
     audit.record(
         session,
         actor,
@@ -543,6 +549,7 @@ def refund_supplier_order(
     if supplier_order.refunded_pence >= supplier_order.gross_pence:
         supplier_order.status = S.REFUNDED
     _refresh_order_status(supplier_order.order)
+    transparency.publish_supplier_order_event(session, supplier_order, "refunded")
     audit.record(
         session,
         actor,
@@ -602,6 +609,7 @@ def cancel_order(
         _give_back(session, actor, supplier_order, gateway, reason or "Cancelled by the buyer")
         supplier_order.status = S.CANCELLED
         supplier_order.status_reason = reason
+        transparency.publish_supplier_order_event(session, supplier_order, "cancelled")
     _refresh_order_status(order)
     audit.record(
         session,
@@ -640,6 +648,8 @@ def on_approval_decision(session: Session, approval: Any, actor: Principal) -> N
             supplier_order.status = S.REJECTED
             supplier_order.status_reason = getattr(approval, "decision_reason", None)
     _refresh_order_status(order)
+    if approved:
+        transparency.publish_order_placed(session, order)
     audit.record(
         session, actor, "order.approval_decision", "order", order.id, after={"status": order.status}
     )

@@ -351,3 +351,29 @@ def test_concurrent_orders_never_oversell(app, shop, db):
     assert shop.stock("chair") == 0
     assert count(db, Order) == 5
     assert count(db, SupplierOrder) == 5
+
+
+def test_a_trust_order_is_published_as_ocds_releases_through_its_life(client, shop):
+    from tests.transparency.ocds_schema import (
+        assert_valid_record_package,
+        assert_valid_release_package,
+    )
+
+    placed = order(
+        client, shop.buyer, quote(client, shop.buyer, [(shop.offers["chair"], 1)])["id"]
+    ).get_json()
+    so_id = placed["supplier_orders"][0]["id"]
+    for action in ("accept", "dispatch", "deliver"):
+        assert transition(client, shop.other_supplier, so_id, action).status_code == 200
+    package = client.get("/api/v1/ocds/releases").get_json()
+    assert_valid_release_package(package)
+    mine = [r for r in package["releases"] if r["ocid"].endswith(placed["id"])]
+    tags = [tag for release in mine for tag in release["tag"]]
+    assert "award" in tags
+    assert tags.count("implementation") == 2  # dispatch, then delivery
+    record = client.get(f"/api/v1/ocds/records/{mine[0]['ocid']}").get_json()
+    assert_valid_record_package(record)
+    supplier_party = next(
+        p for p in record["records"][0]["compiledRelease"]["parties"] if "supplier" in p["roles"]
+    )
+    assert supplier_party["identifier"]["scheme"] == "GB-COH"
