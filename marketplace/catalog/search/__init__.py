@@ -18,6 +18,8 @@ from flask import Flask
 from .base import SearchBackend, SearchQuery, SearchResult
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from ... import AppState
     from ...config import Settings
 
@@ -47,24 +49,38 @@ def get_backend(app: Flask) -> SearchBackend:
     return app.extensions[EXTENSION]
 
 
+def sqlite_read_engine(settings: Settings) -> Engine | None:
+    """A pooled engine for searching a SQLite file: connections (and their page cache and
+    memory map) live across requests. Searches in temporary b-trees stay in memory."""
+    if ":memory:" in settings.database_url:
+        return None
+    from sqlalchemy import event
+    from sqlalchemy.pool import QueuePool
+
+    from ...db import make_engine
+
+    engine = make_engine(settings, poolclass=QueuePool, pool_size=4, max_overflow=4)
+
+    @event.listens_for(engine, "connect")
+    def _search_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA temp_store=MEMORY")
+        cursor.execute("PRAGMA mmap_size=1073741824")
+        cursor.execute("PRAGMA query_only=1")
+        cursor.close()
+
+    return engine
+
+
 def init_app(app: Flask, state: AppState) -> None:
     """Choose the backend. With Elasticsearch: a readiness probe, and an after-request hook
     that delivers the outbox rows a successful writing request added (nothing is registered for
     the SQL backend, so it costs nothing there)."""
-    backend = make_backend(state.settings)
+    kwargs: dict[str, Any] = {}
+    if state.settings.is_sqlite and state.settings.search_backend == "sql":
+        kwargs["read_engine"] = sqlite_read_engine(state.settings)
+    backend = make_backend(state.settings, **kwargs)
     app.extensions[EXTENSION] = backend
-    if state.settings.is_sqlite:
-        from sqlalchemy import event
-
-        # Searches sort and group in temporary b-trees; keep them in memory. Map the file, so a
-        # new connection (one per request with a file database) reads pages without a syscall.
-        @event.listens_for(state.engine, "connect")
-        def _search_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA temp_store=MEMORY")
-            cursor.execute("PRAGMA mmap_size=1073741824")
-            cursor.close()
-
     if state.settings.search_backend == "elasticsearch":
         from .sync import register_after_request
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     Double,
+    String,
     and_,
     case,
     cast,
@@ -27,9 +28,11 @@ from sqlalchemy import (
     or_,
     select,
     table,
+    type_coerce,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import REGCONFIG, TSQUERY
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -193,8 +196,12 @@ def _ordering(columns: Sequence[Any], descending: Sequence[bool]) -> list[Any]:
 class SqlSearchBackend:
     name = "sql"
 
-    def __init__(self, synonyms: Synonyms | None = None):
+    def __init__(self, synonyms: Synonyms | None = None, read_engine: Engine | None = None):
         self.synonyms = synonyms or load_synonyms()
+        # SQLite: searches read through a small pool of long-lived connections, whose page
+        # cache and memory map stay warm (the application's engine opens a connection per
+        # request, which makes a search re-read every page it touches).
+        self.read_engine = read_engine
 
     # -- building blocks
 
@@ -301,12 +308,20 @@ class SqlSearchBackend:
     # -- the search
 
     def search(self, session: Session, query: SearchQuery) -> SearchResult:
+        if self.read_engine is not None:
+            with Session(self.read_engine) as own:
+                return self._search(own, query)
+        return self._search(session, query)
+
+    def _search(self, session: Session, query: SearchQuery) -> SearchResult:
         category_ids = self._category_ids(session, query.category) if query.category else None
         # No searchable word (only stop words or punctuation): search as if there were no text.
         plan = self._plan(session, query) if query.text else None
         matches = self._matches(session, query, plan) if query.text else None
         items, next_cursor = self._page(session, query, matches, category_ids)
-        unscored = self._matches(session, query, plan, scored=False) if query.text else None
+        unscored = (
+            self._matches(session, query, plan, scored=False) if matches is not None else None
+        )
         total, facets = self._facets(session, query, unscored, category_ids)
         return SearchResult(items=items, facets=facets, total=total, next_cursor=next_cursor)
 
@@ -380,93 +395,13 @@ class SqlSearchBackend:
         matches: Any | None,
         category_ids: list[str] | None,
     ) -> tuple[int, Facets]:
-        """The total and the four facets in one statement. Each facet applies every active
-        filter except its own, as shoppers expect (picking a supplier does not hide the others)."""
+        """The total and the four facets. Each facet applies every active filter except its
+        own, as shoppers expect (picking a supplier does not hide the other suppliers)."""
         if matches is not None:
-            # The text match, computed once: every branch below reads this materialised set.
-            base = (
-                select(D.c.id, D.c.category_id, D.c.kind, D.c.min_unit_price_nanopence)
-                .select_from(D.join(matches, matches.c.id == D.c.id))
-                .where(*self._filters(query, D, category_ids).get("", []))
-                .cte("base")
-                .prefix_with("MATERIALIZED")
-            )
-            suppliers = None  # counted from the supplier rows of the matched documents
-            supplier_filters = self._filters(query, base, category_ids)
+            counts = self._text_facet_counts(session, query, matches, category_ids)
         else:
-            # No text: each branch scans a covering index (documents, or supplier rows).
-            base = D
-            suppliers = S
-            supplier_filters = self._filters(query, S, category_ids)
-        on_base = self._filters(query, base, category_ids)
-
-        def others(excluded: str | None, filters: dict[str, list[Any]] = on_base) -> list[Any]:
-            return [
-                clause
-                for name, clauses in filters.items()
-                if name != excluded and (name != "" or matches is None)
-                for clause in clauses
-            ]
-
-        bucket = case(
-            *[
-                (
-                    and_(
-                        *(
-                            ([base.c.min_unit_price_nanopence >= low] if low is not None else [])
-                            + ([base.c.min_unit_price_nanopence < high] if high is not None else [])
-                        )
-                    ),
-                    literal(key),
-                )
-                for key, low, high in price_bucket_bounds()
-            ]
-        )
-
-        def count() -> Any:
-            return func.count().label("n")
-
-        supplier_key = S.c.supplier_id.concat("")
-
-        branches = [
-            select(literal("total").label("facet"), literal("").label("key"), count())
-            .select_from(base)
-            .where(*others(None)),
-            select(literal("category"), base.c.category_id, count())
-            .select_from(base)
-            .where(*others("category"))
-            .group_by(base.c.category_id),
-            select(literal("kind"), base.c.kind, count())
-            .select_from(base)
-            .where(*others("kind"))
-            .group_by(base.c.kind),
-            select(literal("unit_price"), bucket, count())
-            .select_from(base)
-            .where(*others("unit_price"))
-            .group_by(bucket),
-            (
-                select(literal("supplier"), S.c.supplier_id, count())
-                .where(
-                    S.c.document_id.in_(
-                        select(base.c.id).where(*others("supplier", supplier_filters))
-                    )
-                )
-                .group_by(S.c.supplier_id)
-                if suppliers is None
-                # Grouped by an expression, not the column: otherwise SQLite walks the supplier
-                # index for its order and reads every row, instead of the covering index.
-                else select(literal("supplier"), supplier_key, count())
-                .select_from(suppliers)
-                .where(*others("supplier", supplier_filters))
-                .group_by(supplier_key)
-            ),
-        ]
-        rows = session.execute(union_all(*branches)).all()
-        counts: dict[str, dict[str, int]] = defaultdict(dict)
-        for facet, key, n in rows:
-            counts[facet][str(key.value if hasattr(key, "value") else key)] = n
-        total = counts["total"].get("", 0)
-        return total, Facets(
+            counts = self._browse_facet_counts(session, query, category_ids)
+        return counts["total"].get("", 0), Facets(
             category=_category_facets(session, counts["category"]),
             supplier=supplier_facets(session, counts["supplier"]),
             kind=[
@@ -480,6 +415,115 @@ class SqlSearchBackend:
                 for key, low, high in PRICE_BUCKETS
             ],
         )
+
+    def _text_facet_counts(
+        self,
+        session: Session,
+        query: SearchQuery,
+        matches: Any,
+        category_ids: list[str] | None,
+    ) -> dict[str, dict[str, int]]:
+        """With a text query: fetch the narrow facet columns of every match once (the text
+        match runs once, unranked) and count in Python. Grouping in SQL would sort every
+        (product, supplier) pair of the matches in a temporary b-tree, several times slower."""
+        stmt = (
+            select(
+                D.c.category_id,
+                type_coerce(D.c.kind, String),  # plain strings: no enum per row
+                D.c.min_unit_price_nanopence,
+                D.c.supplier_ids,
+            )
+            .select_from(D.join(matches, matches.c.id == D.c.id))
+            .where(*self._filters(query, D, category_ids).get("", []))
+        )
+        wanted_categories = set(category_ids) if category_ids is not None else None
+        wanted_kind = query.kind
+        low = pence_to_nanopence(query.min_unit_price) if query.min_unit_price is not None else None
+        high = (
+            pence_to_nanopence(query.max_unit_price) if query.max_unit_price is not None else None
+        )
+        bounds = price_bucket_bounds()
+        counts: dict[str, dict[str, int]] = {
+            "total": {"": 0},
+            "category": defaultdict(int),
+            "supplier": defaultdict(int),
+            "kind": defaultdict(int),
+            "unit_price": defaultdict(int),
+        }
+        for category_id, kind, price, supplier_ids in session.execute(stmt).all():
+            suppliers = supplier_ids.split()
+            ok_category = wanted_categories is None or category_id in wanted_categories
+            ok_supplier = query.supplier is None or query.supplier in suppliers
+            ok_kind = wanted_kind is None or kind == wanted_kind
+            ok_price = (low is None or price >= low) and (high is None or price <= high)
+            if ok_supplier and ok_kind and ok_price:
+                counts["category"][category_id] += 1
+                if ok_category:
+                    counts["total"][""] += 1
+            if ok_category and ok_kind and ok_price:
+                for supplier in suppliers:
+                    counts["supplier"][supplier] += 1
+            if ok_category and ok_supplier and ok_price:
+                counts["kind"][kind] += 1
+            if ok_category and ok_supplier and ok_kind:
+                for key, bucket_low, bucket_high in bounds:
+                    if (bucket_low is None or price >= bucket_low) and (
+                        bucket_high is None or price < bucket_high
+                    ):
+                        counts["unit_price"][key] += 1
+                        break
+        return counts
+
+    def _browse_facet_counts(
+        self, session: Session, query: SearchQuery, category_ids: list[str] | None
+    ) -> dict[str, dict[str, int]]:
+        """Without text: one statement whose branches each scan a covering index (of the
+        documents, or of the supplier rows) with every filter but their own."""
+        on_docs = self._filters(query, D, category_ids)
+        on_suppliers = self._filters(query, S, category_ids)
+
+        def others(excluded: str | None, filters: dict[str, list[Any]] = on_docs) -> list[Any]:
+            return [c for name, cs in filters.items() if name != excluded for c in cs]
+
+        price = D.c.min_unit_price_nanopence
+        bucket = case(
+            *[
+                (
+                    and_(
+                        *([price >= low] if low is not None else []),
+                        *([price < high] if high is not None else []),
+                    ),
+                    literal(key),
+                )
+                for key, low, high in price_bucket_bounds()
+            ]
+        )
+
+        def count() -> Any:
+            return func.count().label("n")
+
+        # Grouped by an expression, not the column: otherwise SQLite walks the supplier index
+        # for its order and reads every row, instead of scanning the covering index.
+        supplier_key = S.c.supplier_id.concat("")
+        branches = [
+            select(literal("total").label("facet"), literal("").label("key"), count())
+            .select_from(D)
+            .where(*others(None)),
+            select(literal("category"), D.c.category_id, count())
+            .where(*others("category"))
+            .group_by(D.c.category_id),
+            select(literal("kind"), D.c.kind, count()).where(*others("kind")).group_by(D.c.kind),
+            select(literal("unit_price"), bucket, count())
+            .where(*others("unit_price"))
+            .group_by(bucket),
+            select(literal("supplier"), supplier_key, count())
+            .where(*others("supplier", on_suppliers))
+            .group_by(supplier_key),
+        ]
+        counts: dict[str, dict[str, int]] = defaultdict(dict)
+        for facet, key, n in session.execute(union_all(*branches)):
+            counts[facet][str(getattr(key, "value", key))] = n
+        return counts
 
 
 def _item(row: Any) -> SearchItem:

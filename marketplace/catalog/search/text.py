@@ -14,7 +14,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from ..gtin import is_valid_gtin, normalise_gtin
@@ -132,13 +132,14 @@ class Synonyms:
     rules: tuple[SynonymRule, ...]
     lines: tuple[str, ...]  # the rule lines as written (for Elasticsearch's synonym_graph)
 
-    @property
+    @cached_property
     def vocabulary(self) -> frozenset[str]:
         return frozenset(
             w for rule in self.rules for phrase in rule.sources + rule.targets for w in phrase
         )
 
-    def index(self) -> dict[tuple[str, ...], list[SynonymRule]]:
+    @cached_property
+    def rule_index(self) -> dict[tuple[str, ...], list[SynonymRule]]:
         """Rules by the light-stemmed words of each source phrase."""
         found: dict[tuple[str, ...], list[SynonymRule]] = {}
         for rule in self.rules:
@@ -241,7 +242,7 @@ def build_plan(q: str, synonyms: Synonyms, corrector: Corrector = no_corrections
     corrections = corrector(typo_candidates(query, synonyms)) if corrector else {}
     forms = [[w, *corrections.get(w, [])] for w in query]
     keys = [{light_stem(f) for f in word_forms} for word_forms in forms]
-    rules = synonyms.index()
+    rules = synonyms.rule_index
     longest = max((len(k) for k in rules), default=0)
 
     def word_node(i: int) -> Node:
