@@ -76,6 +76,14 @@ class ProblemSchema(ma.Schema):
     request_id = fields.String()
 
 
+class RowErrorSchema(ma.Schema):
+    """A row an import refused: where, which column, and why."""
+
+    row = fields.Integer(metadata={"description": "Row in the file; the header is row 1."})
+    column = fields.String()
+    reason = fields.String()
+
+
 class PageArgs(ma.Schema):
     limit = QueryInteger(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
     cursor = fields.String(load_default=None, validate=validate.Length(max=512))

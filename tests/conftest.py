@@ -61,9 +61,17 @@ def migrated(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def app(migrated: Settings) -> Iterator[Flask]:
+def app(shared_app: Flask) -> Flask:
+    """The application over an empty (migrated) database: every test starts from nothing."""
+    _empty_all_tables(shared_app.extensions["marketplace"].engine)
+    return shared_app
+
+
+@pytest.fixture(scope="session")
+def shared_app(migrated: Settings) -> Iterator[Flask]:
+    """One application for the run: building one (the OpenAPI document above all) costs more
+    than most tests. Tests that need other settings or extra routes build their own."""
     app = create_app(migrated)
-    _empty_all_tables(app.extensions["marketplace"].engine)
     yield app
     app.extensions["marketplace"].engine.dispose()
 

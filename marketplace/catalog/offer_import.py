@@ -26,7 +26,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .. import csv_import
 from ..accounts.service import Principal
+from ..csv_import import RowError
 from ..errors import Problem
 from . import service
 from .gtin import gtin_problem, normalise_gtin
@@ -64,18 +66,10 @@ CONFLICT_COLUMNS = {
 }
 
 
-class MalformedFile(Problem):
+class MalformedFile(csv_import.MalformedFile):
     """The upload is not a readable offer CSV: nothing is imported."""
 
-    status = 400
     code = "malformed-csv"
-
-
-@dataclass(frozen=True)
-class RowError:
-    row: int
-    column: str
-    reason: str
 
 
 @dataclass
@@ -147,25 +141,14 @@ def read_rows(
 
 def _check_header(header: list[str]) -> list[str]:
     columns = [cell.strip().lower() for cell in header]
-    unknown = [c for c in columns if c not in COLUMNS]
-    missing = [c for c in COLUMNS if c not in columns]
-    duplicated = sorted({c for c in columns if columns.count(c) > 1})
-    problems = []
-    if unknown:
-        problems.append("unknown columns: " + ", ".join(repr(c) for c in unknown))
-    if missing:
-        problems.append("missing columns: " + ", ".join(missing))
-    if duplicated:
-        problems.append("repeated columns: " + ", ".join(duplicated))
+    problems = csv_import.header_problems(columns, COLUMNS)
     if problems:
         raise MalformedFile(
             "The header row must name exactly these columns: "
             + ", ".join(COLUMNS)
-            + " ("
-            + "; ".join(problems)
-            + ").",
-            unknown_columns=unknown,
-            missing_columns=missing,
+            + f" ({problems.describe()}).",
+            unknown_columns=problems.unknown,
+            missing_columns=problems.missing,
         )
     return columns
 

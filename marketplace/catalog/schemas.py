@@ -8,7 +8,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from ..schemas import PageArgs, Pence, StrictInteger, UnitPrice
+from ..schemas import PageArgs, Pence, RowErrorSchema, StrictInteger, UnitPrice
 from .models import CategoryKind, OfferStatus
 from .service import VAT_RATES, vat_rate
 
@@ -259,12 +259,6 @@ class ImportArgs(ma.Schema):
     )
 
 
-class ImportErrorSchema(ma.Schema):
-    row = fields.Integer(metadata={"description": "Row in the file; the header is row 1."})
-    column = fields.String()
-    reason = fields.String()
-
-
 class ImportReportSchema(ma.Schema):
     supplier_id = fields.String()
     dry_run = fields.Boolean()
@@ -274,4 +268,4 @@ class ImportReportSchema(ma.Schema):
     updated_offers = fields.Integer()
     unchanged = fields.Integer()
     rejected = fields.Integer()
-    errors = fields.List(fields.Nested(ImportErrorSchema))
+    errors = fields.List(fields.Nested(RowErrorSchema))

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import IO, Any
 
+from .. import csv_import
 from ..catalog.gtin import gtin_problem, normalise_gtin
-from ..errors import Problem
+from ..csv_import import RowError
 
 COLUMNS = (
     "po_number",
@@ -45,21 +46,8 @@ EARLIEST_ORDER_DATE = date(2000, 1, 1)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-class MalformedFile(Problem):
+class MalformedFile(csv_import.MalformedFile):
     """The file as a whole cannot be read; nothing from it is written."""
-
-    status = 400
-    code = "malformed-file"
-
-
-@dataclass(frozen=True)
-class RowError:
-    row: int
-    column: str
-    reason: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"row": self.row, "column": self.column, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -150,23 +138,11 @@ def _not_utf8(error: UnicodeDecodeError, where: str) -> MalformedFile:
 
 
 def _check_columns(names: list[str]) -> None:
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    unknown = [n for n in names if n not in COLUMNS]
-    missing = [c for c in COLUMNS if c not in names]
-    problems = []
-    if unknown:
-        problems.append("unknown column(s): " + ", ".join(repr(n) for n in unknown))
-    if missing:
-        problems.append("missing column(s): " + ", ".join(missing))
-    if duplicated:
-        problems.append("repeated column(s): " + ", ".join(duplicated))
+    problems = csv_import.header_problems(names, COLUMNS)
     if problems:
         raise MalformedFile(
-            "The header row does not match the purchase import format ("
-            + "; ".join(problems)
-            + "). Expected: "
-            + ", ".join(COLUMNS)
-            + ".",
+            f"The header row does not match the purchase import format ({problems.describe()}). "
+            "Expected: " + ", ".join(COLUMNS) + ".",
             code="bad-header",
         )
 

@@ -9,7 +9,7 @@ from datetime import date
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from ..schemas import PageArgs, Pence, QueryInteger, UnitPrice
+from ..schemas import PageArgs, Pence, QueryInteger, RowErrorSchema, UnitPrice
 from . import method as m
 from .models import PurchaseSource, PurchaseStatus
 
@@ -294,12 +294,6 @@ class ImportArgs(ma.Schema):
         validate=validate.Length(max=12),
         metadata={"description": "ODS code: operators only; a buyer imports for their own trust."},
     )
-
-
-class RowErrorSchema(ma.Schema):
-    row = fields.Integer()
-    column = fields.String()
-    reason = fields.String()
 
 
 class ImportResultSchema(ma.Schema):

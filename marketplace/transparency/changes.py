@@ -18,26 +18,12 @@ from sqlalchemy import event, insert, inspect
 from sqlalchemy.orm import Session
 
 from ..catalog.models import Category, Offer, OfferPriceHistory, Product
+from ..catalog.service import PRODUCT_FIELDS
 from ..db import utcnow
 from ..money import unit_price, unit_price_json
 from . import feed
 from .models import ChangeEntry
 
-PRODUCT_FIELDS = (
-    "gtin",
-    "name",
-    "description",
-    "manufacturer",
-    "brand",
-    "manufacturer_part_number",
-    "category_id",
-    "unit_of_measure",
-    "units_per_pack",
-    "attributes",
-    "assurance",
-    "benchmark_excluded",
-    "benchmark_excluded_reason",
-)
 OFFER_TERMS = ("status", "lead_time_days", "min_order_qty", "supplier_sku")
 
 

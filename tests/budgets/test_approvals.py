@@ -16,6 +16,13 @@ from tests.budgets.live import at_once
 from tests.support import assert_problem
 
 
+@pytest.fixture(autouse=True)
+def _own_handlers(monkeypatch):
+    """Tests register handlers of their own: give them a copy of the registry, so the orders
+    domain's real handler is back in place for every other test."""
+    monkeypatch.setattr(approvals, "_handlers", dict(approvals._handlers))
+
+
 @pytest.fixture
 def decisions():
     """A decision handler for subject type ``order``, as the orders domain would register."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from flask import Flask
 from sqlalchemy import func, select
 
 from marketplace import create_app
@@ -68,7 +67,9 @@ def test_oversized_body_is_413(migrated):
     assert_problem(response, 413)
 
 
-def test_unexpected_failure_is_500_without_internals(app: Flask, caplog):
+def test_unexpected_failure_is_500_without_internals(migrated, caplog):
+    app = create_app(migrated)  # its own app: the route below is added for this test only
+
     @app.get("/boom")
     def boom():
         raise RuntimeError("secret internals: password=hunter2")
