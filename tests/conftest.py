@@ -95,6 +95,15 @@ def _empty_all_tables(engine: Engine) -> None:
                 connection.execute(text(f'DROP TRIGGER "{name}"'))
             for table in tables:
                 connection.execute(text(f'DELETE FROM "{table}"'))
+            # With the triggers aside, full-text indexes kept in step by them must be emptied too.
+            fts_tables = connection.execute(
+                text(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND sql LIKE 'CREATE VIRTUAL TABLE%USING fts5%'"
+                )
+            ).scalars()
+            for fts in list(fts_tables):
+                connection.execute(text(f'INSERT INTO "{fts}"("{fts}") VALUES (\'delete-all\')'))
             for _name, sql in triggers:
                 connection.execute(text(sql))
 
