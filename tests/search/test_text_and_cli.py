@@ -58,7 +58,7 @@ def test_plan_expands_multi_word_synonyms_and_keeps_the_original_words():
             AnyOf(
                 (
                     AllOf((Phrase(("wheel",)), Phrase(("chairs",)))),
-                    Phrase(("wheel", "chair")),
+                    # the phrase "wheel chair" adds nothing to the words ANDed: dropped
                     Phrase(("wheelchair",)),
                 )
             ),
@@ -68,6 +68,14 @@ def test_plan_expands_multi_word_synonyms_and_keeps_the_original_words():
     # An explicit rule replaces the word.
     assert build_plan("stkn", synonyms) == Phrase(("stocking",))
     assert build_plan("the of", synonyms) is None
+
+
+def test_plan_drops_alternatives_that_the_typed_words_already_cover():
+    synonyms = parse_synonyms("gloves, examination gloves, exam gloves\n")
+    assert build_plan("gloves", synonyms) == Phrase(("gloves",))
+    assert build_plan("examination gloves", synonyms) == AnyOf(
+        (AllOf((Phrase(("examination",)), Phrase(("gloves",)))), Phrase(("gloves",)))
+    )
 
 
 def test_plan_adds_spelling_corrections_as_alternatives():

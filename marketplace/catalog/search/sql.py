@@ -9,6 +9,7 @@ own tables at query time, so a renamed supplier shows its new name at once.
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -318,12 +319,61 @@ class SqlSearchBackend:
         # No searchable word (only stop words or punctuation): search as if there were no text.
         plan = self._plan(session, query) if query.text else None
         matches = self._matches(session, query, plan) if query.text else None
+        if matches is not None and query.sort == "relevance":
+            # One pass over the matches gives both the facets and the ranked page.
+            counts, ranked = self._text_facet_counts(session, query, matches, category_ids, True)
+            items, next_cursor = self._ranked_page(session, query, ranked)
+            return SearchResult(
+                items=items,
+                facets=self._facet_lists(session, counts),
+                total=counts["total"][""],
+                next_cursor=next_cursor,
+            )
         items, next_cursor = self._page(session, query, matches, category_ids)
         unscored = (
             self._matches(session, query, plan, scored=False) if matches is not None else None
         )
         total, facets = self._facets(session, query, unscored, category_ids)
         return SearchResult(items=items, facets=facets, total=total, next_cursor=next_cursor)
+
+    def _ranked_page(
+        self, session: Session, query: SearchQuery, ranked: list[tuple[float, int]]
+    ) -> tuple[list[SearchItem], str | None]:
+        """The page of (score, document id) pairs: score descending, then id (the tie-break
+        hash) ascending, after the cursor."""
+        sort = _sort_for(query, has_text=True)
+        after = decode_cursor(query, len(sort.columns))
+        if after is not None:
+            score, doc_id = (cursor_value(v, t) for v, t in zip(after, sort.types, strict=True))
+            ranked = [(s, i) for s, i in ranked if s < score or (s == score and i > doc_id)]
+        chosen = heapq.nsmallest(query.limit + 1, ranked, key=lambda si: (-si[0], si[1]))
+        more = len(chosen) > query.limit
+        chosen = chosen[: query.limit]
+        rows = {row.id: row for row in self._rows(session, [i for _s, i in chosen])}
+        items = [_item(rows[i]) for _s, i in chosen if i in rows]
+        next_cursor = encode_cursor(query, list(chosen[-1])) if more and chosen else None
+        return items, next_cursor
+
+    def _rows(self, session: Session, ids: list[int]) -> list[Any]:
+        org = Organisation.__table__
+        cat = Category.__table__
+        return list(
+            session.execute(
+                select(
+                    D,
+                    org.c.name.label("supplier_name"),
+                    org.c.is_sme.label("supplier_is_sme"),
+                    cat.c.code.label("category_code"),
+                    cat.c.name.label("category_name"),
+                )
+                .select_from(
+                    D.join(org, org.c.id == D.c.best_supplier_id).join(
+                        cat, cat.c.id == D.c.category_id
+                    )
+                )
+                .where(D.c.id.in_(ids))
+            )
+        )
 
     def _page(
         self,
@@ -398,10 +448,13 @@ class SqlSearchBackend:
         """The total and the four facets. Each facet applies every active filter except its
         own, as shoppers expect (picking a supplier does not hide the other suppliers)."""
         if matches is not None:
-            counts = self._text_facet_counts(session, query, matches, category_ids)
+            counts, _ranked = self._text_facet_counts(session, query, matches, category_ids)
         else:
             counts = self._browse_facet_counts(session, query, category_ids)
-        return counts["total"].get("", 0), Facets(
+        return counts["total"].get("", 0), self._facet_lists(session, counts)
+
+    def _facet_lists(self, session: Session, counts: dict[str, dict[str, int]]) -> Facets:
+        return Facets(
             category=_category_facets(session, counts["category"]),
             supplier=supplier_facets(session, counts["supplier"]),
             kind=[
@@ -422,7 +475,8 @@ class SqlSearchBackend:
         query: SearchQuery,
         matches: Any,
         category_ids: list[str] | None,
-    ) -> dict[str, dict[str, int]]:
+        rank: bool = False,
+    ) -> tuple[dict[str, dict[str, int]], list[tuple[float, int]]]:
         """With a text query: fetch the narrow facet columns of every match once (the text
         match runs once, unranked) and count in Python. Grouping in SQL would sort every
         (product, supplier) pair of the matches in a temporary b-tree, several times slower."""
@@ -432,6 +486,8 @@ class SqlSearchBackend:
                 type_coerce(D.c.kind, String),  # plain strings: no enum per row
                 D.c.min_unit_price_nanopence,
                 D.c.supplier_ids,
+                D.c.id,
+                matches.c.score,
             )
             .select_from(D.join(matches, matches.c.id == D.c.id))
             .where(*self._filters(query, D, category_ids).get("", []))
@@ -450,7 +506,8 @@ class SqlSearchBackend:
             "kind": defaultdict(int),
             "unit_price": defaultdict(int),
         }
-        for category_id, kind, price, supplier_ids in session.execute(stmt).all():
+        ranked: list[tuple[float, int]] = []
+        for category_id, kind, price, supplier_ids, doc_id, score in session.execute(stmt).all():
             suppliers = supplier_ids.split()
             ok_category = wanted_categories is None or category_id in wanted_categories
             ok_supplier = query.supplier is None or query.supplier in suppliers
@@ -460,6 +517,8 @@ class SqlSearchBackend:
                 counts["category"][category_id] += 1
                 if ok_category:
                     counts["total"][""] += 1
+                    if rank:
+                        ranked.append((score, doc_id))
             if ok_category and ok_kind and ok_price:
                 for supplier in suppliers:
                     counts["supplier"][supplier] += 1
@@ -472,7 +531,7 @@ class SqlSearchBackend:
                     ):
                         counts["unit_price"][key] += 1
                         break
-        return counts
+        return counts, ranked
 
     def _browse_facet_counts(
         self, session: Session, query: SearchQuery, category_ids: list[str] | None

@@ -205,12 +205,42 @@ class AllOf:
 Node = Phrase | AnyOf | AllOf
 
 
+def _stems(phrase: Phrase) -> tuple[str, ...]:
+    return tuple(light_stem(w) for w in phrase.words)
+
+
+def _within(part: tuple[str, ...], whole: tuple[str, ...]) -> bool:
+    return any(whole[i : i + len(part)] == part for i in range(len(whole) - len(part) + 1))
+
+
+def _covers(general: Node, specific: Node) -> bool:
+    """Every text matching ``specific`` also matches ``general`` (so ``specific`` adds nothing
+    to an OR). Only the simple shapes the plan builds are recognised."""
+    if isinstance(general, Phrase):
+        g = _stems(general)
+        if isinstance(specific, Phrase):
+            return _within(g, _stems(specific))
+        if isinstance(specific, AllOf):
+            return any(isinstance(p, Phrase) and _within(g, _stems(p)) for p in specific.parts)
+        return False
+    if isinstance(general, AllOf) and isinstance(specific, Phrase):
+        return all(
+            isinstance(p, Phrase) and _within(_stems(p), _stems(specific)) for p in general.parts
+        )
+    return False
+
+
 def _any(options: Iterable[Node]) -> Node:
-    unique: list[Node] = []
+    # "gloves" OR "examination gloves" matches what "gloves" alone does: keep the query small
+    # (each alternative costs the full-text index a posting list, a phrase its positions too).
+    # The first option (what was typed) always stays, so it still ranks its own matches first.
+    kept: list[Node] = []
     for option in options:
-        if option not in unique:
-            unique.append(option)
-    return unique[0] if len(unique) == 1 else AnyOf(tuple(unique))
+        if any(_covers(k, option) for k in kept):
+            continue
+        kept = [k for n, k in enumerate(kept) if n == 0 or not _covers(option, k)]
+        kept.append(option)
+    return kept[0] if len(kept) == 1 else AnyOf(tuple(kept))
 
 
 def _all(parts: list[Node]) -> Node:
