@@ -213,6 +213,20 @@ class ProductStats(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class StatsTotal(Base):
+    """Per number of trusts: how many benchmarked products have that many, and their counted
+    savings for each centile. The ranking's totals for ``min_trusts = k`` are the sum over
+    ``n_trusts >= k``: a few hundred rows instead of every product."""
+
+    __tablename__ = "pricing_stats_totals"
+
+    n_trusts: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    products: Mapped[int] = mapped_column(Integer)
+    savings_p10_pence: Mapped[int] = mapped_column(BigInteger)
+    savings_p25_pence: Mapped[int] = mapped_column(BigInteger)
+    savings_median_pence: Mapped[int] = mapped_column(BigInteger)
+
+
 class PricingState(Base):
     """A single row (id 1): the default window the caches describe, and when they were built."""
 

@@ -44,6 +44,7 @@ from .models import (
     PurchaseRecord,
     PurchaseSource,
     PurchaseStatus,
+    StatsTotal,
     TrustWindowTotal,
 )
 from .rollups import Changes, Window, cached_window, ensure_current, recompute_products, refresh
@@ -761,9 +762,17 @@ def _ranking_from_cache(
     ]
     if categories is not None:
         filters.append(ProductStats.category_id.in_(categories))
-    count, total = session.execute(
-        select(func.count(), func.coalesce(func.sum(savings), 0)).where(*filters)
-    ).one()
+    if categories is None:  # the per-n_trusts totals answer without touching every product
+        count, total = session.execute(
+            select(
+                func.coalesce(func.sum(StatsTotal.products), 0),
+                func.coalesce(func.sum(getattr(StatsTotal, savings.key)), 0),
+            ).where(StatsTotal.n_trusts >= method.min_trusts)
+        ).one()
+    else:
+        count, total = session.execute(
+            select(func.count(), func.coalesce(func.sum(savings), 0)).where(*filters)
+        ).one()
     stmt = select(ProductStats).where(*filters)
     if cursor:
         value, last_id = _rank_cursor(cursor)
