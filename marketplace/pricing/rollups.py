@@ -517,6 +517,12 @@ def rebuild_caches(session: Session, window: Window, progress: Progress = _no_pr
         .execution_options(yield_per=20_000)
     )
     written = _write_stats(session, _group_by_product(rows), step)
+    rebuild_totals(session)
+    return written
+
+
+def rebuild_totals(session: Session) -> None:
+    """``pricing_stats_totals`` from ``pricing_product_stats`` in one statement."""
     session.execute(delete(StatsTotal))
     session.execute(
         insert(StatsTotal).from_select(
@@ -530,7 +536,6 @@ def rebuild_caches(session: Session, window: Window, progress: Progress = _no_pr
             .group_by(ProductStats.n_trusts),
         )
     )
-    return written
 
 
 def rebuild_rollups(session: Session) -> None:
