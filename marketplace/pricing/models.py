@@ -214,12 +214,13 @@ class ProductStats(Base):
 
 
 class StatsTotal(Base):
-    """Per number of trusts: how many benchmarked products have that many, and their counted
-    savings for each centile. The ranking's totals for ``min_trusts = k`` are the sum over
-    ``n_trusts >= k``: a few hundred rows instead of every product."""
+    """Per category and number of trusts: how many benchmarked products, and their counted
+    savings for each centile. The ranking's totals for ``min_trusts = k`` (and a category
+    subtree) are a sum over a few rows of this table instead of over every product."""
 
     __tablename__ = "pricing_stats_totals"
 
+    category_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     n_trusts: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     products: Mapped[int] = mapped_column(Integer)
     savings_p10_pence: Mapped[int] = mapped_column(BigInteger)

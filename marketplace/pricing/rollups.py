@@ -369,6 +369,7 @@ SAVINGS_COLUMNS = ("savings_p10_pence", "savings_p25_pence", "savings_median_pen
 def _benchmarked_savings(session: Session, product_ids: Sequence[str]) -> list[Any]:
     return session.execute(
         select(
+            func.coalesce(ProductStats.category_id, ""),
             ProductStats.n_trusts,
             ProductStats.savings_p10_pence,
             ProductStats.savings_p25_pence,
@@ -381,9 +382,9 @@ def _benchmarked_savings(session: Session, product_ids: Sequence[str]) -> list[A
 
 def _adjust_totals(session: Session, rows: Iterable[Any], sign: int) -> None:
     """Add (sign 1) or take away (sign -1) products' savings in ``pricing_stats_totals``."""
-    by_n: dict[int, list[int]] = {}
-    for n_trusts, *savings in rows:
-        total = by_n.setdefault(n_trusts, [0, 0, 0, 0])
+    by_n: dict[tuple[str, int], list[int]] = {}
+    for category_id, n_trusts, *savings in rows:
+        total = by_n.setdefault((category_id, n_trusts), [0, 0, 0, 0])
         total[0] += sign
         for i, value in enumerate(savings):
             total[i + 1] += sign * value
@@ -391,12 +392,17 @@ def _adjust_totals(session: Session, rows: Iterable[Any], sign: int) -> None:
         return
     table = StatsTotal.__table__
     values = [
-        {"n_trusts": n, "products": t[0], **dict(zip(SAVINGS_COLUMNS, t[1:], strict=True))}
-        for n, t in sorted(by_n.items())
+        {
+            "category_id": c,
+            "n_trusts": n,
+            "products": t[0],
+            **dict(zip(SAVINGS_COLUMNS, t[1:], strict=True)),
+        }
+        for (c, n), t in sorted(by_n.items())
     ]
     stmt = (pg_insert if _dialect(session) == "postgresql" else sqlite_insert)(table)
     stmt = stmt.on_conflict_do_update(
-        index_elements=["n_trusts"],
+        index_elements=["category_id", "n_trusts"],
         set_={c: table.c[c] + stmt.excluded[c] for c in ("products", *SAVINGS_COLUMNS)},
     )
     session.execute(stmt, values)
@@ -526,14 +532,15 @@ def rebuild_totals(session: Session) -> None:
     session.execute(delete(StatsTotal))
     session.execute(
         insert(StatsTotal).from_select(
-            ["n_trusts", "products", *SAVINGS_COLUMNS],
+            ["category_id", "n_trusts", "products", *SAVINGS_COLUMNS],
             select(
+                func.coalesce(ProductStats.category_id, ""),
                 ProductStats.n_trusts,
                 func.count(),
                 *(func.sum(getattr(ProductStats, c)) for c in SAVINGS_COLUMNS),
             )
             .where(ProductStats.benchmark_excluded.is_(False))
-            .group_by(ProductStats.n_trusts),
+            .group_by(func.coalesce(ProductStats.category_id, ""), ProductStats.n_trusts),
         )
     )
 

@@ -95,12 +95,13 @@ def upgrade() -> None:
 
     op.create_table(
         "pricing_stats_totals",
+        sa.Column("category_id", sa.String(length=40), nullable=False),
         sa.Column("n_trusts", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("products", sa.Integer(), nullable=False),
         sa.Column("savings_p10_pence", sa.BigInteger(), nullable=False),
         sa.Column("savings_p25_pence", sa.BigInteger(), nullable=False),
         sa.Column("savings_median_pence", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("n_trusts", name=op.f("pk_pricing_stats_totals")),
+        sa.PrimaryKeyConstraint("category_id", "n_trusts", name=op.f("pk_pricing_stats_totals")),
     )
     op.create_table(
         "pricing_state",

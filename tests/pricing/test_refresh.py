@@ -36,6 +36,7 @@ def snapshot(session):
         "window": rows(TrustWindowTotal, "product_id", "trust_id", "units", "spend_pence"),
         "totals": rows(
             StatsTotal,
+            "category_id",
             "n_trusts",
             "products",
             "savings_p10_pence",
