@@ -369,7 +369,7 @@ SAVINGS_COLUMNS = ("savings_p10_pence", "savings_p25_pence", "savings_median_pen
 def _benchmarked_savings(session: Session, product_ids: Sequence[str]) -> list[Any]:
     return session.execute(
         select(
-            func.coalesce(ProductStats.category_id, ""),
+            ProductStats.category_id,
             ProductStats.n_trusts,
             ProductStats.savings_p10_pence,
             ProductStats.savings_p25_pence,
@@ -534,13 +534,13 @@ def rebuild_totals(session: Session) -> None:
         insert(StatsTotal).from_select(
             ["category_id", "n_trusts", "products", *SAVINGS_COLUMNS],
             select(
-                func.coalesce(ProductStats.category_id, ""),
+                ProductStats.category_id,
                 ProductStats.n_trusts,
                 func.count(),
                 *(func.sum(getattr(ProductStats, c)) for c in SAVINGS_COLUMNS),
             )
             .where(ProductStats.benchmark_excluded.is_(False))
-            .group_by(func.coalesce(ProductStats.category_id, ""), ProductStats.n_trusts),
+            .group_by(ProductStats.category_id, ProductStats.n_trusts),
         )
     )
 
