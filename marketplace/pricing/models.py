@@ -213,6 +213,21 @@ class ProductStats(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class StatsTotal(Base):
+    """Per category and number of trusts: how many benchmarked products, and their counted
+    savings for each centile. The ranking's totals for ``min_trusts = k`` (and a category
+    subtree) are a sum over a few rows of this table instead of over every product."""
+
+    __tablename__ = "pricing_stats_totals"
+
+    category_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    n_trusts: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    products: Mapped[int] = mapped_column(Integer)
+    savings_p10_pence: Mapped[int] = mapped_column(BigInteger)
+    savings_p25_pence: Mapped[int] = mapped_column(BigInteger)
+    savings_median_pence: Mapped[int] = mapped_column(BigInteger)
+
+
 class PricingState(Base):
     """A single row (id 1): the default window the caches describe, and when they were built."""
 

@@ -21,6 +21,8 @@ from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import Date, Select, cast, delete, func, insert, or_, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ..catalog import service as catalog
@@ -34,6 +36,7 @@ from .models import (
     ProductStats,
     PurchaseRecord,
     PurchaseStatus,
+    StatsTotal,
     TrustWindowTotal,
 )
 
@@ -353,8 +356,57 @@ def recompute_products(session: Session, product_ids: Sequence[str]) -> None:
             .where(TrustWindowTotal.product_id.in_(chunk))
             .order_by(TrustWindowTotal.product_id)
         )
+        grouped = list(_group_by_product(rows))
+        _adjust_totals(session, _benchmarked_savings(session, chunk), -1)
         session.execute(delete(ProductStats).where(ProductStats.product_id.in_(chunk)))
-        _write_stats(session, _group_by_product(rows))
+        _write_stats(session, grouped)
+        _adjust_totals(session, _benchmarked_savings(session, chunk), +1)
+
+
+SAVINGS_COLUMNS = ("savings_p10_pence", "savings_p25_pence", "savings_median_pence")
+
+
+def _benchmarked_savings(session: Session, product_ids: Sequence[str]) -> list[Any]:
+    return session.execute(
+        select(
+            ProductStats.category_id,
+            ProductStats.n_trusts,
+            ProductStats.savings_p10_pence,
+            ProductStats.savings_p25_pence,
+            ProductStats.savings_median_pence,
+        ).where(
+            ProductStats.product_id.in_(product_ids), ProductStats.benchmark_excluded.is_(False)
+        )
+    ).all()
+
+
+def _adjust_totals(session: Session, rows: Iterable[Any], sign: int) -> None:
+    """Add (sign 1) or take away (sign -1) products' savings in ``pricing_stats_totals``."""
+    by_n: dict[tuple[str, int], list[int]] = {}
+    for category_id, n_trusts, *savings in rows:
+        total = by_n.setdefault((category_id, n_trusts), [0, 0, 0, 0])
+        total[0] += sign
+        for i, value in enumerate(savings):
+            total[i + 1] += sign * value
+    if not by_n:
+        return
+    table = StatsTotal.__table__
+    values = [
+        {
+            "category_id": c,
+            "n_trusts": n,
+            "products": t[0],
+            **dict(zip(SAVINGS_COLUMNS, t[1:], strict=True)),
+        }
+        for (c, n), t in sorted(by_n.items())
+    ]
+    stmt = (pg_insert if _dialect(session) == "postgresql" else sqlite_insert)(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["category_id", "n_trusts"],
+        set_={c: table.c[c] + stmt.excluded[c] for c in ("products", *SAVINGS_COLUMNS)},
+    )
+    session.execute(stmt, values)
+    session.execute(delete(StatsTotal).where(StatsTotal.products <= 0))
 
 
 def _group_by_product(rows: Iterable[Any]) -> Iterator[tuple[str, list[m.TrustTotal]]]:
@@ -470,7 +522,27 @@ def rebuild_caches(session: Session, window: Window, progress: Progress = _no_pr
         .order_by(TrustWindowTotal.product_id)
         .execution_options(yield_per=20_000)
     )
-    return _write_stats(session, _group_by_product(rows), step)
+    written = _write_stats(session, _group_by_product(rows), step)
+    rebuild_totals(session)
+    return written
+
+
+def rebuild_totals(session: Session) -> None:
+    """``pricing_stats_totals`` from ``pricing_product_stats`` in one statement."""
+    session.execute(delete(StatsTotal))
+    session.execute(
+        insert(StatsTotal).from_select(
+            ["category_id", "n_trusts", "products", *SAVINGS_COLUMNS],
+            select(
+                ProductStats.category_id,
+                ProductStats.n_trusts,
+                func.count(),
+                *(func.sum(getattr(ProductStats, c)) for c in SAVINGS_COLUMNS),
+            )
+            .where(ProductStats.benchmark_excluded.is_(False))
+            .group_by(ProductStats.category_id, ProductStats.n_trusts),
+        )
+    )
 
 
 def rebuild_rollups(session: Session) -> None:

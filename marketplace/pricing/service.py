@@ -44,6 +44,7 @@ from .models import (
     PurchaseRecord,
     PurchaseSource,
     PurchaseStatus,
+    StatsTotal,
     TrustWindowTotal,
 )
 from .rollups import Changes, Window, cached_window, ensure_current, recompute_products, refresh
@@ -761,9 +762,14 @@ def _ranking_from_cache(
     ]
     if categories is not None:
         filters.append(ProductStats.category_id.in_(categories))
-    count, total = session.execute(
-        select(func.count(), func.coalesce(func.sum(savings), 0)).where(*filters)
-    ).one()
+    # the totals come from the per-(category, n_trusts) sums, not from every product
+    totals = select(
+        func.coalesce(func.sum(StatsTotal.products), 0),
+        func.coalesce(func.sum(getattr(StatsTotal, savings.key)), 0),
+    ).where(StatsTotal.n_trusts >= method.min_trusts)
+    if categories is not None:
+        totals = totals.where(StatsTotal.category_id.in_(categories))
+    count, total = session.execute(totals).one()
     stmt = select(ProductStats).where(*filters)
     if cursor:
         value, last_id = _rank_cursor(cursor)

@@ -94,6 +94,16 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "pricing_stats_totals",
+        sa.Column("category_id", sa.String(length=40), nullable=False),
+        sa.Column("n_trusts", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("products", sa.Integer(), nullable=False),
+        sa.Column("savings_p10_pence", sa.BigInteger(), nullable=False),
+        sa.Column("savings_p25_pence", sa.BigInteger(), nullable=False),
+        sa.Column("savings_median_pence", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("category_id", "n_trusts", name=op.f("pk_pricing_stats_totals")),
+    )
+    op.create_table(
         "pricing_state",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("window_from", sa.Date(), nullable=False),
@@ -254,6 +264,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_pricing_trust_window_trust_id")
 
     op.drop_table("pricing_trust_window")
+    op.drop_table("pricing_stats_totals")
     op.drop_table("pricing_state")
     with op.batch_alter_table("pricing_product_stats", schema=None) as batch_op:
         batch_op.drop_index("ix_pricing_product_stats_spread")

@@ -16,6 +16,7 @@ from marketplace.pricing.models import (
     PricingState,
     ProductStats,
     PurchaseRecord,
+    StatsTotal,
     TrustWindowTotal,
 )
 from tests.support import SYSTEM
@@ -33,6 +34,15 @@ def snapshot(session):
             MonthlyTotal, "product_id", "trust_id", "month", "units", "spend_pence", "lines"
         ),
         "window": rows(TrustWindowTotal, "product_id", "trust_id", "units", "spend_pence"),
+        "totals": rows(
+            StatsTotal,
+            "category_id",
+            "n_trusts",
+            "products",
+            "savings_p10_pence",
+            "savings_p25_pence",
+            "savings_median_pence",
+        ),
         "stats": rows(
             ProductStats,
             "product_id",
