@@ -35,7 +35,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import REGCONFIG, TSQUERY
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from ...accounts.models import Organisation
 from ...errors import ValidationFailed
@@ -382,61 +381,29 @@ class SqlSearchBackend:
         matches: Any | None,
         category_ids: list[str] | None,
     ) -> tuple[list[SearchItem], str | None]:
-        sort = _sort_for(query, has_text=matches is not None)
-        # Step 1: the page's document ids, from the narrow columns (an index walk without text;
-        # the full-text index alone for a text query without filters, sorted by relevance).
-        filters = [c for cs in self._filters(query, D, category_ids).values() for c in cs]
-        text_only = matches is not None and not filters and sort.columns[0] == "score"
-        if matches is None:
-            source = D
-        elif text_only:
-            source = matches
-        else:
-            source = D.join(matches, matches.c.id == D.c.id)
-        score = matches.c.score if matches is not None else literal(0.0)
-        sort_columns: dict[str, ColumnElement[Any]] = {
-            "score": score,
-            "tie_break": D.c.tie_break,
-            "id": matches.c.id if text_only else D.c.id,
-            "min_unit_price_nanopence": D.c.min_unit_price_nanopence,
-            "created_at": D.c.created_at,
-        }
-        order = [sort_columns[name] for name in sort.columns]
-        ids = select(sort_columns["id"].label("id"), score.label("score")).select_from(source)
-        ids = ids.where(*filters)
+        """A keyset page in a column order (price, newest, or no text): the ids from the index
+        of that order (the text match, if any, only filters), then those rows."""
+        sort = _sort_for(query, has_text=False)
+        source = D if matches is None else D.join(matches, matches.c.id == D.c.id)
+        order = [D.c[name] for name in sort.columns]
+        ids = select(D.c.id).select_from(source)
+        for clauses in self._filters(query, D, category_ids).values():
+            ids = ids.where(*clauses)
         after = decode_cursor(query, len(sort.columns))
         if after is not None:
             values = [cursor_value(v, t) for v, t in zip(after, sort.types, strict=True)]
             ids = ids.where(_keyset(order, values, sort.descending))
-        page = (
-            ids.order_by(*_ordering(order, sort.descending)).limit(query.limit + 1).subquery("page")
-        )
-        # Step 2: the rows to show, for those ids only.
-        org = Organisation.__table__
-        cat = Category.__table__
-        stmt = select(
-            D,
-            page.c.score,
-            org.c.name.label("supplier_name"),
-            org.c.is_sme.label("supplier_is_sme"),
-            cat.c.code.label("category_code"),
-            cat.c.name.label("category_name"),
-        ).select_from(
-            page.join(D, D.c.id == page.c.id)
-            .join(org, org.c.id == D.c.best_supplier_id)
-            .join(cat, cat.c.id == D.c.category_id)
-        )
-        shown = {**sort_columns, "score": page.c.score, "id": D.c.id}
-        stmt = stmt.order_by(*_ordering([shown[n] for n in sort.columns], sort.descending))
-        rows = session.execute(stmt).all()
-        more = len(rows) > query.limit
-        rows = rows[: query.limit]
-        items = [_item(row) for row in rows]
+        ids = ids.order_by(*_ordering(order, sort.descending)).limit(query.limit + 1)
+        page = list(session.scalars(ids))
+        more = len(page) > query.limit
+        page = page[: query.limit]
+        rows = {row.id: row for row in self._rows(session, page)}
+        shown = [rows[i] for i in page if i in rows]
         next_cursor = None
-        if more and rows:
-            last = rows[-1]._mapping
+        if more and shown:
+            last = shown[-1]._mapping
             next_cursor = encode_cursor(query, [last[name] for name in sort.columns])
-        return items, next_cursor
+        return [_item(row) for row in shown], next_cursor
 
     def _facets(
         self,
