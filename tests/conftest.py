@@ -7,6 +7,7 @@ built by the Alembic migrations (once per run) and emptied between tests.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,9 +78,14 @@ def shared_app(migrated: Settings) -> Iterator[Flask]:
 
 
 def _empty_all_tables(engine: Engine) -> None:
+    # A streamed response a test did not read to the end keeps its own session open (it closes
+    # when the stream is closed); collect such abandoned streams before taking table locks.
+    gc.collect()
     tables = [t.name for t in reversed(metadata.sorted_tables)]
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
+            # Fail loudly, not hang, if a session some test leaked still holds a lock.
+            connection.execute(text("SET LOCAL lock_timeout = '20s'"))
             connection.execute(
                 text(
                     "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"

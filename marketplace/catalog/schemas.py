@@ -149,7 +149,7 @@ class PriceHistorySchema(ma.Schema):
     vat_rate_percent = VatRate(metadata=VAT_METADATA)
     price_breaks = fields.List(fields.Nested(PriceBreakSchema))
     effective_from = fields.AwareDateTime()
-    changed_by = fields.String()
+    # Who changed it (a supplier's user) stays in the audit log: the history is public.
 
 
 class ProductFieldsSchema(ma.Schema):
