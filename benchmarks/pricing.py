@@ -134,10 +134,7 @@ class Bench:
                 )
             ],
         )
-        rng = np.random.default_rng(1)
-        self.units_per_pack = rng.choice([1, 1, 5, 10, 50, 100], size=a.products)
-        self.base_price = rng.integers(2, 2000, size=a.products)  # pence per unit, times 10
-        self.product_ids = [f"prd_bench{i:07d}" for i in range(a.products)]
+        self.catalogue_arrays()
         self.copy_rows(
             "products",
             [
@@ -170,6 +167,14 @@ class Bench:
                 for i, p in enumerate(self.product_ids)
             ),
         )
+
+    def catalogue_arrays(self) -> None:
+        """The generated products' pack sizes and price levels (deterministic, so a later
+        ``--rss-only`` run can write CSV lines that match an earlier run's catalogue)."""
+        rng = np.random.default_rng(1)
+        self.units_per_pack = rng.choice([1, 1, 5, 10, 50, 100], size=self.args.products)
+        self.base_price = rng.integers(2, 2000, size=self.args.products)  # pence/unit, times 10
+        self.product_ids = [f"prd_bench{i:07d}" for i in range(self.args.products)]
 
     def generate_lines(self) -> None:
         """Purchase records straight into the table (COPY on PostgreSQL, executemany on
@@ -568,6 +573,17 @@ class Bench:
         self.latency()
         return self.results
 
+    def rss_only(self) -> dict[str, object]:
+        """Measure the import's peak RSS on a database an earlier run filled (the same
+        ``--products``): memory does not depend on what else the machine is doing, so this part
+        can run apart from the timed ones."""
+        self.app = create_app({"database_url": self.url, "log_level": "WARNING"})
+        self.state = self.app.extensions["marketplace"]
+        self.catalogue_arrays()
+        with tempfile.TemporaryDirectory(dir=self.args.workdir) as tmp:
+            self.peak_rss(Path(tmp))
+        return self.results
+
     def run(self) -> dict[str, object]:
         a = self.args
         self.results.update(
@@ -629,10 +645,22 @@ def main() -> None:
         action="store_true",
         help="reuse the data of an earlier run; measure reads",
     )
+    parser.add_argument(
+        "--rss-only",
+        action="store_true",
+        help="reuse the data of an earlier run; measure the import's peak RSS (--rss-rows)",
+    )
     args = parser.parse_args()
     bench = Bench(args)
-    results = bench.latency_only() if args.latency_only else bench.run()
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"pricing-{results['database']}.json")
+    if args.latency_only:
+        results = bench.latency_only()
+    elif args.rss_only:
+        results = bench.rss_only()
+    else:
+        results = bench.run()
+    database = "postgresql" if bench.is_pg else "sqlite"
+    part = "-rss" if args.rss_only else "-latency" if args.latency_only else ""
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"pricing-{database}{part}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
     print(json.dumps(results, indent=2, default=str))
