@@ -14,19 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, request
 from markupsafe import Markup
-from sqlalchemy import and_, or_
 from sqlalchemy.orm import Session
 
+from ..catalog import search
 from ..catalog import service as catalog
-from ..catalog.gtin import normalise_gtin
-from ..catalog.models import Product
 from ..errors import NotFound, Problem
-from ..money import format_gbp, format_unit_price, unit_price
-from ..pagination import paginate
+from ..money import format_gbp, format_unit_price
 from ..pricing import chart
 from ..pricing import service as pricing
 from ..web import get_session
@@ -89,20 +85,11 @@ class Result:
     best_unit_price: Decimal | None
 
 
-def _search_backend() -> Any | None:
-    """The catalogue's search backend (the same search as ``GET /api/v1/search``) when this
-    build has one; None falls back to a name filter through the catalogue service."""
-    try:
-        from ..catalog.search import SearchQuery, get_backend  # type: ignore[attr-defined]
-
-        return SearchQuery, get_backend(current_app)
-    except (ImportError, KeyError):
-        return None
-
-
-def _search_with_backend(found: Any, session: Session, q: str, cursor: str | None):
-    search_query, backend = found
-    result = backend.search(session, search_query(q=q, cursor=cursor, limit=RESULTS_PER_PAGE))
+def _search(session: Session, q: str, cursor: str | None) -> tuple[list[Result], str | None]:
+    """The same search as ``GET /api/v1/search``, whichever backend answers it."""
+    result = search.get_backend(current_app).search(
+        session, search.SearchQuery(q=q, cursor=cursor, limit=RESULTS_PER_PAGE)
+    )
     items = [
         Result(
             id=item.id,
@@ -121,65 +108,18 @@ def _search_with_backend(found: Any, session: Session, q: str, cursor: str | Non
     return items, result.next_cursor
 
 
-def _search_by_name(session: Session, q: str, cursor: str | None):
-    """Every word of the query in the product's name (case-insensitive), or an exact GTIN."""
-    stmt = catalog.list_products(session)
-    words = [w for w in q.split() if w][:10]
-    name_match = and_(*(Product.name.ilike(f"%{w}%", escape="\\") for w in _escaped(words)))
-    gtin = normalise_gtin(q) if q.isdigit() and len(q) in (8, 12, 13, 14) else None
-    stmt = stmt.where(or_(name_match, Product.gtin == gtin) if gtin else name_match)
-    page = paginate(
-        session, stmt, order_by=[Product.name, Product.id], cursor=cursor, limit=RESULTS_PER_PAGE
-    )
-    summaries = catalog.offer_summaries(session, [p.id for p in page.items])
-    items = []
-    for product in page.items:
-        count, _lowest = summaries.get(product.id, (0, None))
-        best = catalog.cheapest_active_offer(session, product.id) if count else None
-        items.append(
-            Result(
-                id=product.id,
-                name=product.name,
-                gtin=product.gtin,
-                category=product.category.name,
-                unit_of_measure=product.unit_of_measure,
-                units_per_pack=product.units_per_pack,
-                offer_count=count,
-                best_supplier=best.supplier.name if best else None,
-                best_pack_price_pence=best.pack_price_pence if best else None,
-                best_unit_price=unit_price(best.pack_price_pence, product.units_per_pack)
-                if best
-                else None,
-            )
-        )
-    return items, page.next_cursor
-
-
-def _escaped(words: list[str]) -> list[str]:
-    return [w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for w in words]
-
-
 @blp.get("/")
 def home():
     q = (request.args.get("q") or "").strip()[:MAX_QUERY]
     cursor = request.args.get("cursor") or None
     session = get_session()
-    results, next_cursor, searched_with = None, None, None
-    if q:
-        found = _search_backend()
-        if found is not None:
-            results, next_cursor = _search_with_backend(found, session, q, cursor)
-            searched_with = "search"
-        else:
-            results, next_cursor = _search_by_name(session, q, cursor)
-            searched_with = "name"
+    results, next_cursor = _search(session, q, cursor) if q else (None, None)
     savings = [] if q else pricing.variance_ranking(session, limit=5).items
     return render_template(
         "transparency/home.html",
         q=q,
         results=results,
         next_cursor=next_cursor,
-        searched_with=searched_with,
         savings=savings,
     )
 
