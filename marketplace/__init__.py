@@ -48,16 +48,17 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
     engine = make_engine(settings)
     session_factory = make_session_factory(engine)
-    # Code that gets only a session (e.g. search's product_changed) reads the settings here.
-    session_factory.configure(info={"settings": settings})
     state = AppState(settings=settings, engine=engine, session_factory=session_factory)
     app.extensions["marketplace"] = state
+    # Code that gets only a session reads these here: the settings (e.g. search's
+    # product_changed) and the payment gateway (e.g. an approval decision cancelling a card).
+    session_factory.configure(
+        info={"settings": settings, "payment_gateway": lambda: state.payment_gateway}
+    )
 
-    from .orders import service as orders
     from .orders.payments import gateway_from_settings
 
     state.payment_gateway = gateway_from_settings(settings)
-    orders.set_decision_gateway(lambda: state.payment_gateway)
 
     from . import errors, ops, transparency, web
     from .blueprints import all_blueprints

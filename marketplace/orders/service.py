@@ -642,7 +642,7 @@ def on_approval_decision(session: Session, approval: Any, actor: Principal) -> N
                 session,
                 actor,
                 supplier_order,
-                _gateway_for_decisions(),
+                _gateway_for_decisions(session),
                 "Rejected by the budget manager",
             )
             supplier_order.status = S.REJECTED
@@ -655,18 +655,11 @@ def on_approval_decision(session: Session, approval: Any, actor: Principal) -> N
     )
 
 
-_decision_gateway: Callable[[], PaymentGateway | None] = lambda: None  # noqa: E731
-
-
-def set_decision_gateway(factory: Callable[[], PaymentGateway | None]) -> None:
-    """The app tells the orders domain how to reach Stripe when a manager's decision needs to
-    cancel a card authorisation (decisions arrive through the budgets API)."""
-    global _decision_gateway
-    _decision_gateway = factory
-
-
-def _gateway_for_decisions() -> PaymentGateway | None:
-    return _decision_gateway()
+def _gateway_for_decisions(session: Session) -> PaymentGateway | None:
+    """How to reach Stripe when a manager's decision (arriving through the budgets API) must
+    cancel a card authorisation: the app puts its gateway in its sessions' ``info``."""
+    gateway = session.info.get("payment_gateway")
+    return gateway() if gateway is not None else None
 
 
 approvals.register_decision_handler(APPROVAL_SUBJECT, on_approval_decision)

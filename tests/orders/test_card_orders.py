@@ -192,6 +192,48 @@ def test_budget_with_card_top_up_holds_the_plan_part_and_authorises_the_rest(app
     assert intent_status(app, so["card_payment"]["payment_intent_id"]) == "succeeded"
 
 
+def test_rejecting_a_top_up_order_cancels_its_card_authorisation(app, client, shop):
+    """The manager's decision arrives through the budgets API; the orders domain reaches Stripe
+    through the app's own gateway to cancel the card part."""
+    budget = shop.budget(top_up=True, wheelchair_pence=30_000, threshold=20_000)
+    quote = client.post(
+        "/api/v1/quotes",
+        json={
+            "lines": [{"offer_id": shop.offers["chair"].id, "quantity": 1}],
+            "payment_method": "budget",
+            "budget_id": budget.id,
+            "card_top_up": True,
+        },
+        headers=shop.holder.headers,
+    ).get_json()
+    placed = client.post(
+        "/api/v1/orders",
+        json={
+            "quote_id": quote["id"],
+            "delivery_address": HOME,
+            "card_payment_method": "pm_card_visa",
+        },
+        headers=shop.holder.headers | {"Idempotency-Key": "topup-rejected"},
+    )
+    assert placed.status_code == 201, placed.get_json()
+    order = placed.get_json()
+    assert order["status"] == "pending_approval"
+    intent = order["supplier_orders"][0]["card_payment"]["payment_intent_id"]
+    assert intent_status(app, intent) == "requires_capture"
+
+    decision = client.post(
+        f"/api/v1/approvals/{order['approval_id']}/reject",
+        json={"reason": "Choose the standard chair"},
+        headers=shop.manager.headers,
+    )
+    assert decision.status_code == 200, decision.get_json()
+    assert intent_status(app, intent) == "canceled"
+    now = client.get(f"/api/v1/orders/{order['id']}", headers=shop.holder.headers).get_json()
+    assert now["status"] == "rejected"
+    assert now["supplier_orders"][0]["card_payment"]["status"] == "canceled"
+    assert shop.stock("chair") == 5
+
+
 def signed(payload: dict, secret: str = WEBHOOK_SECRET) -> tuple[bytes, str]:
     body = json.dumps(payload).encode()
     timestamp = int(time.time())
