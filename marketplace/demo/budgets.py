@@ -23,7 +23,7 @@ from ..budgets import ledger
 from ..budgets import service as budgets
 from ..budgets.models import Budget, ManagementType
 from ..catalog import service as catalog
-from ..catalog.models import Offer, OfferStatus, Product
+from ..catalog.models import Offer
 from ..db import utcnow
 from ..errors import NotFound
 from . import DemoContext
@@ -174,18 +174,14 @@ def _suspended_budget(session: Session, manager: Principal, hope: Principal) -> 
 
 
 def _offer_in(session: Session, category_code: str) -> Offer | None:
-    """An active offer in the category's subtree, if the catalogue demo listed one."""
+    """The cheapest active, in-stock offer in the category's subtree, if the catalogue demo
+    listed one (ties by offer id, so every run picks the same)."""
     try:
-        ids = catalog.category_subtree_ids(session, category_code)
+        product_ids = catalog.product_ids_in_category(session, category_code)
     except NotFound:  # no category tree, no example
         return None
-    return session.scalar(
-        select(Offer)
-        .join(Product, Product.id == Offer.product_id)
-        .where(Product.category_id.in_(ids), Offer.status == OfferStatus.ACTIVE)
-        .order_by(Offer.pack_price_pence, Offer.id)
-        .limit(1)
-    )
+    offers = catalog.cheapest_active_offers(session, product_ids).values()
+    return min(offers, key=lambda o: (o.pack_price_pence, o.id), default=None)
 
 
 def seed(session: Session, context: DemoContext) -> None:
