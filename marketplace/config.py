@@ -38,9 +38,10 @@ class Settings:
     search_backend: str = "sql"
     elasticsearch_url: str | None = None
     elasticsearch_index: str = "marketplace-products"
-    stripe_api_key: str | None = None
+    # Secrets: kept out of repr()/str() so that logging or printing the settings shows neither.
+    stripe_api_key: str | None = field(default=None, repr=False)
     stripe_api_base: str | None = None
-    stripe_webhook_secret: str | None = None
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     max_content_length: int = 16 * 1024 * 1024
     sqlite_busy_timeout_ms: int = 30_000

@@ -29,7 +29,7 @@ from ..money import format_gbp, format_unit_price, unit_price
 from ..pagination import paginate
 from ..pricing import chart
 from ..pricing import service as pricing
-from ..web import get_session
+from ..web import HTML_SECURITY_HEADERS, get_session
 from . import downloads, ocds
 
 STATIC = Path(__file__).resolve().parent.parent / "static" / "transparency"
@@ -43,10 +43,7 @@ SECURITY_HEADERS = {
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
         "base-uri 'none'; frame-ancestors 'none'"
     ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "strict-origin-when-cross-origin",
-    "X-Frame-Options": "DENY",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+    **HTML_SECURITY_HEADERS,
 }
 
 
