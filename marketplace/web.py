@@ -19,12 +19,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .db import begin_write
-from .errors import Conflict, Problem, problem_response
+from .errors import Conflict, Problem, database_unavailable, problem_response
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -74,6 +74,9 @@ def _finish_request(response: Response) -> Response:
                 response = problem_response(
                     Conflict("The change conflicts with existing data.", code="integrity-conflict")
                 )
+            except OperationalError as error:  # the database went away before the commit
+                session.rollback()
+                response = problem_response(database_unavailable(error))
             except Exception:
                 session.rollback()
                 current_app.logger.exception("commit failed")
