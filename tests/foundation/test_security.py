@@ -1,6 +1,7 @@
 """Secrets and headers: bearer tokens are stored only as hashes and compared in constant time,
 never written to the audit log; the API's HTML page (Swagger UI at /docs) carries security
-headers like the public pages, with its one inline script allowed by its hash only."""
+headers like the public pages, with its one inline script allowed by its hash only; the settings
+never show a password or a Stripe secret."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy import select
 from marketplace.accounts import service as accounts
 from marketplace.accounts.models import Role
 from marketplace.audit import AuditEvent
+from marketplace.config import Settings
 
 
 def test_tokens_are_compared_in_constant_time(client, factory, monkeypatch):
@@ -71,3 +73,19 @@ def test_api_docs_page_has_security_headers(client):
         digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
         assert f"'sha256-{digest}'" in csp["script-src"]
     assert "http" not in response.headers["Content-Security-Policy"]  # no CDN, no other origin
+
+
+def test_settings_repr_masks_passwords_in_urls():
+    settings = Settings(
+        database_url="postgresql+psycopg://app:s3cret-db@db.internal:5432/marketplace",
+        search_backend="elasticsearch",
+        elasticsearch_url="https://elastic:s3cret-es@[fd00::9]:9200",
+    )
+    shown = repr(settings)
+    assert "s3cret" not in shown
+    assert "s3cret" not in str(settings)
+    assert "postgresql+psycopg://app:***@db.internal:5432/marketplace" in shown
+    assert "https://elastic:***@[fd00::9]:9200" in shown
+    assert settings.database_url.endswith("s3cret-db@db.internal:5432/marketplace")  # still usable
+    plain = Settings(database_url="sqlite:////tmp/x.db")
+    assert "sqlite:////tmp/x.db" in repr(plain)
