@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 EXCEPTIONS = Path(__file__).with_name("pip-audit-exceptions.txt")
+TIMEOUT_SECONDS = 300
 UNREACHABLE_HINTS = (
     "ConnectionError",
     "ConnectTimeout",
@@ -32,6 +33,14 @@ UNREACHABLE_HINTS = (
     "Temporary failure in name resolution",
     "Failed to establish a new connection",
 )
+
+
+def unreachable(reason: str) -> int:
+    print(
+        "WARNING: pip-audit could not reach its vulnerability service; NOTHING WAS AUDITED "
+        f"(not a failure on its own; run it where the service is reachable). {reason}"
+    )
+    return 0
 
 
 def exceptions() -> dict[str, str]:
@@ -65,16 +74,17 @@ def main() -> int:
         command += ["--ignore-vuln", vuln_id]
     for vuln_id, reason in ignored.items():
         print(f"pip-audit: documented exception {vuln_id}: {reason}")
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)  # noqa: S603
+    try:
+        result = subprocess.run(  # noqa: S603
+            command, capture_output=True, text=True, timeout=TIMEOUT_SECONDS, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return unreachable(f"no answer within {TIMEOUT_SECONDS} s")
     try:
         report = json.loads(result.stdout)
     except json.JSONDecodeError:
         if any(hint in result.stderr for hint in UNREACHABLE_HINTS):
-            print(
-                "WARNING: pip-audit could not reach its vulnerability service; "
-                "NOTHING WAS AUDITED (not a failure on its own; run it where the service is reachable)."
-            )
-            return 0
+            return unreachable(result.stderr.strip().splitlines()[-1][:300])
         print(result.stderr[-3000:], file=sys.stderr)
         print(f"pip-audit failed (exit {result.returncode})", file=sys.stderr)
         return 1
@@ -97,13 +107,10 @@ def main() -> int:
         )
         return 1
     if dependencies and not audited:
-        print(
-            f"WARNING: pip-audit got no answer from its vulnerability service for any of the "
-            f"{len(dependencies)} installed packages; NOTHING WAS AUDITED (not a failure on its "
-            f"own; run it where the service is reachable). First reason given: "
-            f"{skipped[0]['skip_reason']}"
+        return unreachable(
+            f"It answered for none of the {len(dependencies)} installed packages; the first "
+            f"reason given: {skipped[0]['skip_reason']}"
         )
-        return 0
     for dependency in skipped:
         print(f"pip-audit: not audited: {dependency['name']}: {dependency['skip_reason']}")
     print(f"pip-audit: {len(audited)} packages audited, no known vulnerabilities")
