@@ -11,7 +11,6 @@ import http.client
 import os
 import signal
 import threading
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -89,11 +88,16 @@ def arrange(client, shop) -> tuple[list[Attempt], object]:
     return attempts, budget
 
 
-def fire(served: Served, attempts: list[Attempt]) -> None:
-    """CLIENTS threads work through the attempts once; a request cut off by a dying worker is
-    recorded as "died" (its outcome unknown to the client) and not retried here."""
+def fire(served: Served, attempts: list[Attempt]) -> list[int]:
+    """CLIENTS threads work through the attempts once, while workers are killed (SIGKILL) at
+    set points of the run, whatever the machine's speed: with more clients than workers, every
+    worker is busy when it dies. A request cut off by its dying worker is recorded as "died"
+    (its outcome unknown to the client) and not retried here. Returns the killed pids."""
     queue = list(attempts)
+    kill_at = {len(attempts) * (k + 1) // (KILLS + 1) for k in range(KILLS)}
     lock = threading.Lock()
+    done = [0]
+    killed: list[int] = []
 
     def client() -> None:
         while True:
@@ -105,24 +109,20 @@ def fire(served: Served, attempts: list[Attempt]) -> None:
                 attempt.outcomes.append(attempt.send(served)[0])
             except (OSError, http.client.HTTPException):
                 attempt.outcomes.append("died")
+            with lock:
+                done[0] += 1
+                if done[0] in kill_at:
+                    victim = next((p for p in served.workers() if p not in killed), None)
+                    if victim is not None:
+                        os.kill(victim, signal.SIGKILL)
+                        killed.append(victim)
 
     threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-
-
-def killer(served: Served, stop: threading.Event, killed: list[int]) -> None:
-    """SIGKILL a busy worker every few tenths of a second, KILLS times."""
-    time.sleep(0.3)
-    while len(killed) < KILLS and not stop.is_set():
-        pids = [p for p in served.workers() if p not in killed]
-        if pids:
-            victim = pids[len(killed) % len(pids)]
-            os.kill(victim, signal.SIGKILL)
-            killed.append(victim)
-        stop.wait(0.4)
+    return killed
 
 
 @pytest.fixture
@@ -144,12 +144,7 @@ def test_killed_workers_leave_no_partial_order_and_retries_complete_once(
 
     with gunicorn(settings.database_url, workers=WORKERS, preload=True) as served:
         first_workers = served.wait_for_workers(WORKERS)
-        stop, killed = threading.Event(), []
-        chaos = threading.Thread(target=killer, args=(served, stop, killed))
-        chaos.start()
-        fire(served, attempts)
-        stop.set()
-        chaos.join(timeout=30)
+        killed = fire(served, attempts)
         replacements = served.wait_for_workers(WORKERS)
         assert len(killed) == KILLS
         assert set(replacements) - set(first_workers)  # gunicorn replaced the dead workers
