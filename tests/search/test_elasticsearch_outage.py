@@ -22,6 +22,7 @@ from tests.conftest import _empty_all_tables
 from tests.search.fake_es import FakeServer, fake_client
 from tests.served import free_port
 from tests.support import Factory, assert_problem
+from tests.transparency.test_pages import assert_secure_html
 
 ALIAS = "marketplace-products"
 
@@ -66,8 +67,8 @@ def test_search_is_a_clear_503_while_catalogue_writes_go_on_and_sync_catches_up(
     assert response.headers["Retry-After"]
     page = client.get("/?q=gloves")
     assert page.status_code == 503
-    assert page.mimetype == "text/html"
     assert "Search is unavailable" in page.get_data(as_text=True)
+    assert_secure_html(page)  # an error page is a page: same headers
     assert_problem(client.get("/readyz"), 503, code="elasticsearch-unreachable")
 
     # Catalogue writes succeed all the same (buffered: the after-request delivery runs, fails).
