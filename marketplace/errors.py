@@ -105,9 +105,11 @@ class ServiceUnavailable(Problem):
 
 
 def database_unavailable(error: OperationalError) -> ServiceUnavailable:
-    """The database cannot be reached (down, restarting, connection lost): a 503 the client may
-    retry, never a 500. The request's transaction is lost with the connection: nothing of it
-    was written."""
+    """The database cannot be reached (down, restarting, connection lost, a statement
+    cancelled by a timeout): a 503 the client may retry, never a 500. The request's transaction
+    dies with its connection, so nothing of it is written; only a connection lost during COMMIT
+    itself leaves the outcome unknown, and a retry with the same Idempotency-Key then replays
+    the stored result if the commit had gone through."""
     log.error("database unavailable: %s", error.orig)
     return ServiceUnavailable(
         "The database is unavailable; try again shortly.",

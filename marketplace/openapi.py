@@ -133,8 +133,8 @@ def _docs_security_headers(response: Response) -> Response:
     response.headers.setdefault(
         "Content-Security-Policy",
         f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
-        "frame-ancestors 'none'",
+        "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; form-action 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'",
     )
     for name, value in HTML_SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)

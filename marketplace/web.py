@@ -74,7 +74,7 @@ def _finish_request(response: Response) -> Response:
                 response = problem_response(
                     Conflict("The change conflicts with existing data.", code="integrity-conflict")
                 )
-            except OperationalError as error:  # the database went away before the commit
+            except OperationalError as error:  # the database went away (see database_unavailable)
                 session.rollback()
                 response = problem_response(database_unavailable(error))
             except Exception:
