@@ -38,9 +38,10 @@ class Settings:
     search_backend: str = "sql"
     elasticsearch_url: str | None = None
     elasticsearch_index: str = "marketplace-products"
-    stripe_api_key: str | None = None
+    # Secrets: kept out of repr()/str() so that logging or printing the settings shows neither.
+    stripe_api_key: str | None = field(default=None, repr=False)
     stripe_api_base: str | None = None
-    stripe_webhook_secret: str | None = None
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     max_content_length: int = 16 * 1024 * 1024
     sqlite_busy_timeout_ms: int = 30_000
@@ -49,6 +50,14 @@ class Settings:
     min_group_size: int = 5
     testing: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # The dataclass repr, with any password in a URL (database, Elasticsearch) masked; the
+        # Stripe secrets are left out altogether (repr=False above).
+        shown = ", ".join(
+            f"{f.name}={_mask_password(getattr(self, f.name))!r}" for f in fields(self) if f.repr
+        )
+        return f"Settings({shown})"
 
     @property
     def is_sqlite(self) -> bool:
@@ -66,6 +75,18 @@ class Settings:
             extra[name] = overrides.pop(name)
         settings = replace(self, **overrides, extra=extra)
         return validate(settings)
+
+
+def _mask_password(value: Any) -> Any:
+    """``scheme://user:***@host/...`` for a URL that carries a password; anything else as is."""
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    parts = urlsplit(value)
+    if parts.password is None:
+        return value
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
 
 
 def normalise_database_url(raw: str) -> str:

@@ -104,6 +104,20 @@ class ServiceUnavailable(Problem):
     code = "service-unavailable"
 
 
+def database_unavailable(error: OperationalError) -> ServiceUnavailable:
+    """The database cannot be reached (down, restarting, connection lost, a statement
+    cancelled by a timeout): a 503 the client may retry, never a 500. The request's transaction
+    dies with its connection, so nothing of it is written; only a connection lost during COMMIT
+    itself leaves the outcome unknown, and a retry with the same Idempotency-Key then replays
+    the stored result if the commit had gone through."""
+    log.error("database unavailable: %s", error.orig)
+    return ServiceUnavailable(
+        "The database is unavailable; try again shortly.",
+        code="database-unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
 def not_found(kind: str, object_id: str) -> NotFound:
     return NotFound(
         f"No {kind} with id {object_id!r} is visible to you.",
@@ -182,13 +196,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(OperationalError)
     def _operational(error: OperationalError) -> Response:
-        log.error("database unavailable: %s", error.orig)
-        return problem_response(
-            ServiceUnavailable(
-                "The database is unavailable; try again shortly.",
-                headers={"Retry-After": "5"},
-            )
-        )
+        return problem_response(database_unavailable(error))
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

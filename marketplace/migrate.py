@@ -41,6 +41,12 @@ def head_revisions(settings: Settings) -> set[str]:
     return set(ScriptDirectory.from_config(alembic_config(settings)).get_heads())
 
 
+def known_revisions(settings: Settings) -> set[str]:
+    """Every revision this release's migrations know, heads and ancestors."""
+    script = ScriptDirectory.from_config(alembic_config(settings))
+    return {revision.revision for revision in script.walk_revisions()}
+
+
 def current_revisions(engine: Engine) -> set[str]:
     with engine.connect() as connection:
         return set(MigrationContext.configure(connection).get_current_heads())

@@ -3,21 +3,26 @@ problem+json, Swagger UI served from local files (no CDN)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http
+import re
 from pathlib import Path
 
 import flask_swagger_ui
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Flask, send_from_directory
+from flask import Blueprint, Flask, Response, request, send_from_directory
 from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 
 from . import schemas
 from .auth import SECURITY_SCHEME
 from .errors import PROBLEM_CONTENT_TYPE
+from .web import HTML_SECURITY_HEADERS
 
 API_PREFIX = "/api/v1"
 SWAGGER_ASSETS = Path(flask_swagger_ui.__file__).resolve().parent / "dist"
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
 
 
 _schema_names: dict[str, type] = {}
@@ -111,4 +116,26 @@ def init_api(app: Flask, blueprints: list) -> MarketplaceApi:
         return send_from_directory(SWAGGER_ASSETS, filename, max_age=3600)
 
     app.register_blueprint(assets)
+    app.after_request(_docs_security_headers)
     return api
+
+
+def _docs_security_headers(response: Response) -> Response:
+    """The Swagger UI page gets the same security headers as the public pages. Its one inline
+    script (flask-smorest's start-up snippet) is allowed by its hash, nothing else inline is;
+    Swagger UI sets inline styles and data: images, so those are allowed for this page only."""
+    if not (request.endpoint or "").endswith(".openapi_swagger_ui") or response.direct_passthrough:
+        return response
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+        for script in _INLINE_SCRIPT.findall(response.get_data(as_text=True))
+    )
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; form-action 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'",
+    )
+    for name, value in HTML_SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response

@@ -19,17 +19,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .db import begin_write
-from .errors import Conflict, Problem, problem_response
+from .errors import Conflict, Problem, database_unavailable, problem_response
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
 access_log = logging.getLogger("marketplace.access")
+# Headers every HTML page carries (the public pages and the API docs), besides its own CSP.
+HTML_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+    "X-Frame-Options": "DENY",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+}
 
 
 def get_session() -> Session:
@@ -67,6 +74,9 @@ def _finish_request(response: Response) -> Response:
                 response = problem_response(
                     Conflict("The change conflicts with existing data.", code="integrity-conflict")
                 )
+            except OperationalError as error:  # the database went away (see database_unavailable)
+                session.rollback()
+                response = problem_response(database_unavailable(error))
             except Exception:
                 session.rollback()
                 current_app.logger.exception("commit failed")

@@ -132,10 +132,10 @@ def stage(
     cursor = raw.cursor()
     try:
         cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({definition})")
-        cursor.execute(f"DELETE FROM {name}")
+        cursor.execute(f"DELETE FROM {name}")  # nosec B608 # staging table and column names are this module's constants, never input
         marks = ", ".join("?" for _ in columns)
         cursor.executemany(
-            f"INSERT INTO {name} ({names}) VALUES ({marks})",
+            f"INSERT INTO {name} ({names}) VALUES ({marks})",  # nosec B608 # staging table and column names are this module's constants, never input
             rows if converted else ([_sqlite_value(v) for v in row] for row in rows),
         )
     finally:
@@ -154,7 +154,7 @@ def insert_purchases(
     names = ", ".join(PURCHASE_COLUMNS)
     where = "" if dialect(session) == "postgresql" else " WHERE true"
     statement = text(
-        f"INSERT INTO purchase_records ({names}) SELECT {names} FROM pricing_staging_purchases"
+        f"INSERT INTO purchase_records ({names}) SELECT {names} FROM pricing_staging_purchases"  # nosec B608 # staging table and column names are this module's constants, never input
         f"{where} ON CONFLICT (trust_id, po_number, line) DO NOTHING "
         "RETURNING product_id, order_date, quantity, units_per_pack, total_price_pence"
     ).columns(
@@ -167,16 +167,23 @@ def insert_purchases(
     return session.execute(statement).all()
 
 
+# The rollup tables add_totals may write, each with its period column: the SQL is built from
+# these names, so nothing else may reach it.
+ROLLUP_TABLES = frozenset({("pricing_daily_totals", "day"), ("pricing_monthly_totals", "month")})
+
+
 def add_totals(session: Session, table: str, key: str, rows: Sequence[Sequence[Any]]) -> None:
     """Add ``(product_id, trust_id, period, units, spend_pence, lines)`` deltas to a rollup
     table whose period column is ``key`` (an upsert that sums)."""
+    if (table, key) not in ROLLUP_TABLES:
+        raise ValueError(f"not a rollup table: {table!r} keyed by {key!r}")
     if not rows:
         return
     stage(session, "pricing_staging_totals", TOTAL_COLUMNS, rows)
     where = "" if dialect(session) == "postgresql" else " WHERE true"
     session.execute(
         text(
-            f"INSERT INTO {table} (product_id, trust_id, {key}, units, spend_pence, lines) "
+            f"INSERT INTO {table} (product_id, trust_id, {key}, units, spend_pence, lines) "  # nosec B608 # table and key are checked against ROLLUP_TABLES above
             f"SELECT product_id, trust_id, period, units, spend_pence, lines "
             f"FROM pricing_staging_totals{where} "
             f"ON CONFLICT (product_id, trust_id, {key}) DO UPDATE SET "
@@ -201,6 +208,6 @@ def insert_stats(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     names = ", ".join(STATS_COLUMNS)
     session.execute(
         text(
-            f"INSERT INTO pricing_product_stats ({names}) SELECT {names} FROM pricing_staging_stats"
+            f"INSERT INTO pricing_product_stats ({names}) SELECT {names} FROM pricing_staging_stats"  # nosec B608 # staging table and column names are this module's constants, never input
         )
     )

@@ -68,3 +68,34 @@ def test_migrations_run_from_empty_to_head_and_back(tmp_path):
     assert set(tables) <= {"alembic_version"}
     migrate.upgrade(settings)
     assert migrate.current_revisions(engine) == migrate.head_revisions(settings)
+
+
+def _stamped(tmp_path, revision: str) -> Settings:
+    """A database migrated to head, then marked as being at ``revision``."""
+    path = tmp_path / f"{revision}.db"
+    settings = Settings(database_url=f"sqlite:///{path}", instance_dir=tmp_path)
+    migrate.upgrade(settings)
+    app = create_app(settings)
+    with app.extensions["marketplace"].engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+    app.extensions["marketplace"].engine.dispose()
+    return settings
+
+
+def test_readyz_during_a_rolling_deploy(tmp_path):
+    """A newer release migrated the database (a revision this release does not know): this
+    release stays ready until it is replaced; a database behind this release is not ready."""
+    settings = _stamped(tmp_path, "f00dfacade42")
+    body = create_app(settings).test_client().get("/readyz").get_json()
+    assert body["status"] == "ready"
+    assert body["checks"]["migrations"].startswith("ahead")
+
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config(settings))
+    (head,) = script.get_heads()
+    parent = script.get_revision(head).down_revision
+    older = parent if isinstance(parent, str) else sorted(parent)[0]
+    behind = create_app(_stamped(tmp_path, older)).test_client().get("/readyz")
+    body = assert_problem(behind, 503, code="database-not-migrated")
+    assert body["current_revisions"] == [older]

@@ -196,3 +196,22 @@ def test_open_data_page(world, client):
     ):
         assert f"/api/v1/open-data/downloads/{name}.csv" in html
     assert "at least 5 people" in html
+
+
+def test_the_inline_chart_escapes_a_hostile_product_name(world, client):
+    # The page marks the chart's SVG as safe markup; it may do so only because the chart escapes
+    # every text it contains (the product name above all, which a supplier chooses).
+    hostile = '<script>alert("x")</script> & <img src=x onerror=alert(1)> gloves'
+    gloves = world.product(name=hostile, category_code="18424300", units_per_pack=100)
+    world.offer(world.sme, gloves, 256)
+    for i, (trust, total) in enumerate(zip(world.trusts, (2560, 3100, 4200), strict=True)):
+        world.purchase(trust, gloves, quantity=10, total_pence=total, ref=f"h{i}")
+    response = client.get(f"/products/{gloves.id}")
+    assert response.status_code == 200
+    assert_secure_html(response)
+    html = response.get_data(as_text=True)
+    svg = html.split("<svg", 1)[1].split("</svg>", 1)[0]
+    assert "&lt;script&gt;" in svg  # the name is in the chart, escaped
+    assert "<script" not in html
+    assert "<img" not in html
+    check_page(html)

@@ -28,7 +28,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ...db import unit_of_work, utcnow
-from ...errors import ValidationFailed
+from ...errors import ServiceUnavailable, ValidationFailed
 from ...money import unit_price
 from .base import (
     PRICE_BUCKETS,
@@ -79,6 +79,18 @@ def _text(analyzer_search: bool = True) -> dict[str, Any]:
     if analyzer_search:
         field["search_analyzer"] = "product_search"
     return field
+
+
+class SearchUnavailable(ServiceUnavailable):
+    """Elasticsearch cannot answer a search. The API answers 503 rather than falling back to
+    the SQL backend: its ranking, facets and cursors differ, so a silent switch would change
+    results and break a client's paging half-way; the outage shows on ``/readyz`` too."""
+
+    code = "search-unavailable"
+
+    def __init__(self, detail: str, **extensions: Any):
+        extensions.setdefault("headers", {"Retry-After": "10"})
+        super().__init__(detail, **extensions)
 
 
 class ElasticsearchBackend:
@@ -366,7 +378,26 @@ class ElasticsearchBackend:
 
     def search(self, session: Session, query: SearchQuery) -> SearchResult:
         body = self.build_request(session, query)
-        response = self.client.search(index=self.alias, **body)
+        try:
+            response = self.client.search(index=self.alias, **body)
+        except TransportError as error:  # unreachable, timed out: say so, do not guess
+            raise SearchUnavailable(
+                "Search is unavailable: the search cluster does not answer. Try again shortly.",
+                search_error=type(error).__name__,
+            ) from None
+        except ApiError as error:
+            if error.status_code == 404:
+                detail = (
+                    "the search index is missing (an operator runs 'marketplace search reindex')"
+                )
+            elif error.status_code == 429 or error.status_code >= 500:
+                detail = "the search cluster is overloaded or failing"
+            else:
+                raise  # a query the cluster refused as malformed is a defect here: a 500
+            raise SearchUnavailable(
+                f"Search is unavailable: {detail}. Try again shortly.",
+                search_error=str(error.error),
+            ) from None
         return self.parse_response(session, query, response)
 
     def parse_response(self, session: Session, query: SearchQuery, response: Any) -> SearchResult:
