@@ -45,9 +45,11 @@ from marketplace.catalog.search.models import SearchDocument  # noqa: E402
 from marketplace.config import Settings, normalise_database_url  # noqa: E402
 from marketplace.db import new_id, unit_of_work  # noqa: E402
 
-DRUG_TARIFF = (
-    ROOT.parent
-    / "shared/data/nhs-drug-tariff-part-ix/drug_tariff_part_ix_2026-07_marketplace_subset.csv"
+_TARIFF_FILE = "shared/data/nhs-drug-tariff-part-ix/drug_tariff_part_ix_2026-07_marketplace_subset.csv"
+# The shared data sits beside the checkout (or beside the folder holding several checkouts).
+DRUG_TARIFF = next(
+    (d / _TARIFF_FILE for d in ROOT.parents if (d / _TARIFF_FILE).exists()),
+    ROOT.parent / _TARIFF_FILE,
 )
 TARIFF_CATEGORY = {
     "compression_hosiery": "MKT-HOSIERY-COMP",
