@@ -1,10 +1,12 @@
 """The SQL search backend: ``search_documents`` with SQLite FTS5 or PostgreSQL full-text search.
 
 One request costs a handful of statements: the spelling check of unknown query words (one
-indexed lookup, plus one per unknown word), the page (matching, ranking, keyset), and one
-statement for the total and all four facets, which computes the text match once (a
-materialised CTE) and groups it four ways. Names of categories and suppliers come from their
-own tables at query time, so a renamed supplier shows its new name at once.
+indexed lookup, plus one per unknown word); the page (by relevance, the database's own top
+limit+1 by bm25/ts_rank after the cursor; in a column order, a walk of that order's index);
+the rows of the page; and one statement for the total and all four facets, which reads the
+matches unranked (see ``_text_facet_counts`` and ``_browse_facet_counts``). Names of
+categories and suppliers come from their own tables at query time, so a renamed supplier
+shows its new name at once.
 """
 
 from __future__ import annotations
