@@ -1,16 +1,17 @@
 """The SQL search backend: ``search_documents`` with SQLite FTS5 or PostgreSQL full-text search.
 
 One request costs a handful of statements: the spelling check of unknown query words (one
-indexed lookup, plus one per unknown word), the page (matching, ranking, keyset), and one
-statement for the total and all four facets, which computes the text match once (a
-materialised CTE) and groups it four ways. Names of categories and suppliers come from their
-own tables at query time, so a renamed supplier shows its new name at once.
+indexed lookup, plus one per unknown word); the page (by relevance, the database's own top
+limit+1 by bm25/ts_rank after the cursor; in a column order, a walk of that order's index);
+the rows of the page; and one statement for the total and all four facets, which reads the
+matches unranked (see ``_text_facet_counts`` and ``_browse_facet_counts``). Names of
+categories and suppliers come from their own tables at query time, so a renamed supplier
+shows its new name at once.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,7 @@ from sqlalchemy import (
     select,
     table,
     type_coerce,
+    union,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import REGCONFIG, TSQUERY
@@ -98,14 +100,28 @@ class SqliteText:
             return "(" + " OR ".join(self.render(o) for o in node.options) + ")"
         return "(" + " AND ".join(self.render(p) for p in node.parts) + ")"
 
-    def matches(self, plan: Node, scored: bool = True) -> Any:
+    def matches(self, plan: Node) -> Any:
+        """(id, score) of every match, ranked by bm25."""
         rowid = literal_column("search_fts.rowid")
-        score = -func.bm25(literal_column("search_fts"), *BM25) if scored else literal(0.0)
+        score = -func.bm25(literal_column("search_fts"), *BM25)
         return (
             select(rowid.label("id"), cast(score, Double).label("score"))
             .select_from(self.fts)
             .where(literal_column("search_fts").op("MATCH")(self.render(plan)))
         )
+
+    def unranked(self, plan: Node, exact: list[Any]) -> tuple[Any, list[Any]]:
+        """The documents matching the text (or an exact hit), unranked, as (FROM, WHERE): a
+        join from the full-text index's rowids (SQLite seeks each one; an ``IN`` is slower)."""
+        rowids = (
+            select(literal_column("search_fts.rowid").label("id"))
+            .select_from(self.fts)
+            .where(literal_column("search_fts").op("MATCH")(self.render(plan)))
+        )
+        if exact:
+            rowids = union(rowids, select(D.c.id).where(or_(*exact)))
+        m = rowids.subquery("m")
+        return D.join(m, m.c.id == D.c.id), []
 
     def candidates(self, session: Session, word: str) -> list[str]:
         return list(
@@ -127,13 +143,20 @@ class PostgresText:
             result = result.op(operator, return_type=TSQUERY)(self._query(child))
         return result
 
-    def matches(self, plan: Node, scored: bool = True) -> Any:
+    def matches(self, plan: Node) -> Any:
+        """(id, score) of every match, ranked by ts_rank."""
         vector = literal_column("search_documents.search_fts_vector")
         tsquery = self._query(plan)
-        score = func.ts_rank(vector, tsquery) if scored else literal(0.0)
+        score = func.ts_rank(vector, tsquery)
         return select(D.c.id.label("id"), cast(score, Double).label("score")).where(
             vector.op("@@")(tsquery)
         )
+
+    def unranked(self, plan: Node, exact: list[Any]) -> tuple[Any, list[Any]]:
+        """The documents matching the text (or an exact hit), unranked, as (FROM, WHERE): a
+        condition on ``search_documents`` itself, so nothing is joined to itself."""
+        vector = literal_column("search_documents.search_fts_vector")
+        return D, [or_(vector.op("@@")(self._query(plan)), *exact)]
 
     def candidates(self, session: Session, word: str) -> list[str]:
         session.execute(select(func.set_config("pg_trgm.similarity_threshold", "0.2", True)))
@@ -272,12 +295,9 @@ class SqlSearchBackend:
             corrector=lambda words: self.corrections(session, dialect, words),
         )
 
-    def _matches(
-        self, session: Session, query: SearchQuery, plan: Node | None, scored: bool = True
-    ) -> Any | None:
-        """A selectable of (id, score) for the text query, or None when there is no text.
-        ``scored=False`` skips ranking (for counting)."""
-        dialect = self._dialect(session)
+    @staticmethod
+    def _exact(query: SearchQuery) -> list[Any]:
+        """Conditions for an exact GTIN or part-number hit."""
         exact = []
         gtin = gtin_in_query(query.text)
         if gtin:
@@ -285,9 +305,24 @@ class SqlSearchBackend:
         key = mpn_key(query.text)
         if key and any(c.isdigit() for c in key):  # part numbers have digits; words do not
             exact.append(D.c.mpn_key == key)
+        return exact
+
+    def _unranked(
+        self, session: Session, query: SearchQuery, plan: Node | None
+    ) -> tuple[Any, list[Any]] | None:
+        """The text query's matches as (FROM, WHERE) over ``search_documents``, for counting
+        and for pages in a column order (neither needs a score); None when there is no text."""
+        exact = self._exact(query)
+        if plan is not None:
+            return self._dialect(session).unranked(plan, exact)
+        return (D, [or_(*exact)]) if exact else None
+
+    def _matches(self, session: Session, query: SearchQuery, plan: Node | None) -> Any | None:
+        """A selectable of (id, score) for the text query, or None when there is no text."""
+        exact = self._exact(query)
         parts = []
         if plan is not None:
-            parts.append(dialect.matches(plan, scored))
+            parts.append(self._dialect(session).matches(plan))
         if exact:
             parts.append(
                 select(D.c.id.label("id"), cast(literal(EXACT_SCORE), Double).label("score")).where(
@@ -317,35 +352,39 @@ class SqlSearchBackend:
         category_ids = self._category_ids(session, query.category) if query.category else None
         # No searchable word (only stop words or punctuation): search as if there were no text.
         plan = self._plan(session, query) if query.text else None
-        matches = self._matches(session, query, plan) if query.text else None
-        if matches is not None and query.sort == "relevance":
-            # One pass over the matches gives both the facets and the ranked page.
-            counts, ranked = self._text_facet_counts(session, query, matches, category_ids, True)
-            items, next_cursor = self._ranked_page(session, query, ranked)
-            return SearchResult(
-                items=items,
-                facets=self._facet_lists(session, counts),
-                total=counts["total"][""],
-                next_cursor=next_cursor,
-            )
-        items, next_cursor = self._page(session, query, matches, category_ids)
-        unscored = (
-            self._matches(session, query, plan, scored=False) if matches is not None else None
-        )
+        # The facets never need a score: counting reads the text index's matches unranked.
+        unscored = self._unranked(session, query, plan) if query.text else None
+        if unscored is not None and query.sort == "relevance":
+            # Only the page is ranked: the top limit+1 after the cursor, found by the database.
+            matches = self._matches(session, query, plan)
+            items, next_cursor = self._ranked_page(session, query, matches, category_ids)
+        else:
+            items, next_cursor = self._page(session, query, unscored, category_ids)
         total, facets = self._facets(session, query, unscored, category_ids)
         return SearchResult(items=items, facets=facets, total=total, next_cursor=next_cursor)
 
     def _ranked_page(
-        self, session: Session, query: SearchQuery, ranked: list[tuple[float, int]]
+        self,
+        session: Session,
+        query: SearchQuery,
+        matches: Any,
+        category_ids: list[str] | None,
     ) -> tuple[list[SearchItem], str | None]:
-        """The page of (score, document id) pairs: score descending, then id (the tie-break
-        hash) ascending, after the cursor."""
+        """The page by relevance: score descending, then the document id (the tie-break hash)
+        ascending, after the cursor. Without filters the text index alone answers it (a top-k
+        sort of the matches' scores); filters join the documents' filter columns."""
         sort = _sort_for(query, has_text=True)
         after = decode_cursor(query, len(sort.columns))
+        score, doc_id = matches.c.score, matches.c.id
+        stmt = select(doc_id, score)
+        filters = [c for cs in self._filters(query, D, category_ids).values() for c in cs]
+        if filters:
+            stmt = stmt.select_from(matches.join(D, D.c.id == doc_id)).where(*filters)
         if after is not None:
-            score, doc_id = (cursor_value(v, t) for v, t in zip(after, sort.types, strict=True))
-            ranked = [(s, i) for s, i in ranked if s < score or (s == score and i > doc_id)]
-        chosen = heapq.nsmallest(query.limit + 1, ranked, key=lambda si: (-si[0], si[1]))
+            values = [cursor_value(v, t) for v, t in zip(after, sort.types, strict=True)]
+            stmt = stmt.where(_keyset([score, doc_id], values, sort.descending))
+        stmt = stmt.order_by(score.desc(), doc_id.asc()).limit(query.limit + 1)
+        chosen = [(float(s), i) for i, s in session.execute(stmt)]
         more = len(chosen) > query.limit
         chosen = chosen[: query.limit]
         rows = {row.id: row for row in self._rows(session, [i for _s, i in chosen])}
@@ -384,9 +423,9 @@ class SqlSearchBackend:
         """A keyset page in a column order (price, newest, or no text): the ids from the index
         of that order (the text match, if any, only filters), then those rows."""
         sort = _sort_for(query, has_text=False)
-        source = D if matches is None else D.join(matches, matches.c.id == D.c.id)
         order = [D.c[name] for name in sort.columns]
-        ids = select(D.c.id).select_from(source)
+        source, where = matches if matches is not None else (D, [])
+        ids = select(D.c.id).select_from(source).where(*where)
         for clauses in self._filters(query, D, category_ids).values():
             ids = ids.where(*clauses)
         after = decode_cursor(query, len(sort.columns))
@@ -415,7 +454,7 @@ class SqlSearchBackend:
         """The total and the four facets. Each facet applies every active filter except its
         own, as shoppers expect (picking a supplier does not hide the other suppliers)."""
         if matches is not None:
-            counts, _ranked = self._text_facet_counts(session, query, matches, category_ids)
+            counts = self._text_facet_counts(session, query, matches, category_ids)
         else:
             counts = self._browse_facet_counts(session, query, category_ids)
         return counts["total"].get("", 0), self._facet_lists(session, counts)
@@ -442,63 +481,120 @@ class SqlSearchBackend:
         query: SearchQuery,
         matches: Any,
         category_ids: list[str] | None,
-        rank: bool = False,
-    ) -> tuple[dict[str, dict[str, int]], list[tuple[float, int]]]:
-        """With a text query: fetch the narrow facet columns of every match once (the text
+    ) -> dict[str, dict[str, int]]:
+        """With a text query: read the narrow facet columns of every match once (the text
         match runs once, unranked) and count in Python. Grouping in SQL would sort every
-        (product, supplier) pair of the matches in a temporary b-tree, several times slower."""
-        stmt = (
-            select(
-                D.c.category_id,
-                type_coerce(D.c.kind, String),  # plain strings: no enum per row
-                D.c.min_unit_price_nanopence,
-                D.c.supplier_ids,
-                D.c.id,
-                matches.c.score,
-            )
-            .select_from(D.join(matches, matches.c.id == D.c.id))
-            .where(*self._filters(query, D, category_ids).get("", []))
+        (product, supplier) pair of the matches in a temporary b-tree, several times slower.
+        The price bucket is computed by the database, and the rows come straight from the
+        driver (SQLAlchemy's per-row processing costs more than the counting)."""
+        price = D.c.min_unit_price_nanopence
+        bounds = price_bucket_bounds()
+        bucket = case(
+            *[
+                (and_(*([price >= lo] if lo is not None else []), price < hi), literal(n))
+                for n, (_key, lo, hi) in enumerate(bounds)
+                if hi is not None
+            ],
+            else_=literal(len(bounds) - 1),
         )
+        kind = type_coerce(D.c.kind, String)
+        source, where = matches
+        shared = [*where, *self._filters(query, D, category_ids).get("", [])]
+        keys = [key for key, _lo, _hi in bounds]
+        ranged = query.min_unit_price is not None or query.max_unit_price is not None
+        if not (query.supplier or query.kind or category_ids is not None or ranged):
+            # No filter that a facet ignores: every facet counts every match.
+            facet_key = (
+                D.c.category_id.concat(" ").concat(kind).concat(" ").concat(cast(bucket, String))
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                groups, suppliers = self._grouped_counts(session, facet_key, source, shared)
+            else:
+                # SQLite sorts to group: cheaper to hand over two strings (each match's
+                # category/kind/bucket, and its suppliers) that Python splits and counts.
+                n, keys_text, suppliers_text = session.execute(
+                    select(
+                        func.count(),
+                        func.group_concat(facet_key, " "),
+                        func.group_concat(D.c.supplier_ids, " "),
+                    )
+                    .select_from(source)
+                    .where(*shared)
+                ).one()
+                words = keys_text.split(" ") if n else []
+                groups = Counter(zip(words[0::3], words[1::3], words[2::3], strict=True))
+                suppliers = Counter(suppliers_text.split(" ")) if n else Counter()
+            counts = _empty_counts()
+            for (category_id, kind_value, b), count in groups.items():
+                counts["total"][""] += count
+                counts["category"][category_id] += count
+                counts["kind"][kind_value] += count
+                counts["unit_price"][keys[int(b)]] += count
+            counts["supplier"] = suppliers
+            return counts
+        stmt = (
+            select(D.c.category_id, kind, bucket, D.c.supplier_ids, *([price] if ranged else []))
+            .select_from(source)
+            .where(*shared)
+        )
+        rows = _plain_rows(session, stmt)
         wanted_categories = set(category_ids) if category_ids is not None else None
         wanted_kind = query.kind
         low = pence_to_nanopence(query.min_unit_price) if query.min_unit_price is not None else None
         high = (
             pence_to_nanopence(query.max_unit_price) if query.max_unit_price is not None else None
         )
-        bounds = price_bucket_bounds()
-        counts: dict[str, dict[str, int]] = {
-            "total": {"": 0},
-            "category": defaultdict(int),
-            "supplier": defaultdict(int),
-            "kind": defaultdict(int),
-            "unit_price": defaultdict(int),
-        }
-        ranked: list[tuple[float, int]] = []
-        for category_id, kind, price, supplier_ids, doc_id, score in session.execute(stmt).all():
+        counts = _empty_counts()
+        for category_id, kind, b, supplier_ids, *rest in rows:
             suppliers = supplier_ids.split()
             ok_category = wanted_categories is None or category_id in wanted_categories
             ok_supplier = query.supplier is None or query.supplier in suppliers
             ok_kind = wanted_kind is None or kind == wanted_kind
-            ok_price = (low is None or price >= low) and (high is None or price <= high)
+            ok_price = not rest or (
+                (low is None or rest[0] >= low) and (high is None or rest[0] <= high)
+            )
             if ok_supplier and ok_kind and ok_price:
                 counts["category"][category_id] += 1
                 if ok_category:
                     counts["total"][""] += 1
-                    if rank:
-                        ranked.append((score, doc_id))
             if ok_category and ok_kind and ok_price:
                 for supplier in suppliers:
                     counts["supplier"][supplier] += 1
             if ok_category and ok_supplier and ok_price:
                 counts["kind"][kind] += 1
             if ok_category and ok_supplier and ok_kind:
-                for key, bucket_low, bucket_high in bounds:
-                    if (bucket_low is None or price >= bucket_low) and (
-                        bucket_high is None or price < bucket_high
-                    ):
-                        counts["unit_price"][key] += 1
-                        break
-        return counts, ranked
+                counts["unit_price"][keys[b]] += 1
+        return counts
+
+    @staticmethod
+    def _grouped_counts(
+        session: Session, facet_key: Any, source: Any, where: list[Any]
+    ) -> tuple[Counter[tuple[str, ...]], Counter[str]]:
+        """PostgreSQL: the matches once (a CTE read twice is materialised), grouped by
+        category/kind/bucket and by supplier with hash aggregates; a few hundred rows come back."""
+        m = (
+            select(facet_key.label("k"), D.c.supplier_ids.label("s"))
+            .select_from(source)
+            .where(*where)
+            .cte("m")
+        )
+        supplier = select(func.unnest(func.string_to_array(m.c.s, " ")).label("s")).subquery()
+        rows = session.execute(
+            union_all(
+                select(
+                    literal(0).label("facet"), m.c.k.label("key"), func.count().label("n")
+                ).group_by(m.c.k),
+                select(literal(1), supplier.c.s, func.count()).group_by(supplier.c.s),
+            )
+        )
+        groups: Counter[tuple[str, ...]] = Counter()
+        suppliers: Counter[str] = Counter()
+        for facet, key, n in rows:
+            if facet == 0:
+                groups[tuple(key.split(" "))] += n
+            else:
+                suppliers[key] += n
+        return groups, suppliers
 
     def _browse_facet_counts(
         self, session: Session, query: SearchQuery, category_ids: list[str] | None
@@ -601,3 +697,23 @@ def _category_facets(session: Session, counts: dict[str, int]) -> list[CategoryF
             if code:
                 rolled[code] += n
     return category_facets(session, rolled)
+
+
+def _empty_counts() -> dict[str, dict[str, int]]:
+    return {
+        "total": {"": 0},
+        "category": defaultdict(int),
+        "supplier": defaultdict(int),
+        "kind": defaultdict(int),
+        "unit_price": defaultdict(int),
+    }
+
+
+def _plain_rows(session: Session, stmt: Any) -> list[tuple[Any, ...]]:
+    """Every row of ``stmt`` as plain DB-API tuples: tens of thousands of matches skip
+    SQLAlchemy's per-row result processing (the columns asked for need none)."""
+    result = session.execute(stmt)
+    try:
+        return result.cursor.fetchall()
+    finally:
+        result.close()
