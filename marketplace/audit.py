@@ -8,11 +8,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String
+from sqlalchemy import JSON, ForeignKey, Index, String, insert
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .db import Base, PublicIdMixin, utcnow
+from .db import Base, PublicIdMixin, new_id, utcnow
 
 if TYPE_CHECKING:
     from .accounts.service import Principal
@@ -57,6 +57,26 @@ def snapshot(obj: Any, fields: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return {name: jsonable(getattr(obj, name)) for name in fields}
 
 
+def _event_values(
+    actor: Principal,
+    action: str,
+    object_type: str,
+    object_id: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "actor_user_id": actor.user_id,
+        "actor_label": actor.label,
+        "action": action,
+        "object_type": object_type,
+        "object_id": object_id,
+        "before": jsonable(before) if before is not None else None,
+        "after": jsonable(after) if after is not None else None,
+        "request_id": actor.request_id,
+    }
+
+
 def record(
     session: Session,
     actor: Principal,
@@ -67,15 +87,27 @@ def record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    event = AuditEvent(
-        actor_user_id=actor.user_id,
-        actor_label=actor.label,
-        action=action,
-        object_type=object_type,
-        object_id=object_id,
-        before=jsonable(before) if before is not None else None,
-        after=jsonable(after) if after is not None else None,
-        request_id=actor.request_id,
-    )
+    """Add the event to the session: it is written with the session's next flush."""
+    event = AuditEvent(**_event_values(actor, action, object_type, object_id, before, after))
     session.add(event)
     return event
+
+
+def record_now(
+    session: Session,
+    actor: Principal,
+    action: str,
+    object_type: str,
+    object_id: str,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> str:
+    """Write the event at once with a plain INSERT (no unit-of-work flush), for hot paths such as
+    a budget hold. Returns the event's id."""
+    values = _event_values(actor, action, object_type, object_id, before, after)
+    event_id = new_id(AuditEvent.id_prefix)
+    session.execute(
+        insert(AuditEvent.__table__), [{"id": event_id, "occurred_at": utcnow(), **values}]
+    )
+    return event_id

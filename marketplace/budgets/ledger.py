@@ -363,8 +363,7 @@ def _entry(
 
 
 def _audit(session: Session, actor: Principal, budget: Budget, action: str, **details) -> None:
-    audit.record(session, actor, f"budget.{action}", "budget", budget.id, after=details)
-    session.flush()
+    audit.record_now(session, actor, f"budget.{action}", "budget", budget.id, after=details)
 
 
 # --- operations ---------------------------------------------------------------------------------
