@@ -59,11 +59,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     state.payment_gateway = gateway_from_settings(settings)
     orders.set_decision_gateway(lambda: state.payment_gateway)
 
-    from . import errors, ops, transparency, web
+    from . import errors, ops, ratelimit, transparency, web
     from .blueprints import all_blueprints
     from .openapi import init_api
 
     web.init_request_handling(app)
+    ratelimit.init_app(app, settings)
     init_api(app, all_blueprints())
     errors.register_error_handlers(app)
     app.register_blueprint(ops.blp)

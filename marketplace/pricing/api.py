@@ -21,6 +21,7 @@ from ..db import unit_of_work
 from ..errors import Problem, ValidationFailed
 from ..money import unit_price_json
 from ..pagination import paginate
+from ..ratelimit import import_limited
 from ..schemas import page_of
 from ..web import get_session
 from . import chart, service
@@ -194,6 +195,7 @@ def _upload() -> tuple[Any, str, str | None]:
 
 @blp.route("/purchases/import", methods=["POST"])
 @authenticated(Role.BUYER, Role.OPERATOR)
+@import_limited
 @blp.arguments(ImportArgs, location="query", as_kwargs=True)
 @blp.response(200, ImportResultSchema)
 @blp.alt_response(400, response="BAD_REQUEST")
