@@ -22,6 +22,7 @@ class AppState:
     session_factory: sessionmaker[Session]
     readiness_probes: dict[str, Callable[[], Any]] = field(default_factory=dict)
     payment_gateway: Any = None
+    metrics_registry: Any = None  # figures read at scrape time (metrics.scrape_registry)
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
@@ -46,11 +47,19 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.config["TESTING"] = settings.testing
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
+    from . import metrics
+
     engine = make_engine(settings)
+    metrics.watch_pool(engine)
     session_factory = make_session_factory(engine)
     # Code that gets only a session (e.g. search's product_changed) reads the settings here.
     session_factory.configure(info={"settings": settings})
-    state = AppState(settings=settings, engine=engine, session_factory=session_factory)
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        session_factory=session_factory,
+        metrics_registry=metrics.scrape_registry(session_factory),
+    )
     app.extensions["marketplace"] = state
 
     from .orders import service as orders

@@ -1,5 +1,5 @@
-"""Flask glue shared by every blueprint: the request's database session, request ids and
-structured JSON logs.
+"""Flask glue shared by every blueprint: the request's database session, request ids,
+structured JSON logs and the request metrics (``metrics.observe_request``).
 
 One session per request. A request that writes (POST, PUT, PATCH, DELETE) begins its
 transaction as a writer (``db.begin_write``) and commits once, after the view returned a
@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from . import metrics
 from .db import begin_write
 from .errors import Conflict, Problem, problem_response
 
@@ -76,7 +77,9 @@ def _finish_request(response: Response) -> Response:
         else:
             session.rollback()
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
-    duration_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+    seconds = time.perf_counter() - g.get("started", time.perf_counter())
+    metrics.observe_request(request.endpoint, request.method, response.status_code, seconds)
+    duration_ms = seconds * 1000
     access_log.info(
         "request",
         extra={

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .. import csv_import
+from .. import csv_import, metrics
 from ..accounts.service import Principal
 from ..csv_import import RowError
 from ..errors import Problem
@@ -300,11 +300,14 @@ def import_offers(
     report = ImportReport(supplier_id=supplier, dry_run=dry_run)
     outer = session.begin_nested()
     try:
-        for row_number, cells in read_rows(stream, max_rows=max_rows):
-            report.rows += 1
-            _import_row(session, actor, supplier, row_number, cells, report)
-            if on_row is not None:
-                on_row(row_number)
+        with metrics.import_running("offers"):
+            for row_number, cells in read_rows(stream, max_rows=max_rows):
+                report.rows += 1
+                rejected_before = report.rejected
+                _import_row(session, actor, supplier, row_number, cells, report)
+                metrics.import_row("offers", rejected=report.rejected > rejected_before)
+                if on_row is not None:
+                    on_row(row_number)
     except BaseException:
         outer.rollback()
         raise

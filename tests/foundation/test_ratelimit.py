@@ -217,11 +217,12 @@ def test_refused_tokens_count_against_the_address(limited_client, factory):
     assert_problem(limited_client.get("/api/v1/me", headers=guess, **elsewhere), 401)
 
 
-def test_probes_are_never_limited(limited_client):
+def test_probes_and_metrics_are_never_limited(limited_client):
     address = fresh_address()
     for _ in range(10):
         assert limited_client.get("/healthz", **address).status_code == 200
         assert limited_client.get("/readyz", **address).status_code == 200
+        assert limited_client.get("/metrics", **address).status_code in (401, 200)
     assert limited_client.get("/api/v1/categories", **address).status_code == 200
 
 
