@@ -15,8 +15,9 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, g, request
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +32,19 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
 access_log = logging.getLogger("marketplace.access")
+BODY_LIMIT_ATTRIBUTE = "max_content_length"
+V = TypeVar("V", bound=Callable[..., Any])
+
+
+def body_limit(max_bytes: int) -> Callable[[V], V]:
+    """Let one view take bodies up to ``max_bytes`` instead of ``MAX_CONTENT_LENGTH`` (a
+    streamed import, say); larger ones are refused with 413 before the view runs."""
+
+    def mark(view: V) -> V:
+        setattr(view, BODY_LIMIT_ATTRIBUTE, max_bytes)
+        return view
+
+    return mark
 
 
 def get_session() -> Session:
@@ -53,6 +67,10 @@ def _start_request() -> None:
     g.request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
     g.started = time.perf_counter()
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    view = current_app.view_functions.get(request.endpoint or "")
+    own_limit = getattr(view, BODY_LIMIT_ATTRIBUTE, None)
+    if own_limit is not None:  # e.g. a streamed import (``body_limit``)
+        limit = request.max_content_length = own_limit
     if limit and request.content_length is not None and request.content_length > limit:
         raise RequestEntityTooLarge()
 

@@ -363,3 +363,16 @@ def test_imports_count_their_rows_in_the_metrics(client, db, session_factory, su
         )
     assert running == [1.0]
     assert metric("marketplace_imports_in_progress", import_kind="offers") == 0
+
+
+def test_a_file_with_too_many_rows_is_refused_whole_through_the_api(
+    client, db, supplier, existing, monkeypatch
+):
+    from marketplace.catalog import offer_import
+
+    monkeypatch.setattr(offer_import, "MAX_ROWS", 2)
+    before = counts(db)
+    response = upload(client, supplier, csv_bytes(GOOD_ROWS))
+    body = assert_problem(response, 400, code="malformed-csv")
+    assert "more than 2 rows" in body["detail"]
+    assert counts(db) == before
