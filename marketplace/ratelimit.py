@@ -48,7 +48,7 @@ from .errors import Problem, problem_response
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION = "marketplace.limiter"
-EXEMPT_BLUEPRINTS = frozenset({"ops", "metrics"})
+EXEMPT_BLUEPRINTS = frozenset({"ops"})  # /healthz, /readyz, /metrics
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 IMPORT_MARK = "rate_limit_import"
 REDIS_TIMEOUT_SECONDS = 0.5

@@ -200,33 +200,27 @@ def test_walking_the_pages_returns_every_event_once_newest_first(client, session
                     object_id=f"prd_{n}",
                 )
             )
-    seen: list[dict] = []
-    cursor = None
-    pages = 0
-    while True:
-        params = {"limit": 4} | ({"cursor": cursor} if cursor else {})
-        page = query(client, log["operator"], **params)
-        assert len(page["items"]) <= 4
-        seen.extend(page["items"])
-        pages += 1
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
-    assert pages == 8  # 30 events, 4 a page
+    seen, pages = walk(client, log["operator"], limit=4)
+    assert [len(page) for page in pages] == [4] * 7 + [2]  # 30 events, 4 a page
     ids = [item["id"] for item in seen]
     assert len(ids) == len(set(ids)) == 30
     keys = [(item["occurred_at"], item["id"]) for item in seen]
     assert keys == sorted(keys, reverse=True)
     # Filters hold on every page.
-    cursor, products = None, []
+    products, _ = walk(client, log["operator"], limit=5, object_type="product")
+    assert sorted(p["object_id"] for p in products) == sorted(f"prd_{n}" for n in range(23))
+
+
+def walk(client, operator, **params) -> tuple[list[dict], list[list[dict]]]:
+    """Follow next_cursor to the end: every item, and the pages they came in."""
+    items, pages, cursor = [], [], None
     while True:
-        params = {"limit": 5, "object_type": "product"} | ({"cursor": cursor} if cursor else {})
-        page = query(client, log["operator"], **params)
-        products.extend(item["object_id"] for item in page["items"])
+        page = query(client, operator, **params, **({"cursor": cursor} if cursor else {}))
+        pages.append(page["items"])
+        items.extend(page["items"])
         cursor = page["next_cursor"]
         if cursor is None:
-            break
-    assert sorted(products) == sorted(f"prd_{n}" for n in range(23))
+            return items, pages
 
 
 def test_a_write_through_the_api_is_found_by_its_object(client, operator):
