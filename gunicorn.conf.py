@@ -19,21 +19,15 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # Prometheus multiprocess mode (marketplace/metrics.py): with PROMETHEUS_MULTIPROC_DIR set,
 # every worker writes its metrics to files there and /metrics adds them up. The directory is
-# emptied when gunicorn starts (figures from an earlier run would be added in otherwise), and a
-# worker that exits is marked dead so that its gauges stop counting.
+# emptied when gunicorn starts, and a worker that exits is marked dead so that its gauges stop
+# counting.
 def on_starting(server):
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        from pathlib import Path
+    from marketplace.metrics import clear_multiprocess_dir
 
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        for stale in path.glob("*.db"):
-            stale.unlink()
+    clear_multiprocess_dir()
 
 
 def child_exit(server, worker):
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+    from marketplace.metrics import worker_exited
 
-        multiprocess.mark_process_dead(worker.pid)
+    worker_exited(worker.pid)

@@ -27,6 +27,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -95,6 +96,23 @@ _running = {kind: IMPORTS_RUNNING.labels(kind) for kind in IMPORT_KINDS}
 
 def multiprocess_mode() -> bool:
     return bool(os.environ.get(MULTIPROC_DIR_ENV))
+
+
+def clear_multiprocess_dir() -> None:
+    """At server start (gunicorn ``on_starting``): figures left from an earlier run would be
+    added in, so empty the directory (only prometheus_client's ``*.db`` files)."""
+    directory = os.environ.get(MULTIPROC_DIR_ENV)
+    if directory:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+
+
+def worker_exited(pid: int) -> None:
+    """When a worker exits (gunicorn ``child_exit``): its live gauges stop counting."""
+    if multiprocess_mode():
+        multiprocess.mark_process_dead(pid)
 
 
 def observe_request(endpoint: str | None, method: str, status: int, seconds: float) -> None:

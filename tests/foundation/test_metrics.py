@@ -140,3 +140,22 @@ def test_a_scrape_answers_even_when_the_database_does_not(caplog):
 
     assert list(OutboxCollector(unavailable).collect()) == []
     assert "could not read the search outbox" in caplog.text
+
+
+def test_server_hooks_empty_the_directory_and_drop_exited_workers(tmp_path, monkeypatch):
+    """The hooks `marketplace serve` and gunicorn.conf.py install (gunicorn runs them too in
+    test_metrics_gunicorn.py)."""
+    from types import SimpleNamespace
+
+    from marketplace import serve
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    for name in ("counter_1.db", "histogram_1.db", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    serve._on_starting(None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    for name in ("gauge_livesum_7.db", "gauge_livesum_8.db", "counter_7.db"):
+        (tmp_path / name).write_bytes(b"")
+    serve._child_exit(None, SimpleNamespace(pid=7))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["counter_7.db", "gauge_livesum_8.db", "notes.txt"]
