@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 
 from flask import Blueprint, Response, current_app, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from sqlalchemy import text
 
 from . import metrics, migrate
@@ -69,4 +69,6 @@ def prometheus_metrics():
             "Metrics are for operators and the metrics scraper.", code="not-an-operator"
         )
     body = metrics.exposition(state.metrics_registry)
-    return Response(body, mimetype=None, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    # The classic text format (0.0.4): every Prometheus server reads it; the names need no
+    # escaping.
+    return Response(body, mimetype=None, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})

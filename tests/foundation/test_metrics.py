@@ -23,6 +23,7 @@ def scrape(client, headers) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
     response = client.get("/metrics", headers=headers)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.mimetype == "text/plain"
+    assert "version=0.0.4" in response.headers["Content-Type"]
     samples = {}
     for family in text_string_to_metric_families(response.get_data(as_text=True)):
         for sample in family.samples:
