@@ -45,11 +45,11 @@ from .accounts.service import hash_token
 from .auth import bearer_token
 from .config import Settings
 from .errors import Problem, problem_response
+from .web import WRITE_METHODS
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION = "marketplace.limiter"
 EXEMPT_BLUEPRINTS = frozenset({"ops"})  # /healthz, /readyz, /metrics
-WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 IMPORT_MARK = "rate_limit_import"
 REDIS_TIMEOUT_SECONDS = 0.5
 SCOPE_WORDS = {
