@@ -15,3 +15,19 @@ accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+# Prometheus multiprocess mode (marketplace/metrics.py): with PROMETHEUS_MULTIPROC_DIR set,
+# every worker writes its metrics to files there and /metrics adds them up. The directory is
+# emptied when gunicorn starts, and a worker that exits is marked dead so that its gauges stop
+# counting.
+def on_starting(server):
+    from marketplace.metrics import clear_multiprocess_dir
+
+    clear_multiprocess_dir()
+
+
+def child_exit(server, worker):
+    from marketplace.metrics import worker_exited
+
+    worker_exited(worker.pid)

@@ -22,6 +22,7 @@ class AppState:
     session_factory: sessionmaker[Session]
     readiness_probes: dict[str, Callable[[], Any]] = field(default_factory=dict)
     payment_gateway: Any = None
+    metrics_registry: Any = None  # figures read at scrape time (metrics.scrape_registry)
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
@@ -46,9 +47,17 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.config["TESTING"] = settings.testing
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
+    from . import metrics
+
     engine = make_engine(settings)
+    metrics.watch_pool(engine)
     session_factory = make_session_factory(engine)
-    state = AppState(settings=settings, engine=engine, session_factory=session_factory)
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        session_factory=session_factory,
+        metrics_registry=metrics.scrape_registry(session_factory),
+    )
     app.extensions["marketplace"] = state
     # Code that gets only a session reads these here: the settings (e.g. search's
     # product_changed) and the payment gateway (e.g. an approval decision cancelling a card).
@@ -60,11 +69,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
     state.payment_gateway = gateway_from_settings(settings)
 
-    from . import errors, ops, transparency, web
+    from . import errors, ops, ratelimit, transparency, web
     from .blueprints import all_blueprints
     from .openapi import init_api
 
     web.init_request_handling(app)
+    ratelimit.init_app(app, settings)
     init_api(app, all_blueprints())
     errors.register_error_handlers(app)
     app.register_blueprint(ops.blp)

@@ -25,6 +25,8 @@ class AuditEvent(PublicIdMixin, Base):
     __table_args__ = (
         Index("ix_audit_events_object", "object_type", "object_id"),
         Index("ix_audit_events_occurred_at", "occurred_at"),
+        # The operators' audit endpoint filters by object id alone, newest first.
+        Index("ix_audit_events_object_id_occurred_at", "object_id", "occurred_at"),
     )
     id_prefix = "aud"
 

@@ -38,6 +38,13 @@ def _bearer_token() -> str:
     return token.strip()
 
 
+def bearer_token() -> str | None:
+    """The bearer token the request sends, if any (never raises; authentication does)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def current_principal() -> Principal:
     principal = g.get("principal")
     if principal is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 def all_blueprints() -> list:
     from .accounts.api import blp as accounts
+    from .audit_events.api import blp as audit
     from .budgets.api import blp as budgets
     from .catalog.api import blp as catalog
     from .catalog.search.api import blp as search
@@ -12,4 +13,4 @@ def all_blueprints() -> list:
     from .pricing.api import blp as pricing
     from .transparency.api import blp as transparency
 
-    return [accounts, catalog, search, pricing, budgets, orders, transparency]
+    return [accounts, catalog, search, pricing, budgets, orders, transparency, audit]

@@ -15,11 +15,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from limits import parse_many
+from limits.strategies import STRATEGIES as RATE_LIMIT_STRATEGIES
+
 SEARCH_BACKENDS = ("sql", "elasticsearch")
 OCDS_PREFIX = re.compile(r"^ocds-[a-z0-9]{6}$")  # an OCDS prefix: "ocds-" and six characters
 MIN_GROUP_SIZE_FLOOR = 3  # open data never publishes a group smaller than this
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_INSTANCE_DIR = Path.cwd() / "instance"
+REDIS_SCHEMES = ("redis", "rediss", "redis+unix")
+MIN_METRICS_TOKEN_LENGTH = 24
+# Rate limits (flask-limiter notation: "N per period", several joined by ";"), by variable.
+RATE_LIMIT_VARIABLES = {
+    "rate_limit_authenticated": "RATE_LIMIT_AUTHENTICATED",
+    "rate_limit_anonymous": "RATE_LIMIT_ANONYMOUS",
+    "rate_limit_write": "RATE_LIMIT_WRITE",
+    "rate_limit_import": "RATE_LIMIT_IMPORT",
+    "rate_limit_auth_failures": "RATE_LIMIT_AUTH_FAILURES",
+}
 
 
 class ConfigError(ValueError):
@@ -48,6 +61,19 @@ class Settings:
     public_base_url: str = "http://127.0.0.1:8000"
     ocds_prefix: str = "ocds-mkt000"
     min_group_size: int = 5
+    # Abuse limits: per API token (its hash) when the request carries one, else per client IP.
+    rate_limit_enabled: bool = True
+    rate_limit_authenticated: str = "1200 per minute"  # every request with a token
+    rate_limit_anonymous: str = "300 per minute"  # every request without one, per IP
+    rate_limit_write: str = "120 per minute"  # POST/PUT/PATCH/DELETE
+    rate_limit_import: str = "30 per hour"  # offer and purchase imports
+    rate_limit_auth_failures: str = "30 per minute"  # 401 answers per IP (guessed tokens)
+    rate_limit_strategy: str = "fixed-window"
+    rate_limit_key_prefix: str = "marketplace"
+    redis_url: str | None = None  # rate-limit counters in Redis (shared by every worker)
+    trusted_proxy_count: int = 0  # reverse proxies whose X-Forwarded-For is believed
+    # The bearer token a Prometheus scraper sends to /metrics (kept out of repr and logs).
+    metrics_token: str | None = field(default=None, repr=False)
     testing: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -121,6 +147,17 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"{raw!r} is not true or false")
+
+
 def _url(name: str, value: str | None) -> str | None:
     if value is None or value.strip() == "":
         return None
@@ -149,8 +186,53 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         public_base_url=env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000",
         ocds_prefix=(env.get("OCDS_PREFIX") or "ocds-mkt000").strip(),
         min_group_size=_int(env, "OPEN_DATA_MIN_GROUP_SIZE", 5, minimum=MIN_GROUP_SIZE_FLOOR),
+        rate_limit_enabled=_bool(env, "RATE_LIMIT_ENABLED", True),
+        rate_limit_strategy=(env.get("RATE_LIMIT_STRATEGY") or "fixed-window").strip().lower(),
+        rate_limit_key_prefix=(env.get("RATE_LIMIT_KEY_PREFIX") or "marketplace").strip(),
+        redis_url=(env.get("REDIS_URL") or "").strip() or None,
+        trusted_proxy_count=_int(env, "TRUSTED_PROXY_COUNT", 0, minimum=0),
+        metrics_token=(env.get("METRICS_TOKEN") or "").strip() or None,
+        **{
+            name: env[variable].strip()
+            for name, variable in RATE_LIMIT_VARIABLES.items()
+            if (env.get(variable) or "").strip()
+        },
     )
     return validate(settings)
+
+
+def _validate_limits(settings: Settings) -> None:
+    for name, variable in RATE_LIMIT_VARIABLES.items():
+        value = getattr(settings, name)
+        try:
+            parsed = parse_many(value)
+        except ValueError:
+            parsed = []
+        if not parsed:
+            raise ConfigError(
+                variable, f"{value!r} is not a rate limit such as '100 per minute' or '10/second'"
+            )
+    if settings.rate_limit_strategy not in RATE_LIMIT_STRATEGIES:
+        raise ConfigError(
+            "RATE_LIMIT_STRATEGY",
+            f"{settings.rate_limit_strategy!r} is not one of {', '.join(RATE_LIMIT_STRATEGIES)}",
+        )
+    if settings.redis_url and urlsplit(settings.redis_url).scheme not in REDIS_SCHEMES:
+        raise ConfigError(
+            "REDIS_URL", f"{settings.redis_url!r} is not a redis:// (or rediss://) URL"
+        )
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", settings.rate_limit_key_prefix):
+        raise ConfigError(
+            "RATE_LIMIT_KEY_PREFIX", "use 1 to 64 letters, digits, '_', '.', ':' or '-'"
+        )
+    if settings.trusted_proxy_count < 0:
+        raise ConfigError("TRUSTED_PROXY_COUNT", "must be at least 0")
+    token = settings.metrics_token
+    if token is not None and len(token) < MIN_METRICS_TOKEN_LENGTH:
+        raise ConfigError(
+            "METRICS_TOKEN",
+            f"must be at least {MIN_METRICS_TOKEN_LENGTH} characters (use a random secret)",
+        )
 
 
 def validate(settings: Settings) -> Settings:
@@ -179,6 +261,7 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(
             "LOG_LEVEL", f"{settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
         )
+    _validate_limits(settings)
     key = settings.stripe_api_key
     if key and not key.startswith(("sk_", "rk_")):
         raise ConfigError(

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import flask_swagger_ui
+from apispec import BasePlugin
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Flask, Response, request, send_from_directory
 from flask_smorest import Api
@@ -50,6 +51,23 @@ def schema_name_resolver(schema: type | object) -> str:
     return name
 
 
+RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+
+class RateLimitPlugin(BasePlugin):
+    """Every operation may answer 429: the rate limits apply to the whole API (ratelimit.py)."""
+
+    def operation_helper(self, path=None, operations=None, **kwargs) -> None:
+        for operation in (operations or {}).values():
+            if isinstance(operation, dict):
+                operation.setdefault("responses", {}).setdefault("429", "TOO_MANY_REQUESTS")
+
+
 class MarketplaceApi(Api):
     ERROR_SCHEMA = schemas.ProblemSchema
 
@@ -58,6 +76,9 @@ class MarketplaceApi(Api):
             response: dict = {"description": status.phrase}
             if status >= 400:
                 response["schema"] = self.ERROR_SCHEMA
+            if status == http.HTTPStatus.TOO_MANY_REQUESTS:
+                response["description"] = "Over a rate limit: try again after Retry-After seconds."
+                response["headers"] = RETRY_AFTER_HEADER
             prepare_response(response, self.spec, PROBLEM_CONTENT_TYPE)
             self.spec.components.response(status.name, response, lazy=True)
         default = {"description": "Error (problem details, RFC 9457)", "schema": self.ERROR_SCHEMA}
@@ -94,7 +115,8 @@ def init_api(app: Flask, blueprints: list) -> MarketplaceApi:
     api = MarketplaceApi(
         app,
         spec_kwargs={
-            "marshmallow_plugin": MarshmallowPlugin(schema_name_resolver=schema_name_resolver)
+            "marshmallow_plugin": MarshmallowPlugin(schema_name_resolver=schema_name_resolver),
+            "extra_plugins": [RateLimitPlugin()],
         },
     )
     api.spec.components.security_scheme(

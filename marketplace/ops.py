@@ -1,12 +1,16 @@
-"""Operational endpoints: liveness and readiness."""
+"""Operational endpoints: liveness, readiness and Prometheus metrics. None is rate limited."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+import hmac
+
+from flask import Blueprint, Response, current_app, jsonify
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from sqlalchemy import text
 
-from . import migrate
-from .errors import ServiceUnavailable
+from . import metrics, migrate
+from .auth import bearer_token, current_principal
+from .errors import Forbidden, ServiceUnavailable
 
 blp = Blueprint("ops", __name__)
 
@@ -57,3 +61,21 @@ def readyz():
             ) from None
         checks[name] = "ok"
     return jsonify(status="ready", checks=checks)
+
+
+@blp.get("/metrics")
+def prometheus_metrics():
+    """Prometheus text exposition. Send ``Authorization: Bearer <METRICS_TOKEN>`` (the scraper's
+    secret) or an operator's API token; any other token is refused (403), no token is 401."""
+    state = current_app.extensions["marketplace"]
+    expected = state.settings.metrics_token
+    token = bearer_token()
+    scraper = bool(expected and token and hmac.compare_digest(token.encode(), expected.encode()))
+    if not scraper and not current_principal().is_operator:
+        raise Forbidden(
+            "Metrics are for operators and the metrics scraper.", code="not-an-operator"
+        )
+    body = metrics.exposition(state.metrics_registry)
+    # The classic text format (0.0.4): every Prometheus server reads it; the names need no
+    # escaping.
+    return Response(body, mimetype=None, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})

@@ -23,6 +23,18 @@ class _Gunicorn(BaseApplication):
         return create_app()
 
 
+def _on_starting(_server: Any) -> None:
+    from .metrics import clear_multiprocess_dir
+
+    clear_multiprocess_dir()
+
+
+def _child_exit(_server: Any, worker: Any) -> None:
+    from .metrics import worker_exited
+
+    worker_exited(worker.pid)
+
+
 def run_gunicorn(*, host: str, port: int, workers: int | None) -> None:
     options = {
         "bind": f"{host}:{port}",
@@ -30,5 +42,8 @@ def run_gunicorn(*, host: str, port: int, workers: int | None) -> None:
         "timeout": 30,
         "accesslog": "-",
         "errorlog": "-",
+        # as in gunicorn.conf.py: metrics from every worker (PROMETHEUS_MULTIPROC_DIR)
+        "on_starting": _on_starting,
+        "child_exit": _child_exit,
     }
     _Gunicorn(options).run()

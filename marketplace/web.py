@@ -1,5 +1,5 @@
-"""Flask glue shared by every blueprint: the request's database session, request ids and
-structured JSON logs.
+"""Flask glue shared by every blueprint: the request's database session, request ids,
+structured JSON logs and the request metrics (``metrics.observe_request``).
 
 One session per request. A request that writes (POST, PUT, PATCH, DELETE) begins its
 transaction as a writer (``db.begin_write``) and commits once, after the view returned a
@@ -15,14 +15,16 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, g, request
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from . import metrics
 from .db import begin_write
 from .errors import Conflict, Problem, database_unavailable, problem_response
 
@@ -37,6 +39,20 @@ HTML_SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
 }
+
+BODY_LIMIT_ATTRIBUTE = "max_content_length"
+V = TypeVar("V", bound=Callable[..., Any])
+
+
+def body_limit(max_bytes: int) -> Callable[[V], V]:
+    """Let one view take bodies up to ``max_bytes`` instead of ``MAX_CONTENT_LENGTH`` (a
+    streamed import, say); larger ones are refused with 413 before the view runs."""
+
+    def mark(view: V) -> V:
+        setattr(view, BODY_LIMIT_ATTRIBUTE, max_bytes)
+        return view
+
+    return mark
 
 
 def get_session() -> Session:
@@ -59,6 +75,10 @@ def _start_request() -> None:
     g.request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
     g.started = time.perf_counter()
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    view = current_app.view_functions.get(request.endpoint or "")
+    own_limit = getattr(view, BODY_LIMIT_ATTRIBUTE, None)
+    if own_limit is not None:  # e.g. a streamed import (``body_limit``)
+        limit = request.max_content_length = own_limit
     if limit and request.content_length is not None and request.content_length > limit:
         raise RequestEntityTooLarge()
 
@@ -86,7 +106,9 @@ def _finish_request(response: Response) -> Response:
         else:
             session.rollback()
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
-    duration_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+    seconds = time.perf_counter() - g.get("started", time.perf_counter())
+    metrics.observe_request(request.endpoint, request.method, response.status_code, seconds)
+    duration_ms = seconds * 1000
     access_log.info(
         "request",
         extra={

@@ -36,8 +36,14 @@ def _database_url(tmp_root: Path) -> str:
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("marketplace")
+    # Rate limiting is off for the suite, explicitly, so that no test trips a limit by accident;
+    # tests/foundation/test_ratelimit.py builds its own applications with small limits.
     return Settings(
-        database_url=_database_url(root), instance_dir=root, testing=True, log_level="WARNING"
+        database_url=_database_url(root),
+        instance_dir=root,
+        testing=True,
+        log_level="WARNING",
+        rate_limit_enabled=False,
     )
 
 

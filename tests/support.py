@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prometheus_client import REGISTRY
+
 from marketplace.accounts import service as accounts
 from marketplace.accounts.models import Organisation, OrgType, Role, User
 from marketplace.accounts.service import Principal
@@ -91,3 +93,8 @@ def assert_problem(response, status: int, *, code: str | None = None) -> dict:
     if code is not None:
         assert body["type"].endswith("/" + code), body["type"]
     return body
+
+
+def metric(name: str, **labels: str) -> float:
+    """A sample of this process's Prometheus metrics (0 when it has not been recorded yet)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0

@@ -13,6 +13,7 @@ from ..auth import authenticated, current_principal, optional_principal
 from ..errors import Problem
 from ..money import unit_price
 from ..pagination import Page, paginate
+from ..ratelimit import import_limited
 from ..schemas import PageArgs, page_of
 from ..web import get_session
 from . import offer_import, service
@@ -212,6 +213,7 @@ CSV_BODY_DOC = {
 
 @blp.route("/offers/import", methods=["POST"])
 @authenticated(Role.SUPPLIER, Role.OPERATOR)
+@import_limited
 @blp.arguments(ImportArgs, location="query", as_kwargs=True)
 @blp.response(200, ImportReportSchema)
 @blp.alt_response(400, response="BAD_REQUEST", description="The file is not a readable offer CSV.")

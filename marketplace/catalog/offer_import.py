@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .. import csv_import
+from .. import csv_import, metrics
 from ..accounts.service import Principal
 from ..csv_import import RowError
 from ..errors import Problem
@@ -92,13 +92,15 @@ class RowRejected(Exception):
 
 
 def read_rows(
-    stream: IO[bytes], *, max_rows: int = MAX_ROWS
+    stream: IO[bytes], *, max_rows: int | None = None
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield ``(row number, {column: cell})`` for each non-blank data row, reading as it goes.
 
     Raises ``MalformedFile`` for a file that is not UTF-8, not CSV, empty, has no data rows,
     has too many, or whose header is not exactly ``COLUMNS``. A row with the wrong number of
-    cells is yielded with the cells it has, under the key ``None`` as the count."""
+    cells is yielded with the cells it has, under the key ``None`` as the count. At most
+    ``max_rows`` rows (default ``MAX_ROWS``)."""
+    max_rows = MAX_ROWS if max_rows is None else max_rows
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     reader = csv.reader(text, strict=True)
     try:
@@ -291,7 +293,7 @@ def import_offers(
     *,
     supplier_id: str | None = None,
     dry_run: bool = False,
-    max_rows: int = MAX_ROWS,
+    max_rows: int | None = None,
     on_row: Callable[[int], None] | None = None,
 ) -> ImportReport:
     """Import a supplier's offer CSV. With ``dry_run`` every row is checked and applied inside
@@ -300,11 +302,14 @@ def import_offers(
     report = ImportReport(supplier_id=supplier, dry_run=dry_run)
     outer = session.begin_nested()
     try:
-        for row_number, cells in read_rows(stream, max_rows=max_rows):
-            report.rows += 1
-            _import_row(session, actor, supplier, row_number, cells, report)
-            if on_row is not None:
-                on_row(row_number)
+        with metrics.import_running("offers"):
+            for row_number, cells in read_rows(stream, max_rows=max_rows):
+                report.rows += 1
+                rejected_before = report.rejected
+                _import_row(session, actor, supplier, row_number, cells, report)
+                metrics.import_row("offers", rejected=report.rejected > rejected_before)
+                if on_row is not None:
+                    on_row(row_number)
     except BaseException:
         outer.rollback()
         raise

@@ -21,8 +21,9 @@ from ..db import unit_of_work
 from ..errors import Problem, ValidationFailed
 from ..money import unit_price_json
 from ..pagination import paginate
+from ..ratelimit import import_limited
 from ..schemas import page_of
-from ..web import get_session
+from ..web import body_limit, get_session
 from . import chart, service
 from . import method as m
 from .importer import CountingReader, detect_format
@@ -194,6 +195,8 @@ def _upload() -> tuple[Any, str, str | None]:
 
 @blp.route("/purchases/import", methods=["POST"])
 @authenticated(Role.BUYER, Role.OPERATOR)
+@import_limited
+@body_limit(IMPORT_MAX_BYTES)
 @blp.arguments(ImportArgs, location="query", as_kwargs=True)
 @blp.response(200, ImportResultSchema)
 @blp.alt_response(400, response="BAD_REQUEST")
@@ -249,7 +252,6 @@ def import_purchases(trust: str | None = None):
             "The Idempotency-Key header is not valid.",
             errors={"Idempotency-Key": ["1 to 255 printable ASCII characters."]},
         )
-    request.max_content_length = IMPORT_MAX_BYTES
     stream, file_format, filename = _upload()
     if key:
         previous = service.find_import(session, organisation.id, key)

@@ -20,7 +20,7 @@ from typing import IO, Any
 from sqlalchemy import Select, desc, func, select
 from sqlalchemy.orm import Session
 
-from .. import audit
+from .. import audit, metrics
 from ..accounts import service as accounts
 from ..accounts.models import Organisation, OrgType, Role
 from ..accounts.service import Principal
@@ -296,20 +296,22 @@ def import_purchases(
         else:
             result.errors_truncated = True
 
-    for row, values in read_rows(reader, file_format):
-        result.rows += 1
-        line, errors = parse_row(row, values, today)
-        if line is None:
-            result.rejected += 1
-            for error in errors:
-                reject(error)
-            continue
-        pending.append(line)
-        if len(pending) >= batch_size:
+    with metrics.import_running("purchases"):
+        for row, values in read_rows(reader, file_format):
+            result.rows += 1
+            line, errors = parse_row(row, values, today)
+            metrics.import_row("purchases", rejected=line is None)
+            if line is None:
+                result.rejected += 1
+                for error in errors:
+                    reject(error)
+                continue
+            pending.append(line)
+            if len(pending) >= batch_size:
+                _write_lines(session, trust.id, batch_record.id, pending, matcher, changes, result)
+                pending.clear()
+        if pending:
             _write_lines(session, trust.id, batch_record.id, pending, matcher, changes, result)
-            pending.clear()
-    if pending:
-        _write_lines(session, trust.id, batch_record.id, pending, matcher, changes, result)
     refresh(session, changes)
     summary = result.as_dict()
     batch_record.request_hash = reader.sha256.hexdigest()

@@ -14,7 +14,7 @@ from marketplace.audit import AuditEvent
 from marketplace.catalog.models import Offer, OfferPriceHistory, Product
 from marketplace.catalog.offer_import import COLUMNS
 from tests.catalog.conftest import GTIN_BANDAGE, GTIN_BANDAGE_2, GTIN_OTHER
-from tests.support import assert_problem
+from tests.support import assert_problem, metric
 
 HEADER = ",".join(COLUMNS)
 GOOD_ROWS = [
@@ -336,3 +336,43 @@ def test_cli_help_explains_exit_status(cli):
     result = CliRunner().invoke(cli, ["catalog", "import-offers", "--help"])
     assert "Exit status" in result.output
     assert "FILE:ROW: COLUMN: reason" in result.output
+
+
+def test_imports_count_their_rows_in_the_metrics(client, db, session_factory, supplier, existing):
+    def rows_counted(outcome: str) -> float:
+        return metric("marketplace_import_rows_total", import_kind="offers", outcome=outcome)
+
+    processed, rejected = rows_counted("processed"), rows_counted("rejected")
+    response = upload(client, supplier, csv_bytes([GOOD_ROWS[0], BAD_ROWS[0][0], GOOD_ROWS[1]]))
+    assert response.status_code == 200, response.get_json()
+    assert rows_counted("processed") - processed == 3
+    assert rows_counted("rejected") - rejected == 1
+
+    from marketplace.catalog import offer_import
+    from marketplace.db import unit_of_work
+
+    running = []
+    with unit_of_work(session_factory) as session:
+        offer_import.import_offers(
+            session,
+            supplier.principal,
+            io.BytesIO(csv_bytes(GOOD_ROWS[2:])),
+            on_row=lambda _n: running.append(
+                metric("marketplace_imports_in_progress", import_kind="offers")
+            ),
+        )
+    assert running == [1.0]
+    assert metric("marketplace_imports_in_progress", import_kind="offers") == 0
+
+
+def test_a_file_with_too_many_rows_is_refused_whole_through_the_api(
+    client, db, supplier, existing, monkeypatch
+):
+    from marketplace.catalog import offer_import
+
+    monkeypatch.setattr(offer_import, "MAX_ROWS", 2)
+    before = counts(db)
+    response = upload(client, supplier, csv_bytes(GOOD_ROWS))
+    body = assert_problem(response, 400, code="malformed-csv")
+    assert "more than 2 rows" in body["detail"]
+    assert counts(db) == before

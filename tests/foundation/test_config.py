@@ -54,6 +54,42 @@ def test_every_setting_is_read(tmp_path):
     assert settings.public_base_url == "https://marketplace.example"
 
 
+def test_abuse_limit_and_metrics_settings_are_read():
+    defaults = from_env({})
+    assert defaults.rate_limit_enabled is True
+    assert defaults.redis_url is None
+    assert defaults.trusted_proxy_count == 0
+    assert defaults.metrics_token is None
+    secret = "m" * 32
+    settings = from_env(
+        {
+            "RATE_LIMIT_ENABLED": "false",
+            "RATE_LIMIT_AUTHENTICATED": "100/minute;10/second",
+            "RATE_LIMIT_ANONYMOUS": "50 per minute",
+            "RATE_LIMIT_WRITE": "20 per minute",
+            "RATE_LIMIT_IMPORT": "5 per hour",
+            "RATE_LIMIT_AUTH_FAILURES": "10 per minute",
+            "RATE_LIMIT_STRATEGY": "moving-window",
+            "RATE_LIMIT_KEY_PREFIX": "mkt-prod",
+            "REDIS_URL": "redis://cache.internal:6379/2",
+            "TRUSTED_PROXY_COUNT": "2",
+            "METRICS_TOKEN": secret,
+        }
+    )
+    assert settings.rate_limit_enabled is False
+    assert settings.rate_limit_authenticated == "100/minute;10/second"
+    assert settings.rate_limit_anonymous == "50 per minute"
+    assert settings.rate_limit_write == "20 per minute"
+    assert settings.rate_limit_import == "5 per hour"
+    assert settings.rate_limit_auth_failures == "10 per minute"
+    assert settings.rate_limit_strategy == "moving-window"
+    assert settings.rate_limit_key_prefix == "mkt-prod"
+    assert settings.redis_url == "redis://cache.internal:6379/2"
+    assert settings.trusted_proxy_count == 2
+    assert settings.metrics_token == secret
+    assert secret not in repr(settings)
+
+
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
@@ -69,6 +105,18 @@ def test_every_setting_is_read(tmp_path):
         ({"MAX_CONTENT_LENGTH": "lots"}, "MAX_CONTENT_LENGTH"),
         ({"MAX_CONTENT_LENGTH": "10"}, "MAX_CONTENT_LENGTH"),
         ({"SQLITE_BUSY_TIMEOUT_MS": "-1"}, "SQLITE_BUSY_TIMEOUT_MS"),
+        ({"RATE_LIMIT_ENABLED": "maybe"}, "RATE_LIMIT_ENABLED"),
+        ({"RATE_LIMIT_AUTHENTICATED": "lots"}, "RATE_LIMIT_AUTHENTICATED"),
+        ({"RATE_LIMIT_ANONYMOUS": "100 per fortnight"}, "RATE_LIMIT_ANONYMOUS"),
+        ({"RATE_LIMIT_WRITE": "-5/minute"}, "RATE_LIMIT_WRITE"),
+        ({"RATE_LIMIT_IMPORT": "10"}, "RATE_LIMIT_IMPORT"),
+        ({"RATE_LIMIT_AUTH_FAILURES": "per minute"}, "RATE_LIMIT_AUTH_FAILURES"),
+        ({"RATE_LIMIT_STRATEGY": "leaky-bucket"}, "RATE_LIMIT_STRATEGY"),
+        ({"RATE_LIMIT_KEY_PREFIX": "has spaces"}, "RATE_LIMIT_KEY_PREFIX"),
+        ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL"),
+        ({"TRUSTED_PROXY_COUNT": "one"}, "TRUSTED_PROXY_COUNT"),
+        ({"TRUSTED_PROXY_COUNT": "-1"}, "TRUSTED_PROXY_COUNT"),
+        ({"METRICS_TOKEN": "short"}, "METRICS_TOKEN"),
     ],
 )
 def test_a_bad_setting_names_the_variable(env, variable):

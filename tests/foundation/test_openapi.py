@@ -32,8 +32,12 @@ def test_every_operation_documents_its_errors_and_auth(client, app):
         assert "default" in responses, (method, path)
         if op.get("security"):
             assert "401" in responses, (method, path)
+        assert responses["429"] == {"$ref": "#/components/responses/TOO_MANY_REQUESTS"}
     error = spec["components"]["responses"]["DEFAULT_ERROR"]
     assert "application/problem+json" in error["content"]
+    too_many = spec["components"]["responses"]["TOO_MANY_REQUESTS"]
+    assert "Retry-After" in too_many["headers"]
+    assert "application/problem+json" in too_many["content"]
 
 
 def test_every_api_route_is_documented(client, app):

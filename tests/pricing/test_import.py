@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from marketplace.accounts.models import Role
 from marketplace.audit import AuditEvent
 from marketplace.pricing.models import PurchaseImport, PurchaseRecord, PurchaseStatus
-from tests.support import assert_problem
+from tests.support import assert_problem, metric
 
 from .conftest import csv_bytes, days_ago, json_bytes, line, make_gtin
 
@@ -336,3 +336,54 @@ def test_old_and_recent_dates(client, world, buyer):
     result = _post(client, buyer, csv_bytes(rows)).get_json()
     assert result["imported"] == 1
     assert result["errors"][0]["column"] == "order_date"
+
+
+def test_imports_count_their_rows_in_the_metrics(client, world, buyer, import_as):
+    def rows_counted(outcome: str) -> float:
+        return metric("marketplace_import_rows_total", import_kind="purchases", outcome=outcome)
+
+    processed, rejected = rows_counted("processed"), rows_counted("rejected")
+    response = _post(client, buyer, csv_bytes(_mixed_rows(world)))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert rows_counted("processed") - processed == 6
+    assert rows_counted("rejected") - rejected == 3
+
+    running = []
+    import_as(
+        world.trust(1),
+        [line("PO-9", 1, total_price_pence="")],
+        on_error=lambda _e: running.append(
+            metric("marketplace_imports_in_progress", import_kind="purchases")
+        ),
+    )
+    assert running == [1.0]
+    assert metric("marketplace_imports_in_progress", import_kind="purchases") == 0
+
+
+def test_a_purchase_file_may_be_larger_than_other_bodies(migrated, app, db, factory, monkeypatch):
+    """Purchase files stream in constant memory, so their limit (2 GiB) is their own, not
+    MAX_CONTENT_LENGTH; beyond it they are refused whole (413) before anything is read."""
+    from marketplace import create_app
+
+    small = create_app(migrated.with_overrides(max_content_length=1024))
+    client = small.test_client()
+    buyer = factory.actor(Role.BUYER)
+    body = csv_bytes([line("PO-BIG", n) for n in range(1, 40)])
+    assert len(body) > 1024
+    response = _post(client, buyer, body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["imported"] == 39
+    # Other bodies keep the application's limit, the offer import among them.
+    supplier = factory.actor(Role.SUPPLIER)
+    offers = client.post(
+        "/api/v1/offers/import", data=body, content_type="text/csv", headers=supplier.headers
+    )
+    assert_problem(offers, 413)
+    # And the purchase import's own limit holds.
+    view = small.view_functions["pricing.import_purchases"]
+    monkeypatch.setattr(view, "max_content_length", len(body) - 1)
+    before = _count(db)
+    assert_problem(_post(client, buyer, csv_bytes([line("PO-BIG2", n) for n in range(1, 40)])), 413)
+    db.rollback()
+    assert _count(db) == before
+    small.extensions["marketplace"].engine.dispose()

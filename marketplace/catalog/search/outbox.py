@@ -14,12 +14,34 @@ sets (``create_app``). A session made without it behaves as with the SQL backend
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .documents import refresh_documents
 from .models import SearchOutbox
 
 OUTBOX_PENDING = "search_outbox_pending"
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Outbox rows not yet delivered to the search index."""
+
+    pending: int
+    oldest_created_at: datetime | None
+
+
+def backlog(session: Session) -> Backlog:
+    """How many changes wait for delivery, and since when (one query on the pending index)."""
+    pending, oldest = session.execute(
+        select(func.count(SearchOutbox.id), func.min(SearchOutbox.created_at)).where(
+            SearchOutbox.processed_at.is_(None)
+        )
+    ).one()
+    return Backlog(pending=int(pending), oldest_created_at=oldest)
 
 
 def outbox_enabled(session: Session) -> bool:
