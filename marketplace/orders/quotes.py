@@ -85,7 +85,7 @@ def _price_checks(
     )
     summaries = []
     for line, verdict in zip(lines, verdicts, strict=True):
-        summary = _PRICE_CHECK.dump(verdict)
+        summary = _PRICE_CHECK.dump(verdict.as_dict())
         cheaper = summary.pop("cheaper_offer", None)
         summaries.append(
             (summary, None if cheaper and cheaper["offer_id"] == line.offer_id else cheaper)

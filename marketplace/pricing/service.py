@@ -1070,6 +1070,31 @@ class PriceVerdict:
     reason: str | None
     cheaper_offer: dict[str, Any] | None
 
+    def as_dict(self) -> dict[str, Any]:
+        """The fields of ``PriceCheckSchema`` (the price-check answer, and each quote line's)."""
+        return {
+            "product_id": self.product_id,
+            "unit_price_pence": self.unit_price,
+            "window": self.window,
+            "method": method_fields(self.method),
+            "n_trusts": self.n_trusts,
+            "percentile": self.percentile,
+            "benchmark_pence": self.benchmark,
+            "median_pence": self.median,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "cheaper_offer": self.cheaper_offer,
+        }
+
+
+def method_fields(method: m.Method) -> dict[str, Any]:
+    return {
+        "benchmark": method.benchmark,
+        "min_trusts": method.min_trusts,
+        "outlier_threshold_percent": int(method.outlier_threshold * 100),
+        "min_savings_pence": method.min_savings_pence,
+    }
+
 
 def _checked_price(unit_price: Decimal | int) -> Decimal:
     price = Decimal(unit_price)

@@ -6,12 +6,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import event
 
-from marketplace.accounts.models import OrgType
-from marketplace.pricing import service as pricing
-from tests.orders.conftest import ADDRESS, today
+from tests.orders.conftest import ADDRESS
 
 
 @contextlib.contextmanager
@@ -26,27 +23,6 @@ def statements(engine) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", count)
-
-
-@pytest.fixture
-def priced_shop(shop, factory, session_factory):
-    """The shop, with enough trusts' purchases of the gloves for a real verdict."""
-    trusts = [factory.org(OrgType.TRUST) for _ in range(4)]
-    gloves = shop.offers["gloves_a"]
-    with session_factory.begin() as session:
-        for n, trust in enumerate(trusts):
-            pricing.record_marketplace_purchase(
-                session,
-                trust_id=trust.id,
-                order_reference=f"PO-HIST-{n}",
-                line=1,
-                order_date=today(),
-                product_id=gloves.product_id,
-                supplier_id=gloves.supplier_id,
-                quantity=10,
-                total_price_pence=10 * (400 + 50 * n),
-            )
-    return shop
 
 
 def _basket(shop, keys):
