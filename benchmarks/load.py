@@ -58,6 +58,7 @@ from orders import (
     purchase_history,
     start_gunicorn,
     top_up_stock,
+    workers_cpu_seconds,
 )
 from search import ONE_WORD, TWO_WORDS, generate, log, percentile, reset, typo
 from sqlalchemy import func, select
@@ -346,7 +347,9 @@ def main() -> None:
             load_before = [round(x, 2) for x in os.getloadavg()]
             mode = f"open loop at {args.rate:g}/s" if args.rate > 0 else "closed loop"
             log(f"{workers} workers, {args.clients} clients, {mode}, {args.duration:.0f} s…")
+            cpu_before = workers_cpu_seconds(server.pid)
             records, seconds = run_load(port, tokens, world, args)
+            cpu = workers_cpu_seconds(server.pid) - cpu_before
             load_after = [round(x, 2) for x in os.getloadavg()]
         finally:
             os.killpg(server.pid, signal.SIGTERM)
@@ -357,6 +360,7 @@ def main() -> None:
             "load_average_after": load_after,
             **report(records, seconds),
         }
+        result["app_cpu_ms_per_request"] = round(1000 * cpu / max(result["requests"], 1), 1)
         log(json.dumps(result))
         runs.append(result)
 

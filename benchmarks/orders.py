@@ -316,6 +316,23 @@ def contended(state, port: int, tokens: list[str], stock: int, attempts_per_clie
     }
 
 
+def workers_cpu_seconds(server_pid: int) -> float:
+    """CPU time (user + system) the gunicorn master's worker processes have used so far: what
+    the application itself costs, whatever else the machine is doing."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == server_pid:  # the parent pid
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def machine() -> dict:
     return {
         "python": platform.python_version(),
@@ -387,6 +404,7 @@ def main() -> None:
         pairs: list[tuple[float, float]] = []
         errors: list = []
         deadline = time.monotonic() + args.duration
+        cpu_before = workers_cpu_seconds(server.pid)
         elapsed = run_threads(
             order_loop,
             [
@@ -394,6 +412,7 @@ def main() -> None:
                 for i, t in enumerate(tokens)
             ],
         )
+        cpu_ordering = workers_cpu_seconds(server.pid) - cpu_before
         log("Timing /healthz at the same concurrency…")
         trivial: list[float] = []
         deadline = time.monotonic() + min(10.0, args.duration)
@@ -424,6 +443,9 @@ def main() -> None:
         "orders_per_second": round(len(pairs) / elapsed, 1),
         "errors": len(errors),
         "error_kinds": sorted({str(e) for e in errors})[:5],
+        "app_cpu_ms_per_quote_plus_order": round(1000 * cpu_ordering / len(pairs), 1)
+        if pairs
+        else None,
         "quote": summary(quote_ms),
         "order": summary(order_ms),
         "quote_plus_order": summary(both_ms),
