@@ -266,6 +266,17 @@ def run_threads(target, args_per_thread) -> float:
     return time.perf_counter() - started
 
 
+def packs_sold(state, offer_id: str) -> int:
+    with state.session_factory() as session:
+        return int(
+            session.scalar(
+                select(func.coalesce(func.sum(OrderLine.quantity), 0)).where(
+                    OrderLine.offer_id == offer_id
+                )
+            )
+        )
+
+
 def contended(state, port: int, tokens: list[str], stock: int, attempts_per_client: int) -> dict:
     """Every client keeps trying to buy one pack of the same offer; exactly STOCK may succeed."""
     with state.session_factory() as session:
@@ -273,6 +284,7 @@ def contended(state, port: int, tokens: list[str], stock: int, attempts_per_clie
             select(Offer.id).where(Offer.status == OfferStatus.ACTIVE).order_by(Offer.id).limit(1)
         )
     top_up_stock(state, [offer_id], stock)
+    sold_before = packs_sold(state, offer_id)  # earlier runs on the same database
     outcomes: list[int] = []
 
     def buyer(token: str) -> None:
@@ -297,12 +309,8 @@ def contended(state, port: int, tokens: list[str], stock: int, attempts_per_clie
             )
 
     run_threads(buyer, [(t,) for t in tokens])
+    sold = packs_sold(state, offer_id) - sold_before
     with state.session_factory() as session:
-        sold = session.scalar(
-            select(func.coalesce(func.sum(OrderLine.quantity), 0)).where(
-                OrderLine.offer_id == offer_id
-            )
-        )
         left = session.get(Offer, offer_id).stock
     return {
         "stock": stock,
