@@ -20,6 +20,7 @@ import argparse
 import http.client
 import json
 import os
+import platform
 import random
 import signal
 import socket
@@ -28,21 +29,24 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from search import generate, log, percentile, reset
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from marketplace import create_app, migrate
 from marketplace.accounts import service as accounts
-from marketplace.accounts.models import OrgType, Role
+from marketplace.accounts.models import Organisation, OrgType, Role
 from marketplace.accounts.service import Principal
-from marketplace.catalog.models import Offer, OfferStatus
+from marketplace.catalog.models import Offer, OfferStatus, Product
 from marketplace.config import Settings, normalise_database_url
-from marketplace.db import unit_of_work
+from marketplace.db import new_id, unit_of_work
 from marketplace.orders.models import Order, OrderLine
+from marketplace.pricing import rollups
+from marketplace.pricing.models import PurchaseRecord, PurchaseSource, PurchaseStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 ADDRESS = {"name": "Stores", "line1": "1 Hospital Road", "town": "Leeds", "postcode": "LS9 7TF"}
@@ -76,6 +80,63 @@ def make_buyers(state, count: int) -> list[str]:
             )
             tokens.append(accounts.issue_token(session, SYSTEM, user, expires_in_days=1).secret)
     return tokens
+
+
+def purchase_history(state, offer_ids: list[str], trusts: int, seed: int) -> int:
+    """What trusts paid for the products of these offers over the last year, so that every
+    quote line gets a real price-variance verdict (3 to TRUSTS trusts per product, each with
+    its own price level), then the full statistics refresh. Returns the lines written."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    today = now.date()
+    with state.session_factory() as session:
+        products = session.execute(
+            select(Offer.product_id, Product.units_per_pack, Offer.pack_price_pence)
+            .join(Product, Product.id == Offer.product_id)
+            .where(Offer.id.in_(offer_ids))
+        ).all()
+    trust_rows = [
+        {
+            "id": new_id("org"),
+            "type": OrgType.TRUST,
+            "name": f"History Trust {n:03d}",
+            "ods_code": f"HT{n:03d}",
+            "is_sme": False,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for n in range(trusts)
+    ]
+    level = {t["id"]: rng.uniform(0.8, 1.5) for t in trust_rows}
+    records = []
+    for product_id, units_per_pack, pack_price in dict.fromkeys(products):
+        for trust in rng.sample(trust_rows, rng.randint(3, trusts)):
+            packs = rng.randint(1, 40)
+            records.append(
+                {
+                    "id": new_id("pur"),
+                    "trust_id": trust["id"],
+                    "order_date": today - timedelta(days=rng.randrange(1, 360)),
+                    "product_id": product_id,
+                    "quantity": packs,
+                    "units_per_pack": units_per_pack,
+                    "total_price_pence": max(1, round(packs * pack_price * level[trust["id"]])),
+                    "source": PurchaseSource.IMPORT,
+                    "po_number": f"HIST-{len(records)}",
+                    "line": 1,
+                    "status": PurchaseStatus.MATCHED,
+                    "benchmark_excluded": False,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+    with unit_of_work(state.session_factory) as session:
+        session.execute(insert(Organisation), trust_rows)
+        for start in range(0, len(records), 5000):
+            session.execute(insert(PurchaseRecord), records[start : start + 5000])
+    with unit_of_work(state.session_factory) as session:
+        rollups.refresh_all(session)
+    return len(records)
 
 
 def offer_pool(state, size: int, seed: int) -> list[str]:
@@ -205,6 +266,17 @@ def run_threads(target, args_per_thread) -> float:
     return time.perf_counter() - started
 
 
+def packs_sold(state, offer_id: str) -> int:
+    with state.session_factory() as session:
+        return int(
+            session.scalar(
+                select(func.coalesce(func.sum(OrderLine.quantity), 0)).where(
+                    OrderLine.offer_id == offer_id
+                )
+            )
+        )
+
+
 def contended(state, port: int, tokens: list[str], stock: int, attempts_per_client: int) -> dict:
     """Every client keeps trying to buy one pack of the same offer; exactly STOCK may succeed."""
     with state.session_factory() as session:
@@ -212,6 +284,7 @@ def contended(state, port: int, tokens: list[str], stock: int, attempts_per_clie
             select(Offer.id).where(Offer.status == OfferStatus.ACTIVE).order_by(Offer.id).limit(1)
         )
     top_up_stock(state, [offer_id], stock)
+    sold_before = packs_sold(state, offer_id)  # earlier runs on the same database
     outcomes: list[int] = []
 
     def buyer(token: str) -> None:
@@ -236,12 +309,8 @@ def contended(state, port: int, tokens: list[str], stock: int, attempts_per_clie
             )
 
     run_threads(buyer, [(t,) for t in tokens])
+    sold = packs_sold(state, offer_id) - sold_before
     with state.session_factory() as session:
-        sold = session.scalar(
-            select(func.coalesce(func.sum(OrderLine.quantity), 0)).where(
-                OrderLine.offer_id == offer_id
-            )
-        )
         left = session.get(Offer, offer_id).stock
     return {
         "stock": stock,
@@ -252,6 +321,31 @@ def contended(state, port: int, tokens: list[str], stock: int, attempts_per_clie
         "packs_sold": int(sold),
         "stock_left": left,
         "oversold": int(sold) - stock if sold > stock else 0,
+    }
+
+
+def workers_cpu_seconds(server_pid: int) -> float:
+    """CPU time (user + system) the gunicorn master's worker processes have used so far: what
+    the application itself costs, whatever else the machine is doing."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == server_pid:  # the parent pid
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def machine() -> dict:
+    return {
+        "python": platform.python_version(),
+        "nproc": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
     }
 
 
@@ -281,6 +375,9 @@ def main() -> None:
         "--max-iterations", type=int, default=2_000, help="per client, a bound on the loop"
     )
     parser.add_argument("--stock", type=int, default=25, help="packs on the contended offer")
+    parser.add_argument(
+        "--history-trusts", type=int, default=40, help="trusts in the purchase history (≥ 3)"
+    )
     parser.add_argument("--reset", action="store_true")
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument("--json", type=Path, default=None)
@@ -300,15 +397,22 @@ def main() -> None:
     offers = offer_pool(state, 2_000, args.seed)
     top_up_stock(state, offers, 10_000_000)
     with state.session_factory() as session:
+        history = session.scalar(select(func.count(PurchaseRecord.id)))
+    if not history:
+        log(f"Purchase history for the {len(offers):,} offers' products…")
+        history = purchase_history(state, offers, args.history_trusts, args.seed)
+    with state.session_factory() as session:
         orders_before = session.scalar(select(func.count(Order.id)))
 
     port = free_port()
+    load_before = [round(x, 2) for x in os.getloadavg()]
     server = start_gunicorn(settings.database_url, port, args.workers)
     try:
         log(f"Ordering from {args.clients} clients for {args.duration:.0f} s…")
         pairs: list[tuple[float, float]] = []
         errors: list = []
         deadline = time.monotonic() + args.duration
+        cpu_before = workers_cpu_seconds(server.pid)
         elapsed = run_threads(
             order_loop,
             [
@@ -316,6 +420,7 @@ def main() -> None:
                 for i, t in enumerate(tokens)
             ],
         )
+        cpu_ordering = workers_cpu_seconds(server.pid) - cpu_before
         log("Timing /healthz at the same concurrency…")
         trivial: list[float] = []
         deadline = time.monotonic() + min(10.0, args.duration)
@@ -335,6 +440,10 @@ def main() -> None:
     result = {
         "database": "postgresql" if settings.is_postgresql else "sqlite",
         "catalogue": {"offers": have if have >= args.offers else args.offers},
+        "purchase_history_lines": history,
+        "machine": machine(),
+        "load_average_before": load_before,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "workers": args.workers,
         "clients": args.clients,
         "seconds": round(elapsed, 1),
@@ -342,11 +451,20 @@ def main() -> None:
         "orders_per_second": round(len(pairs) / elapsed, 1),
         "errors": len(errors),
         "error_kinds": sorted({str(e) for e in errors})[:5],
+        "app_cpu_ms_per_quote_plus_order": round(1000 * cpu_ordering / len(pairs), 1)
+        if pairs
+        else None,
         "quote": summary(quote_ms),
         "order": summary(order_ms),
         "quote_plus_order": summary(both_ms),
         "healthz": summary(trivial),
         "order_p50_over_healthz_p50": round(percentile(order_ms, 0.5) / p50_trivial, 1)
+        if pairs and p50_trivial
+        else None,
+        "quote_p50_over_healthz_p50": round(percentile(quote_ms, 0.5) / p50_trivial, 1)
+        if pairs and p50_trivial
+        else None,
+        "quote_plus_order_p50_over_healthz_p50": round(percentile(both_ms, 0.5) / p50_trivial, 1)
         if pairs and p50_trivial
         else None,
         "orders_in_database": orders_after - orders_before,

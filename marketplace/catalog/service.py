@@ -2,7 +2,8 @@
 offers up through these functions, never through the tables.
 
 Every change to a product or one of its offers calls ``search.outbox.product_changed`` in the same
-transaction, and records an audit event. Services flush; they never commit.
+transaction (stock only when an offer runs out or comes back into stock, the only thing search
+knows of it), and records an audit event. Services flush; they never commit.
 """
 
 from __future__ import annotations
@@ -44,6 +45,28 @@ def get_offer(session: Session, offer_id: str) -> Offer:
     if offer is None:
         raise NotFound(f"No offer with id {offer_id!r}.", code="offer-not-found")
     return offer
+
+
+def offers_by_id(session: Session, offer_ids: Iterable[str]) -> dict[str, Offer]:
+    """Many offers at once (with their products), keyed by id; unknown ids are left out."""
+    ids = list(dict.fromkeys(offer_ids))
+    found: dict[str, Offer] = {}
+    for start in range(0, len(ids), 500):
+        for offer in session.scalars(select(Offer).where(Offer.id.in_(ids[start : start + 500]))):
+            found[offer.id] = offer
+    return found
+
+
+def products_by_id(session: Session, product_ids: Iterable[str]) -> dict[str, Product]:
+    """Many products at once, keyed by id (ids that do not exist are left out)."""
+    ids = list(dict.fromkeys(product_ids))
+    found: dict[str, Product] = {}
+    for start in range(0, len(ids), 500):
+        for product in session.scalars(
+            select(Product).where(Product.id.in_(ids[start : start + 500]))
+        ):
+            found[product.id] = product
+    return found
 
 
 def find_offer_by_supplier_sku(
@@ -971,6 +994,13 @@ def _expire_cached(session: Session, offer_id: str) -> None:
         session.expire(cached, ["stock"])
 
 
+def _stock_status_changed(session: Session, product_id: str) -> None:
+    """An offer went out of stock or came back: tell search. The search document knows an
+    offer's stock only as in stock or not, so a stock change that stays on the same side of
+    zero changes nothing there (and ordering does not pay for a document refresh per line)."""
+    product_changed(session, product_id)
+
+
 def reserve_stock(session: Session, offer_id: str, quantity: int) -> int:
     """Take ``quantity`` packs out of an active offer's stock in ONE guarded UPDATE, so that
     concurrent orders can never oversell. Returns the stock left. A shortfall is a 409 naming
@@ -1006,7 +1036,8 @@ def reserve_stock(session: Session, offer_id: str, quantity: int) -> int:
             available=stock,
             shortfall=quantity - stock,
         )
-    product_changed(session, row.product_id)
+    if row.stock == 0:
+        _stock_status_changed(session, row.product_id)
     return row.stock
 
 
@@ -1024,5 +1055,6 @@ def release_stock(session: Session, offer_id: str, quantity: int) -> int:
     _expire_cached(session, offer_id)
     if row is None:
         raise not_found("offer", offer_id)
-    product_changed(session, row.product_id)
+    if row.stock == quantity:
+        _stock_status_changed(session, row.product_id)
     return row.stock

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -72,23 +71,37 @@ def _line_problems(offer: Offer, quantity: int) -> list[dict[str, str]]:
     return problems
 
 
-def _price_check(
-    session: Session, offer: Offer, price: Decimal
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The price-variance verdict for this line and, when another offer for the same product is
-    cheaper per unit, that offer with a sentence a buyer understands."""
-    verdict = pricing.price_verdict(session, offer.product_id, price)
-    summary = PriceCheckSchema().dump(verdict)
-    cheaper = summary.pop("cheaper_offer", None)
-    if cheaper is None or cheaper["offer_id"] == offer.id:
-        return summary, None
-    supplier = accounts.get_organisation(session, cheaper["supplier_id"]).name
-    cheaper["supplier_name"] = supplier
-    cheaper["message"] = (
-        f"A cheaper offer for the same product exists: offer {cheaper['offer_id']} from {supplier} "
-        f"at {format_gbp(cheaper['pack_price_pence'])} a pack."
+_PRICE_CHECK = PriceCheckSchema()
+
+
+def _price_checks(
+    session: Session, lines: Sequence[QuoteLine]
+) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """Each line's price-variance verdict and, when another offer for the same product is
+    cheaper per unit, that offer with a sentence a buyer understands: for the whole basket in
+    a fixed number of queries."""
+    verdicts = pricing.price_verdicts(
+        session, [(line.product_id, line.unit_price_pence) for line in lines]
     )
-    return summary, cheaper
+    summaries = []
+    for line, verdict in zip(lines, verdicts, strict=True):
+        summary = _PRICE_CHECK.dump(verdict.as_dict())
+        cheaper = summary.pop("cheaper_offer", None)
+        summaries.append(
+            (summary, None if cheaper and cheaper["offer_id"] == line.offer_id else cheaper)
+        )
+    suppliers = accounts.organisations_by_id(
+        session, [cheaper["supplier_id"] for _, cheaper in summaries if cheaper]
+    )
+    for _, cheaper in summaries:
+        if cheaper:
+            supplier = suppliers[cheaper["supplier_id"]].name
+            cheaper["supplier_name"] = supplier
+            cheaper["message"] = (
+                f"A cheaper offer for the same product exists: offer {cheaper['offer_id']} "
+                f"from {supplier} at {format_gbp(cheaper['pack_price_pence'])} a pack."
+            )
+    return summaries
 
 
 def _validate_basket(lines: Sequence[BasketLine]) -> None:
@@ -115,7 +128,7 @@ def _validate_basket(lines: Sequence[BasketLine]) -> None:
         seen.add(line.offer_id)
 
 
-def _price_line(session: Session, position: int, offer: Offer, quantity: int) -> QuoteLine:
+def _price_line(position: int, offer: Offer, quantity: int) -> QuoteLine:
     product = offer.product
     pack_price = catalog.price_for_quantity(offer, quantity)
     net = pack_price * quantity
@@ -165,10 +178,13 @@ def create_quote(
         vat_pence=0,
         gross_pence=0,
     )
-    for position, basket_line in enumerate(lines, start=1):
-        offer = _visible_offer(session, actor, basket_line.offer_id, position)
-        line = _price_line(session, position, offer, basket_line.quantity)
-        line.price_verdict, line.cheaper_offer = _price_check(session, offer, line.unit_price_pence)
+    offers = _basket_offers(session, lines)
+    priced = [
+        _price_line(position, offers[basket_line.offer_id], basket_line.quantity)
+        for position, basket_line in enumerate(lines, start=1)
+    ]
+    for line, (verdict, cheaper) in zip(priced, _price_checks(session, priced), strict=True):
+        line.price_verdict, line.cheaper_offer = verdict, cheaper
         quote.lines.append(line)
     quote.net_pence = sum(line.net_pence for line in quote.lines)
     quote.vat_pence = sum(line.vat_pence for line in quote.lines)
@@ -192,16 +208,17 @@ def create_quote(
     return quote
 
 
-def _visible_offer(session: Session, actor: Principal, offer_id: str, position: int) -> Offer:
+def _basket_offers(session: Session, lines: Sequence[BasketLine]) -> dict[str, Offer]:
     # A paused offer is quoted with a line problem (the buyer's basket may be older than the
-    # pause), so look it up whatever its status.
-    try:
-        return catalog.get_offer(session, offer_id)
-    except NotFound:
-        raise ValidationFailed(
-            "An offer in the basket does not exist.",
-            errors={f"lines.{position - 1}.offer_id": [f"No offer {offer_id!r}."]},
-        ) from None
+    # pause), so look offers up whatever their status.
+    offers = catalog.offers_by_id(session, [line.offer_id for line in lines])
+    for index, line in enumerate(lines):
+        if line.offer_id not in offers:
+            raise ValidationFailed(
+                "An offer in the basket does not exist.",
+                errors={f"lines.{index}.offer_id": [f"No offer {line.offer_id!r}."]},
+            )
+    return offers
 
 
 def _budget_for(

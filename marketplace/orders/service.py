@@ -167,8 +167,9 @@ def _build_order(
         budget_pence=quote.budget_pence,
         card_pence=quote.card_pence,
     )
+    # Ids are made in Python: the order, its supplier orders and lines are inserted in one
+    # flush (a batch per table), not one round trip each.
     session.add(order)
-    session.flush()
     by_supplier: dict[str, list] = {}
     for line in quote.lines:
         by_supplier.setdefault(line.supplier_id, []).append(line)
@@ -189,7 +190,6 @@ def _build_order(
             budget_holds=[],
         )
         session.add(supplier_order)
-        session.flush()
         for line in lines:
             session.add(
                 OrderLine(

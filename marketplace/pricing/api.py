@@ -91,15 +91,6 @@ def _method(args: dict[str, Any]) -> m.Method:
     )
 
 
-def _method_dict(method: m.Method) -> dict[str, Any]:
-    return {
-        "benchmark": method.benchmark,
-        "min_trusts": method.min_trusts,
-        "outlier_threshold_percent": int(method.outlier_threshold * 100),
-        "min_savings_pence": method.min_savings_pence,
-    }
-
-
 def _ensure_cache_current() -> None:
     """Roll the default-window caches forward when the day has changed, in a short write
     transaction of its own (cheap: only pairs bought on the days that left the window)."""
@@ -387,7 +378,7 @@ def _product_variance_dict(view: service.ProductVarianceView) -> dict[str, Any]:
             "benchmark_excluded_reason": view.product.benchmark_excluded_reason,
         },
         "window": view.window,
-        "method": _method_dict(view.method),
+        "method": service.method_fields(view.method),
         "reported": variance is not None,
         "reason": view.reason,
         "n_trusts": view.n_trusts,
@@ -445,7 +436,7 @@ def price_variance(args: dict):
     page = service.variance_ranking(session, cursor=args["cursor"], limit=args["limit"], **kwargs)
     return {
         "window": page.window,
-        "method": _method_dict(method),
+        "method": service.method_fields(method),
         "sort": page.sort,
         "totals": {
             "products": page.total_products,
@@ -568,7 +559,7 @@ def trust_savings(args: dict, ods: str):
     return {
         "trust": {"ods_code": page.trust.ods_code, "name": page.trust.name},
         "window": page.window,
-        "method": _method_dict(method),
+        "method": service.method_fields(method),
         "total_products": page.total_products,
         "total_possible_savings_pence": page.total_possible_savings_pence,
         "items": page.items,
@@ -589,19 +580,7 @@ def price_check(args: dict):
     result = service.price_verdict(
         get_session(), args["product"], args["unit_price"], method=method
     )
-    body = {
-        "product_id": result.product_id,
-        "unit_price_pence": result.unit_price,
-        "window": result.window,
-        "method": _method_dict(method),
-        "n_trusts": result.n_trusts,
-        "percentile": result.percentile,
-        "benchmark_pence": result.benchmark,
-        "median_pence": result.median,
-        "verdict": result.verdict,
-        "reason": result.reason,
-        "cheaper_offer": result.cheaper_offer,
-    }
+    body = result.as_dict()
     if wants_csv(args):
         offer = result.cheaper_offer or {}
         row = {

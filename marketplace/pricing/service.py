@@ -4,7 +4,7 @@ never commit.
 
 Other domains call:
 - ``record_marketplace_purchase`` when an order line is delivered;
-- ``price_verdict`` when a quote prices a line;
+- ``price_verdicts`` when a quote prices its lines (``price_verdict`` for one price);
 - ``product_changed`` when a product's name, category or benchmark exclusion changes.
 """
 
@@ -1072,6 +1072,131 @@ class PriceVerdict:
     reason: str | None
     cheaper_offer: dict[str, Any] | None
 
+    def as_dict(self) -> dict[str, Any]:
+        """The fields of ``PriceCheckSchema`` (the price-check answer, and each quote line's)."""
+        return {
+            "product_id": self.product_id,
+            "unit_price_pence": self.unit_price,
+            "window": self.window,
+            "method": method_fields(self.method),
+            "n_trusts": self.n_trusts,
+            "percentile": self.percentile,
+            "benchmark_pence": self.benchmark,
+            "median_pence": self.median,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "cheaper_offer": self.cheaper_offer,
+        }
+
+
+def method_fields(method: m.Method) -> dict[str, Any]:
+    return {
+        "benchmark": method.benchmark,
+        "min_trusts": method.min_trusts,
+        "outlier_threshold_percent": int(method.outlier_threshold * 100),
+        "min_savings_pence": method.min_savings_pence,
+    }
+
+
+def _checked_price(unit_price: Decimal | int) -> Decimal:
+    price = Decimal(unit_price)
+    if not price.is_finite() or price < 0:
+        raise ValidationFailed(
+            "A unit price is a non-negative number of pence.",
+            errors={"unit_price": ["Must be a non-negative number."]},
+        )
+    return price
+
+
+def _verdict_inputs(
+    session: Session, window: Window, product_ids: Sequence[str]
+) -> dict[str, tuple[m.Distribution, list[Decimal]]]:
+    """Each product's distribution over ``window`` and its trusts' unit prices (for the
+    percentile rank). For the default window: the materialised distribution and the per-trust
+    window totals, for every product in one query. Otherwise computed from the rollups."""
+    found: dict[str, tuple[m.Distribution, list[Decimal]]] = {}
+    if cached_window(session) != window:
+        for product_id, totals in _totals(session, window, product_ids).items():
+            variance = m.analyse(totals)
+            if variance is not None:
+                found[product_id] = (variance.distribution, [t.unit_price for t in variance.trusts])
+        return found
+    rows = session.execute(
+        select(ProductStats, TrustWindowTotal.units, TrustWindowTotal.spend_pence)
+        .join(TrustWindowTotal, TrustWindowTotal.product_id == ProductStats.product_id)
+        .where(ProductStats.product_id.in_(list(dict.fromkeys(product_ids))))
+    )
+    prices: dict[str, list[Decimal]] = {}
+    stats: dict[str, ProductStats] = {}
+    for row, units, spend in rows:
+        if units and units > 0:
+            stats[row.product_id] = row
+            prices.setdefault(row.product_id, []).append(Decimal(int(spend)) / Decimal(int(units)))
+    for product_id, row in stats.items():
+        found[product_id] = (_stats_distribution(row), sorted(prices[product_id]))
+    return found
+
+
+def price_verdicts(
+    session: Session,
+    lines: Sequence[tuple[str, Decimal | int]],
+    *,
+    method: m.Method = m.DEFAULT_METHOD,
+    today: date | None = None,
+) -> list[PriceVerdict]:
+    """``price_verdict`` for many (product id, unit price) pairs at once, in a fixed number of
+    queries whatever the number of lines (a quote calls this once for its whole basket)."""
+    prices = [_checked_price(price) for _, price in lines]
+    product_ids = [product_id for product_id, _ in lines]
+    products = catalog.product_summaries(session, product_ids)
+    for product_id in product_ids:
+        if product_id not in products:
+            catalog.get_product(session, product_id)  # 404 for an unknown product
+    window = Window.default(today)
+    inputs = _verdict_inputs(session, window, product_ids)
+    cheapest = catalog.cheapest_active_offers(session, product_ids)
+    verdicts = []
+    for product_id, price in zip(product_ids, prices, strict=True):
+        product = products[product_id]
+        dist, trust_prices = inputs.get(product_id, (None, []))
+        n_trusts = dist.n_trusts if dist else 0
+        reason = _not_reported_reason(product, n_trusts, method)
+        offer = _offer_fields(cheapest.get(product_id), product.units_per_pack)
+        cheaper = offer if offer is not None and offer["unit_price_pence"] < price else None
+        if dist is None or reason is not None:
+            verdicts.append(
+                PriceVerdict(
+                    product_id,
+                    price,
+                    window,
+                    method,
+                    n_trusts,
+                    None,
+                    None,
+                    None,
+                    None,
+                    reason,
+                    cheaper,
+                )
+            )
+            continue
+        verdicts.append(
+            PriceVerdict(
+                product_id=product_id,
+                unit_price=price,
+                window=window,
+                method=method,
+                n_trusts=n_trusts,
+                percentile=m.percentile_rank(trust_prices, price),
+                benchmark=dist.centile(method.benchmark),
+                median=dist.median,
+                verdict=m.verdict(price, dist, method),
+                reason=None,
+                cheaper_offer=cheaper,
+            )
+        )
+    return verdicts
+
 
 def price_verdict(
     session: Session,
@@ -1084,39 +1209,5 @@ def price_verdict(
     """How a unit price (pence per base unit) compares with what trusts paid over the default
     window: its percentile among trusts, the benchmark, the median, a verdict, and the cheapest
     current offer when it is cheaper. The verdict is None (with a reason) when the product is
-    excluded from benchmarking or too few trusts bought it. Quotes call this for each line."""
-    price = Decimal(unit_price)
-    if not price.is_finite() or price < 0:
-        raise ValidationFailed(
-            "A unit price is a non-negative number of pence.",
-            errors={"unit_price": ["Must be a non-negative number."]},
-        )
-    product = _summary(session, product_id)
-    window = Window.default(today)
-    totals = _totals(session, window, [product_id]).get(product_id, [])
-    variance = m.analyse(totals, method)
-    n_trusts = variance.distribution.n_trusts if variance else 0
-    reason = _not_reported_reason(product, n_trusts, method)
-    offer = _offer_fields(
-        catalog.cheapest_active_offer(session, product_id), product.units_per_pack
-    )
-    cheaper = offer if offer is not None and offer["unit_price_pence"] < price else None
-    if variance is None or reason is not None:
-        return PriceVerdict(
-            product_id, price, window, method, n_trusts, None, None, None, None, reason, cheaper
-        )
-    dist = variance.distribution
-    prices = [t.unit_price for t in variance.trusts]
-    return PriceVerdict(
-        product_id=product_id,
-        unit_price=price,
-        window=window,
-        method=method,
-        n_trusts=n_trusts,
-        percentile=m.percentile_rank(prices, price),
-        benchmark=variance.benchmark,
-        median=dist.median,
-        verdict=m.verdict(price, dist, method),
-        reason=None,
-        cheaper_offer=cheaper,
-    )
+    excluded from benchmarking or too few trusts bought it."""
+    return price_verdicts(session, [(product_id, unit_price)], method=method, today=today)[0]

@@ -155,21 +155,21 @@ def _parties(session: Session, order: Order) -> _Parties:
     refunded_by = {so.supplier_id for so in supplier_orders if so.refunded_pence > 0}
     trust_roles = ["buyer", "payer"] + (["payee"] if refunded_by else [])
     trust = ocds.trust_party(accounts.get_organisation(session, order.organisation_id), trust_roles)
+    organisations = accounts.organisations_by_id(
+        session, [so.supplier_id for so in supplier_orders]
+    )
     suppliers: dict[str, dict[str, Any]] = {}
     for so in supplier_orders:
         if so.supplier_id not in suppliers:
             roles = ["supplier", "payee"] + (["payer"] if so.supplier_id in refunded_by else [])
-            suppliers[so.supplier_id] = ocds.supplier_party(
-                accounts.get_organisation(session, so.supplier_id), roles
-            )
+            suppliers[so.supplier_id] = ocds.supplier_party(organisations[so.supplier_id], roles)
     return _Parties(trust=trust, suppliers=suppliers)
 
 
 def _items(session: Session, so: SupplierOrder) -> list[dict[str, Any]]:
-    return [
-        ocds.item(line, catalog.get_product(session, line.product_id))
-        for line in _lines(session, so)
-    ]
+    lines = _lines(session, so)
+    products = catalog.products_by_id(session, [line.product_id for line in lines])
+    return [ocds.item(line, products[line.product_id]) for line in lines]
 
 
 def _award(order: Order, so: SupplierOrder, parties: _Parties, items: list) -> dict[str, Any]:

@@ -60,6 +60,7 @@ from marketplace.budgets.models import Budget, ManagementType  # noqa: E402
 from marketplace.catalog import service as catalog  # noqa: E402
 from marketplace.catalog.models import Offer  # noqa: E402
 from marketplace.db import utcnow  # noqa: E402
+from marketplace.pricing import service as pricing  # noqa: E402
 from tests.support import Actor, Factory  # noqa: E402
 
 ADDRESS = {
@@ -193,3 +194,24 @@ def shop(factory, session_factory) -> Shop:
 
 def today() -> date:
     return utcnow().date()
+
+
+@pytest.fixture
+def priced_shop(shop, factory, session_factory) -> Shop:
+    """The shop, with enough trusts' purchases of the gloves for a real verdict."""
+    trusts = [factory.org(OrgType.TRUST) for _ in range(4)]
+    gloves = shop.offers["gloves_a"]
+    with session_factory.begin() as session:
+        for n, trust in enumerate(trusts):
+            pricing.record_marketplace_purchase(
+                session,
+                trust_id=trust.id,
+                order_reference=f"PO-HIST-{n}",
+                line=1,
+                order_date=today(),
+                product_id=gloves.product_id,
+                supplier_id=gloves.supplier_id,
+                quantity=10,
+                total_price_pence=10 * (400 + 50 * n),
+            )
+    return shop
