@@ -160,6 +160,9 @@ def start_gunicorn(database_url: str, port: int, workers: int) -> subprocess.Pop
         "DATABASE_URL": database_url,
         "LOG_LEVEL": "WARNING",
         "WEB_CONCURRENCY": str(workers),
+        # Every client of a benchmark comes from 127.0.0.1: per-address limits would measure the
+        # limiter, not the service (its own cost is benchmarks/request_overhead.py's figure).
+        "RATE_LIMIT_ENABLED": "false",
     }
     process = subprocess.Popen(
         [

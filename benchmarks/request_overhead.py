@@ -5,7 +5,7 @@ temporary SQLite database: with rate limits off, on memory storage, and on Redis
 Also times ``metrics.observe_request`` alone (set PROMETHEUS_MULTIPROC_DIR to an empty
 directory to time multiprocess mode). Prints one line per case: median and p95 per request.
 
-    flock /tmp/bench.lock .venv/bin/python benchmarks/request_overhead.py [--redis URL] [-n 2000]
+    .venv/bin/python benchmarks/request_overhead.py [--redis URL] [-n 2000]
 """
 
 from __future__ import annotations
