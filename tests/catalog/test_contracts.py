@@ -37,9 +37,18 @@ def test_every_product_and_offer_change_reaches_search(
     client.patch(url, json={"stock": 9}, headers=supplier.headers)  # unchanged: no event
     assert len(changes) == 6
     client.patch(url, json={"status": "active"}, headers=supplier.headers)
+    assert changes == [product.id] * 7
+    # Orders move stock: search documents hold only whether it is above zero, so a move that
+    # leaves the offer in stock changes nothing there; running out and coming back do.
     with unit_of_work(session_factory) as session:
         catalog.reserve_stock(session, offer.id, 2)
         catalog.release_stock(session, offer.id, 1)
+    assert changes == [product.id] * 7
+    with unit_of_work(session_factory) as session:
+        assert catalog.reserve_stock(session, offer.id, 8) == 0
+    assert changes == [product.id] * 8
+    with unit_of_work(session_factory) as session:
+        catalog.release_stock(session, offer.id, 3)
     assert changes == [product.id] * 9
 
 
