@@ -215,3 +215,32 @@ def priced_shop(shop, factory, session_factory) -> Shop:
                 total_price_pence=10 * (400 + 50 * n),
             )
     return shop
+
+
+def top_up_quote(client, shop, budget) -> dict:
+    """The holder's quote for the wheelchair, from the budget with a card top-up."""
+    response = client.post(
+        "/api/v1/quotes",
+        json={
+            "lines": [{"offer_id": shop.offers["chair"].id, "quantity": 1}],
+            "payment_method": "budget",
+            "budget_id": budget.id,
+            "card_top_up": True,
+        },
+        headers=shop.holder.headers,
+    )
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def place_top_up(client, shop, quote: dict, key: str):
+    """Place a top-up quote, the card part paid with localstripe's test Visa."""
+    return client.post(
+        "/api/v1/orders",
+        json={
+            "quote_id": quote["id"],
+            "delivery_address": HOME,
+            "card_payment_method": "pm_card_visa",
+        },
+        headers=shop.holder.headers | {"Idempotency-Key": key},
+    )

@@ -16,7 +16,7 @@ from werkzeug.serving import make_server
 from marketplace import create_app
 from marketplace.orders.models import CardPayment, Order, StripeEvent
 from tests.conftest import _empty_all_tables
-from tests.orders.conftest import ADDRESS, HOME, free_port
+from tests.orders.conftest import ADDRESS, free_port, place_top_up, top_up_quote
 from tests.support import assert_problem
 
 WEBHOOK_SECRET = "whsec_marketplace_tests"
@@ -147,27 +147,10 @@ def test_stripe_unreachable_leaves_no_half_made_order(migrated, shop, db):
 
 def test_budget_with_card_top_up_holds_the_plan_part_and_authorises_the_rest(app, client, shop):
     budget = shop.budget(top_up=True, wheelchair_pence=30_000)
-    quote = client.post(
-        "/api/v1/quotes",
-        json={
-            "lines": [{"offer_id": shop.offers["chair"].id, "quantity": 1}],
-            "payment_method": "budget",
-            "budget_id": budget.id,
-            "card_top_up": True,
-        },
-        headers=shop.holder.headers,
-    ).get_json()
+    quote = top_up_quote(client, shop, budget)
     assert quote["budget_pence"] == 30_000
     assert quote["card_pence"] == 12_000
-    response = client.post(
-        "/api/v1/orders",
-        json={
-            "quote_id": quote["id"],
-            "delivery_address": HOME,
-            "card_payment_method": "pm_card_visa",
-        },
-        headers=shop.holder.headers | {"Idempotency-Key": "topup"},
-    )
+    response = place_top_up(client, shop, quote, "topup")
     assert response.status_code == 201, response.get_json()
     so = response.get_json()["supplier_orders"][0]
     assert so["budget_pence"] == 30_000
@@ -196,25 +179,7 @@ def test_rejecting_a_top_up_order_cancels_its_card_authorisation(app, client, sh
     """The manager's decision arrives through the budgets API; the orders domain reaches Stripe
     through the app's own gateway to cancel the card part."""
     budget = shop.budget(top_up=True, wheelchair_pence=30_000, threshold=20_000)
-    quote = client.post(
-        "/api/v1/quotes",
-        json={
-            "lines": [{"offer_id": shop.offers["chair"].id, "quantity": 1}],
-            "payment_method": "budget",
-            "budget_id": budget.id,
-            "card_top_up": True,
-        },
-        headers=shop.holder.headers,
-    ).get_json()
-    placed = client.post(
-        "/api/v1/orders",
-        json={
-            "quote_id": quote["id"],
-            "delivery_address": HOME,
-            "card_payment_method": "pm_card_visa",
-        },
-        headers=shop.holder.headers | {"Idempotency-Key": "topup-rejected"},
-    )
+    placed = place_top_up(client, shop, top_up_quote(client, shop, budget), "topup-rejected")
     assert placed.status_code == 201, placed.get_json()
     order = placed.get_json()
     assert order["status"] == "pending_approval"

@@ -19,7 +19,7 @@ from marketplace.budgets.models import EntryType, LedgerEntry
 from marketplace.idempotency import IdempotencyKey
 from marketplace.orders.models import CardPayment, Order
 from marketplace.orders.payments import PaymentUnavailable, StripeGateway
-from tests.orders.conftest import HOME
+from tests.orders.conftest import place_top_up, top_up_quote
 from tests.orders.test_card_orders import app  # noqa: F401 (the app fixture, paying by localstripe)
 from tests.support import assert_problem
 
@@ -58,24 +58,8 @@ def test_a_stripe_call_that_times_out_is_payment_unavailable_within_its_timeout(
 
 
 def top_up_order(client, shop, budget, key):
-    quote = client.post(
-        "/api/v1/quotes",
-        json={
-            "lines": [{"offer_id": shop.offers["chair"].id, "quantity": 1}],
-            "payment_method": "budget",
-            "budget_id": budget.id,
-            "card_top_up": True,
-        },
-        headers=shop.holder.headers,
-    ).get_json()
-    body = {
-        "quote_id": quote["id"],
-        "delivery_address": HOME,
-        "card_payment_method": "pm_card_visa",
-    }
-    return lambda: client.post(
-        "/api/v1/orders", json=body, headers=shop.holder.headers | {"Idempotency-Key": key}
-    )
+    quote = top_up_quote(client, shop, budget)
+    return lambda: place_top_up(client, shop, quote, key)
 
 
 def count(db, column, *where) -> int:
