@@ -53,20 +53,14 @@ from orders import (
     Client,
     free_port,
     machine,
-    make_buyers,
-    offer_pool,
-    purchase_history,
+    prepare,
     start_gunicorn,
-    top_up_stock,
     workers_cpu_seconds,
 )
-from search import ONE_WORD, TWO_WORDS, generate, log, percentile, reset, typo
+from search import ONE_WORD, TWO_WORDS, log, percentile, typo
 from sqlalchemy import func, select
 
-from marketplace import create_app, migrate
 from marketplace.catalog.models import Category, Offer, Product
-from marketplace.config import Settings, normalise_database_url
-from marketplace.pricing.models import PurchaseRecord
 
 MIX = (("search", 60), ("product", 25), ("quote", 10), ("order", 5))
 TARGETS_P95_MS = {"search": 100, "order": 250}
@@ -312,28 +306,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    settings = Settings(database_url=normalise_database_url(args.database_url))
-    if args.reset:
-        reset(settings)
-    migrate.upgrade(settings)
-    state = create_app(settings).extensions["marketplace"]
-    with state.session_factory() as session:
-        have = session.scalar(select(func.count(Product.id)))
-    if not have:
-        log(f"Generating {args.products:,} products and {args.offers:,} offers…")
-        generate(state, args.products, args.offers, 300, args.seed)
-    elif have != args.products:
-        sys.exit(f"the database holds {have:,} products, not {args.products:,}: use --reset")
+    settings, state, tokens, offers, history = prepare(args)
     with state.session_factory() as session:
         n_offers = session.scalar(select(func.count(Offer.id)))
-    tokens = make_buyers(state, args.clients)
-    offers = offer_pool(state, 2_000, args.seed)
-    top_up_stock(state, offers, 10_000_000)
-    with state.session_factory() as session:
-        history = session.scalar(select(func.count(PurchaseRecord.id)))
-    if not history:
-        log(f"Purchase history for the {len(offers):,} offers' products…")
-        history = purchase_history(state, offers, args.history_trusts, args.seed)
     world = World(state, offers, args.seed)
 
     runs = []

@@ -155,6 +155,33 @@ def top_up_stock(state, offer_ids: list[str], stock: int) -> None:
         )
 
 
+def prepare(args: argparse.Namespace):
+    """Migrate, generate the catalogue on an empty database, one buyer per client, the pool of
+    offers to order from (with stock enough for any run) and a year of trusts' purchases of their
+    products. Returns (settings, state, buyers' tokens, offer ids, purchase lines)."""
+    settings = Settings(database_url=normalise_database_url(args.database_url))
+    if args.reset:
+        reset(settings)
+    migrate.upgrade(settings)
+    state = create_app(settings).extensions["marketplace"]
+    with state.session_factory() as session:
+        have = session.scalar(select(func.count(Product.id)))
+    if not have:
+        log(f"Generating {args.products:,} products and {args.offers:,} offers…")
+        generate(state, args.products, args.offers, 300, args.seed)
+    elif have != args.products:
+        sys.exit(f"the database holds {have:,} products, not {args.products:,}: use --reset")
+    tokens = make_buyers(state, args.clients)
+    offers = offer_pool(state, 2_000, args.seed)
+    top_up_stock(state, offers, 10_000_000)
+    with state.session_factory() as session:
+        history = session.scalar(select(func.count(PurchaseRecord.id)))
+    if not history:
+        log(f"Purchase history for the {len(offers):,} offers' products…")
+        history = purchase_history(state, offers, args.history_trusts, args.seed)
+    return settings, state, tokens, offers, history
+
+
 def start_gunicorn(database_url: str, port: int, workers: int) -> subprocess.Popen:
     env = os.environ | {
         "DATABASE_URL": database_url,
@@ -386,24 +413,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    settings = Settings(database_url=normalise_database_url(args.database_url))
-    if args.reset:
-        reset(settings)
-    migrate.upgrade(settings)
-    state = create_app(settings).extensions["marketplace"]
+    settings, state, tokens, offers, history = prepare(args)
     with state.session_factory() as session:
-        have = session.scalar(select(func.count(Offer.id)))
-    if have < args.offers:
-        log(f"Generating {args.products:,} products and {args.offers:,} offers…")
-        generate(state, args.products, args.offers, 300, args.seed)
-    tokens = make_buyers(state, args.clients)
-    offers = offer_pool(state, 2_000, args.seed)
-    top_up_stock(state, offers, 10_000_000)
-    with state.session_factory() as session:
-        history = session.scalar(select(func.count(PurchaseRecord.id)))
-    if not history:
-        log(f"Purchase history for the {len(offers):,} offers' products…")
-        history = purchase_history(state, offers, args.history_trusts, args.seed)
+        n_offers = session.scalar(select(func.count(Offer.id)))
     with state.session_factory() as session:
         orders_before = session.scalar(select(func.count(Order.id)))
 
@@ -442,7 +454,7 @@ def main() -> None:
     p50_trivial = percentile(trivial, 0.5) if trivial else None
     result = {
         "database": "postgresql" if settings.is_postgresql else "sqlite",
-        "catalogue": {"offers": have if have >= args.offers else args.offers},
+        "catalogue": {"offers": n_offers},
         "purchase_history_lines": history,
         "machine": machine(),
         "load_average_before": load_before,

@@ -35,7 +35,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 class Benchmark:
     name: str
     script: str
-    database: str  # "postgresql" or "sqlite"
+    database: str  # "postgresql", "sqlite", or "none" (the script makes its own)
     full: tuple[str, ...]
     quick: tuple[str, ...]
 
@@ -72,16 +72,26 @@ BENCHMARKS = (
         ("--products", "100000", "--offers", "300000", "--workers", "4", "--clients", "50", "--duration", "30", "--stock", "25"),
         ("--products", "2000", "--offers", "6000", "--workers", "2", "--clients", "4", "--duration", "5", "--stock", "5"),
     ),
+    Benchmark(
+        "load-postgresql",
+        "load.py",
+        "postgresql",
+        ("--products", "100000", "--offers", "300000", "--workers", "4", "--clients", "32", "--rate", "7", "--duration", "180"),
+        ("--products", "300", "--offers", "900", "--workers", "1", "--clients", "2", "--rate", "0", "--duration", "3", "--warmup", "1"),
+    ),
+    Benchmark("request-overhead", "request_overhead.py", "none", ("-n", "2000"), ("-n", "50")),
 )  # fmt: skip
 
 # Benchmarks that rebuild their data each run take --reset; pricing always starts afresh, and
 # its memory run reuses the data the pricing run left (so it must come after it).
-RESETS = {"search.py", "orders.py"}
+RESETS = {"search.py", "orders.py"}  # load.py reuses the orders benchmark's kind of database
 SHARED_DATABASE = {"pricing-rss-postgresql": "pricing-postgresql"}
 OUTPUT_FLAG = {"pricing.py": "--out"}
 
 
-def database_url(bench: Benchmark, postgres: str, scratch: Path) -> str:
+def database_url(bench: Benchmark, postgres: str, scratch: Path) -> str | None:
+    if bench.database == "none":
+        return None
     owner = SHARED_DATABASE.get(bench.name, bench.name)
     name = "bench_" + owner.removesuffix("-postgresql").removesuffix("-sqlite").replace("-", "_")
     if bench.database == "sqlite":
@@ -93,9 +103,11 @@ def database_url(bench: Benchmark, postgres: str, scratch: Path) -> str:
     return f"{postgres}/{name}"
 
 
-def command(bench: Benchmark, url: str, quick: bool) -> list[str]:
-    args = [sys.executable, str(ROOT / "benchmarks" / bench.script), "--database-url", url]
-    args += bench.quick if quick else bench.full
+def command(bench: Benchmark, url: str | None, quick: bool) -> list[str]:
+    args = [sys.executable, str(ROOT / "benchmarks" / bench.script)]
+    if url is None:  # it prints its figures; keep them from the log
+        return [*args, *(bench.quick if quick else bench.full)]
+    args += ["--database-url", url, *(bench.quick if quick else bench.full)]
     if bench.script in RESETS:
         args.append("--reset")
     args += [OUTPUT_FLAG.get(bench.script, "--json"), str(RESULTS / f"{bench.name}.json")]
