@@ -1,0 +1,247 @@
+"""A marketplace holding real objects of every kind, for tests that call every endpoint.
+
+Two organisations of every role (so "another organisation of the same role" exists), the small
+shop of ``tests/orders/conftest.py`` (products, offers from two suppliers), a personal health
+budget, trust and budget orders with their supplier orders, an approval, a budget hold, a quote
+and imported purchase records. Everything is made through the services, the way the API makes
+it, and each ``new_*`` helper makes one more object of its kind for a test that changes one.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+from marketplace.accounts.models import OrgType, Role
+from marketplace.budgets import ledger
+from marketplace.budgets import service as budgets
+from marketplace.budgets.models import Approval, Budget, LedgerEntry
+from marketplace.catalog import service as catalog
+from marketplace.catalog.models import Offer, Product
+from marketplace.orders import quotes
+from marketplace.orders import service as orders
+from marketplace.orders.models import Order, Quote, SupplierOrder
+from marketplace.pricing import service as pricing
+from marketplace.pricing.models import PurchaseRecord
+from marketplace.pricing.rollups import today_utc
+from marketplace.transparency import service as transparency
+from tests.orders.conftest import ADDRESS, HOME, Shop
+from tests.support import Actor, Factory
+
+# Who calls: anonymous, then each role at the objects' own organisation ("own") and the same
+# role at another organisation ("other"). Operators are marketplace-wide, so "other_operator"
+# works for a second operator organisation and must see the same as "operator".
+CALLERS = (
+    "anonymous",
+    "buyer",
+    "other_buyer",
+    "supplier",
+    "other_supplier",
+    "budget_holder",
+    "other_budget_holder",
+    "budget_manager",
+    "other_budget_manager",
+    "operator",
+    "other_operator",
+)
+
+
+@dataclass
+class World:
+    factory: Factory
+    session_factory: Any
+    shop: Shop = field(init=False)
+    actors: dict[str, Actor | None] = field(init=False)
+    budget: Budget = field(init=False)
+    trust_order: Order = field(init=False)
+    budget_order: Order = field(init=False)
+    approval: Approval = field(init=False)
+    hold: LedgerEntry = field(init=False)
+    quote: Quote = field(init=False)
+    purchase: PurchaseRecord = field(init=False)
+    _n: int = 0
+
+    def __post_init__(self) -> None:
+        shop = self.shop = Shop(self.factory, self.session_factory)
+        commissioner = self.factory.org(OrgType.COMMISSIONER)
+        self.actors = {
+            "anonymous": None,
+            "buyer": shop.buyer,
+            "other_buyer": shop.other_buyer,
+            "supplier": shop.supplier,
+            "other_supplier": shop.other_supplier,
+            "budget_holder": shop.holder,
+            "other_budget_holder": self.factory.actor(Role.BUDGET_HOLDER, commissioner),
+            "budget_manager": shop.manager,
+            "other_budget_manager": self.factory.actor(Role.BUDGET_MANAGER, commissioner),
+            "operator": self.factory.actor(Role.OPERATOR),
+            "other_operator": self.factory.actor(Role.OPERATOR),
+        }
+        # A threshold below the wheelchair's price: ordering it waits for approval.
+        self.budget = shop.budget(threshold=10_000, wheelchair_pence=200_000, digital_pence=200_000)
+        self.trust_order = self.new_trust_order()
+        self.budget_order = self.new_budget_order()
+        self.approval = self._get(Approval, self.budget_order.approval_id)
+        self.hold = self.new_hold()
+        self.quote = self.new_quote()
+        self.purchase = self.new_purchase()
+        # Supplier orders in every state the supplier moves them through.
+        for state in ("accepted", "dispatched", "delivered"):
+            self.new_supplier_order(state)
+
+    # --- lookups ------------------------------------------------------------------------------
+
+    def actor(self, caller: str) -> Actor | None:
+        return self.actors[caller]
+
+    def headers(self, caller: str) -> dict[str, str]:
+        actor = self.actors[caller]
+        return actor.headers if actor is not None else {}
+
+    @property
+    def offer(self) -> Offer:
+        """An active offer of the "own" supplier."""
+        return self.shop.offers["app"]
+
+    @property
+    def product_id(self) -> str:
+        return self.offer.product_id
+
+    @property
+    def ocid(self) -> str:
+        """The open-contracting id of the trust order (published when it was placed)."""
+        with self.session_factory() as session:
+            return transparency.ocid_for(session, self.trust_order.id)
+
+    @property
+    def trust_ods(self) -> str:
+        return self.shop.buyer.org.ods_code or ""
+
+    def _get(self, model: type, object_id: str | None) -> Any:
+        with self.session_factory() as session:
+            return session.get(model, object_id)
+
+    def _next(self) -> int:
+        self._n += 1
+        return self._n
+
+    # --- one more object of each kind ---------------------------------------------------------
+
+    def new_quote(self, actor: Actor | None = None, **kwargs: Any) -> Quote:
+        actor = actor or self.shop.buyer
+        kwargs.setdefault("payment_method", "purchase_order")
+        with self.session_factory.begin() as session:
+            return quotes.create_quote(
+                session,
+                actor.principal,
+                lines=kwargs.pop("lines", [quotes.BasketLine(offer_id=self.offer.id, quantity=1)]),
+                **kwargs,
+            )
+
+    def new_trust_order(self) -> Order:
+        """A purchase-order order of the "own" trust, for the "own" supplier (one supplier order)."""
+        quote = self.new_quote()
+        with self.session_factory.begin() as session:
+            order = orders.place_order(
+                session,
+                self.shop.buyer.principal,
+                quote_id=quote.id,
+                delivery_address=ADDRESS,
+                po_number=f"PO-{self._next()}",
+            )
+            order.supplier_orders  # noqa: B018 (loaded while the session is open)
+            return order
+
+    def new_budget_order(self) -> Order:
+        """The holder's wheelchair order: above the threshold, so it waits for approval."""
+        quote = self.new_quote(
+            self.shop.holder,
+            payment_method="budget",
+            budget_id=self.budget.id,
+            lines=[quotes.BasketLine(offer_id=self.shop.offers["chair"].id, quantity=1)],
+        )
+        with self.session_factory.begin() as session:
+            order = orders.place_order(
+                session, self.shop.holder.principal, quote_id=quote.id, delivery_address=HOME
+            )
+            order.supplier_orders  # noqa: B018
+            return order
+
+    def new_approval(self) -> Approval:
+        return self._get(Approval, self.new_budget_order().approval_id)
+
+    def new_supplier_order(self, state: str = "placed") -> SupplierOrder:
+        """A supplier order of the "own" supplier, moved on to ``state``."""
+        supplier_order_id = self.new_trust_order().supplier_orders[0].id
+        path = ("accept", "dispatch", "deliver")
+        targets = {"placed": 0, "accepted": 1, "dispatched": 2, "delivered": 3}
+        for action in path[: targets[state]]:
+            with self.session_factory.begin() as session:
+                orders.transition_supplier_order(
+                    session, self.shop.supplier.principal, supplier_order_id, action
+                )
+        return self._get(SupplierOrder, supplier_order_id)
+
+    def new_budget(self) -> Budget:
+        return self.shop.budget(threshold=10_000)
+
+    def new_hold(self, budget: Budget | None = None) -> LedgerEntry:
+        budget = budget or self.budget
+        with self.session_factory.begin() as session:
+            fresh = budgets.get_budget(session, self.shop.holder.principal, budget.id)
+            line = fresh.plan_lines[1]  # the digital-tools line
+            return ledger.hold(session, self.shop.holder.principal, fresh, 100, plan_line_id=line.id)
+
+    def new_purchase(self) -> PurchaseRecord:
+        """An imported purchase line of the "own" trust (unmatched: no GTIN)."""
+        n = self._next()
+        csv_text = (
+            "po_number,line,order_date,supplier_name,supplier_sku,gtin,description,quantity,"
+            f"units_per_pack,total_price_pence\nIMP-{n},1,{today_utc().isoformat()},Acme,SKU-{n},,"
+            "Examination gloves,2,100,1100\n"
+        )
+        with self.session_factory.begin() as session:
+            buyer = self.shop.buyer
+            result = pricing.import_purchases(
+                session, buyer.principal, buyer.org, io.BytesIO(csv_text.encode()), "csv"
+            )
+            import_id = result.import_id
+        with self.session_factory() as session:
+            from sqlalchemy import select
+
+            return session.scalar(
+                select(PurchaseRecord).where(PurchaseRecord.import_id == import_id)
+            )
+
+    def new_product(self) -> Product:
+        """A product the "own" supplier created and alone lists (so it may still change it)."""
+        n = self._next()
+        with self.session_factory.begin() as session:
+            product = catalog.create_product(
+                session,
+                self.shop.supplier.principal,
+                name=f"Sterile dressing pad {n}",
+                category_code="33141110",
+            )
+        self.new_offer(product.id)
+        return product
+
+    def new_offer(self, product_id: str | None = None) -> Offer:
+        if product_id is None:
+            return self._get(Offer, self.new_product_offer_id())
+        with self.session_factory.begin() as session:
+            return catalog.create_offer(
+                session,
+                self.shop.supplier.principal,
+                product_id=product_id,
+                pack_price_pence=250,
+                stock=10,
+            )
+
+    def new_product_offer_id(self) -> str:
+        product = self.new_product()
+        with self.session_factory() as session:
+            from sqlalchemy import select
+
+            return session.scalar(select(Offer.id).where(Offer.product_id == product.id))
