@@ -3,7 +3,7 @@ anonymous and as each role, against a database holding real objects of every kin
 of schemathesis' default checks (no 5xx, responses match the documented status, content type,
 headers and schema, invalid input refused, valid input accepted, auth enforced...).
 
-Bounded for CI: ``MARKETPLACE_FUZZ_EXAMPLES`` examples per operation and caller (default 5),
+Bounded for CI: ``MARKETPLACE_FUZZ_EXAMPLES`` examples per operation and caller (default 3),
 generated deterministically (``schemathesis.toml``), so a failure reproduces on the next run.
 The longer run (README, Development) raises the examples and adds schemathesis' coverage phase
 (``MARKETPLACE_FUZZ_COVERAGE=1``: boundary values of every parameter).
@@ -33,7 +33,7 @@ from tests.foundation.world import World
 from tests.support import Factory
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = int(os.environ.get("MARKETPLACE_FUZZ_EXAMPLES", "5"))
+EXAMPLES = int(os.environ.get("MARKETPLACE_FUZZ_EXAMPLES", "3"))
 COVERAGE = os.environ.get("MARKETPLACE_FUZZ_COVERAGE", "") == "1"
 # Anonymous and each role (other organisations are the authorisation matrix's business).
 CALLERS = ("anonymous", "buyer", "supplier", "budget_holder", "budget_manager", "operator")
