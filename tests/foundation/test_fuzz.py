@@ -14,7 +14,6 @@ path ids swapped for ids of the seeded objects: those reach the views' real work
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from collections.abc import Iterator
@@ -27,10 +26,7 @@ from schemathesis.core.parameters import ParameterLocation
 
 from marketplace import create_app
 from marketplace.config import Settings
-from marketplace.orders import service as orders
-from tests.conftest import _empty_all_tables
-from tests.foundation.world import World
-from tests.support import Factory
+from tests.foundation.world import World, seeded_world
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("MARKETPLACE_FUZZ_EXAMPLES", "3"))
@@ -38,7 +34,6 @@ COVERAGE = os.environ.get("MARKETPLACE_FUZZ_COVERAGE", "") == "1"
 # Anonymous and each role (other organisations are the authorisation matrix's business).
 CALLERS = ("anonymous", "buyer", "supplier", "budget_holder", "budget_manager", "operator")
 HEADER, PATH = ParameterLocation.HEADER, ParameterLocation.PATH
-WEBHOOK_SECRET = "whsec_fuzzing"  # noqa: S105 (a test value)
 
 
 def _load_schema() -> schemathesis.BaseSchema:
@@ -65,17 +60,8 @@ schema = _load_schema()
 
 @pytest.fixture(scope="module")
 def world(shared_app) -> Iterator[World]:
-    """Seeded once for the whole module (the tests here only add to it). Webhooks are
-    configured, as in production: without a secret the webhook answers 503 by design."""
-    state = shared_app.extensions["marketplace"]
-    _empty_all_tables(state.engine)
-    settings = state.settings
-    state.settings = dataclasses.replace(settings, stripe_webhook_secret=WEBHOOK_SECRET)
-    try:
-        yield World(Factory(state.session_factory), state.session_factory)
-    finally:
-        state.settings = settings
-        orders.set_decision_gateway(lambda: state.payment_gateway)
+    with seeded_world(shared_app) as world:
+        yield world
 
 
 def _real_ids(world: World) -> dict[str, list[str]]:

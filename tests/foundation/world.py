@@ -9,9 +9,14 @@ it, and each ``new_*`` helper makes one more object of its kind for a test that 
 
 from __future__ import annotations
 
+import dataclasses
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from sqlalchemy import select
 
 from marketplace.accounts.models import OrgType, Role
 from marketplace.budgets import ledger
@@ -28,6 +33,8 @@ from marketplace.pricing.rollups import today_utc
 from marketplace.transparency import service as transparency
 from tests.orders.conftest import ADDRESS, HOME, Shop
 from tests.support import Actor, Factory
+
+WEBHOOK_SECRET = "whsec_tests"
 
 # Who calls: anonymous, then each role at the objects' own organisation ("own") and the same
 # role at another organisation ("other"). Operators are marketplace-wide, so "other_operator"
@@ -78,11 +85,14 @@ class World:
             "operator": self.factory.actor(Role.OPERATOR),
             "other_operator": self.factory.actor(Role.OPERATOR),
         }
-        # A threshold below the wheelchair's price: ordering it waits for approval.
-        self.budget = shop.budget(threshold=10_000, wheelchair_pence=200_000, digital_pence=200_000)
+        with self.session_factory.begin() as session:  # enough wheelchairs for every test
+            catalog.update_offer(
+                session, shop.other_supplier.principal, shop.offers["chair"].id, {"stock": 10_000}
+            )
+        self.budget = self.new_budget()
         self.trust_order = self.new_trust_order()
-        self.budget_order = self.new_budget_order()
-        self.approval = self._get(Approval, self.budget_order.approval_id)
+        self.budget_order = self.new_budget_order(self.budget)
+        self.approval = self.get(Approval, self.budget_order.approval_id)
         self.hold = self.new_hold()
         self.quote = self.new_quote()
         self.purchase = self.new_purchase()
@@ -118,11 +128,12 @@ class World:
     def trust_ods(self) -> str:
         return self.shop.buyer.org.ods_code or ""
 
-    def _get(self, model: type, object_id: str | None) -> Any:
+    def get(self, model: type, object_id: str | None) -> Any:
         with self.session_factory() as session:
             return session.get(model, object_id)
 
-    def _next(self) -> int:
+    def next(self) -> int:
+        """A number not used before in this world (for unique names and references)."""
         self._n += 1
         return self._n
 
@@ -148,17 +159,18 @@ class World:
                 self.shop.buyer.principal,
                 quote_id=quote.id,
                 delivery_address=ADDRESS,
-                po_number=f"PO-{self._next()}",
+                po_number=f"PO-{self.next()}",
             )
             order.supplier_orders  # noqa: B018 (loaded while the session is open)
             return order
 
-    def new_budget_order(self) -> Order:
-        """The holder's wheelchair order: above the threshold, so it waits for approval."""
+    def new_budget_order(self, budget: Budget | None = None) -> Order:
+        """The holder's wheelchair order: above the threshold, so it waits for approval (from a
+        budget of its own unless one is given, so orders never run a budget dry)."""
         quote = self.new_quote(
             self.shop.holder,
             payment_method="budget",
-            budget_id=self.budget.id,
+            budget_id=(budget or self.new_budget()).id,
             lines=[quotes.BasketLine(offer_id=self.shop.offers["chair"].id, quantity=1)],
         )
         with self.session_factory.begin() as session:
@@ -169,7 +181,7 @@ class World:
             return order
 
     def new_approval(self) -> Approval:
-        return self._get(Approval, self.new_budget_order().approval_id)
+        return self.get(Approval, self.new_budget_order().approval_id)
 
     def new_supplier_order(self, state: str = "placed") -> SupplierOrder:
         """A supplier order of the "own" supplier, moved on to ``state``."""
@@ -181,21 +193,25 @@ class World:
                 orders.transition_supplier_order(
                     session, self.shop.supplier.principal, supplier_order_id, action
                 )
-        return self._get(SupplierOrder, supplier_order_id)
+        return self.get(SupplierOrder, supplier_order_id)
 
     def new_budget(self) -> Budget:
-        return self.shop.budget(threshold=10_000)
+        """A budget of the "own" holder; its threshold is below the wheelchair's price, so
+        ordering one waits for the budget manager's approval."""
+        return self.shop.budget(threshold=10_000, wheelchair_pence=200_000, digital_pence=200_000)
 
     def new_hold(self, budget: Budget | None = None) -> LedgerEntry:
         budget = budget or self.budget
         with self.session_factory.begin() as session:
             fresh = budgets.get_budget(session, self.shop.holder.principal, budget.id)
             line = fresh.plan_lines[1]  # the digital-tools line
-            return ledger.hold(session, self.shop.holder.principal, fresh, 100, plan_line_id=line.id)
+            return ledger.hold(
+                session, self.shop.holder.principal, fresh, 100, plan_line_id=line.id
+            )
 
     def new_purchase(self) -> PurchaseRecord:
         """An imported purchase line of the "own" trust (unmatched: no GTIN)."""
-        n = self._next()
+        n = self.next()
         csv_text = (
             "po_number,line,order_date,supplier_name,supplier_sku,gtin,description,quantity,"
             f"units_per_pack,total_price_pence\nIMP-{n},1,{today_utc().isoformat()},Acme,SKU-{n},,"
@@ -208,15 +224,14 @@ class World:
             )
             import_id = result.import_id
         with self.session_factory() as session:
-            from sqlalchemy import select
-
             return session.scalar(
                 select(PurchaseRecord).where(PurchaseRecord.import_id == import_id)
             )
 
-    def new_product(self) -> Product:
-        """A product the "own" supplier created and alone lists (so it may still change it)."""
-        n = self._next()
+    def new_product(self, *, listed: bool = True) -> Product:
+        """A product the "own" supplier created; ``listed``: and alone lists (so that it may
+        still change it)."""
+        n = self.next()
         with self.session_factory.begin() as session:
             product = catalog.create_product(
                 session,
@@ -224,12 +239,13 @@ class World:
                 name=f"Sterile dressing pad {n}",
                 category_code="33141110",
             )
-        self.new_offer(product.id)
+        if listed:
+            self.new_offer(product.id)
         return product
 
     def new_offer(self, product_id: str | None = None) -> Offer:
-        if product_id is None:
-            return self._get(Offer, self.new_product_offer_id())
+        """An active offer of the "own" supplier (on a new product unless one is given)."""
+        product_id = product_id or self.new_product(listed=False).id
         with self.session_factory.begin() as session:
             return catalog.create_offer(
                 session,
@@ -239,9 +255,19 @@ class World:
                 stock=10,
             )
 
-    def new_product_offer_id(self) -> str:
-        product = self.new_product()
-        with self.session_factory() as session:
-            from sqlalchemy import select
 
-            return session.scalar(select(Offer.id).where(Offer.product_id == product.id))
+@contextmanager
+def seeded_world(app) -> Iterator[World]:
+    """An emptied database seeded with a ``World``, for a module of tests that only add to it.
+    Stripe webhooks are configured meanwhile, as in production (without a secret the webhook
+    answers 503 by design, whoever calls)."""
+    from tests.conftest import _empty_all_tables
+
+    state = app.extensions["marketplace"]
+    _empty_all_tables(state.engine)
+    settings = state.settings
+    state.settings = dataclasses.replace(settings, stripe_webhook_secret=WEBHOOK_SECRET)
+    try:
+        yield World(Factory(state.session_factory), state.session_factory)
+    finally:
+        state.settings = settings
