@@ -417,15 +417,19 @@ def price_variance(args: dict):
         "category_code": args["category"],
     }
     if wants_csv(args):
+        # The first page is read before streaming starts, so a bad request (an unknown
+        # category) is a 422 problem, not a 200 that breaks off.
+        first = service.variance_ranking(session, cursor=None, limit=100, **kwargs)
 
         def rows() -> Iterator[dict[str, Any]]:
-            cursor = None
+            page = first
             while True:
-                page = service.variance_ranking(session, cursor=cursor, limit=100, **kwargs)
                 yield from page.items
                 if not page.next_cursor:
                     return
-                cursor = page.next_cursor
+                page = service.variance_ranking(
+                    session, cursor=page.next_cursor, limit=100, **kwargs
+                )
 
         return csv_response(
             "price-variance.csv",
