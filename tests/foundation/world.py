@@ -140,42 +140,45 @@ class World:
     # --- one more object of each kind ---------------------------------------------------------
 
     def new_quote(self, actor: Actor | None = None, **kwargs: Any) -> Quote:
-        actor = actor or self.shop.buyer
-        kwargs.setdefault("payment_method", "purchase_order")
         with self.session_factory.begin() as session:
-            return quotes.create_quote(
-                session,
-                actor.principal,
-                lines=kwargs.pop("lines", [quotes.BasketLine(offer_id=self.offer.id, quantity=1)]),
-                **kwargs,
-            )
+            return self._quote(session, actor or self.shop.buyer, **kwargs)
+
+    def _quote(self, session: Any, actor: Actor, **kwargs: Any) -> Quote:
+        kwargs.setdefault("payment_method", "purchase_order")
+        kwargs.setdefault("lines", [quotes.BasketLine(offer_id=self.offer.id, quantity=1)])
+        return quotes.create_quote(session, actor.principal, **kwargs)
 
     def new_trust_order(self) -> Order:
         """A purchase-order order of the "own" trust, for the "own" supplier (one supplier order)."""
-        quote = self.new_quote()
         with self.session_factory.begin() as session:
-            order = orders.place_order(
-                session,
-                self.shop.buyer.principal,
-                quote_id=quote.id,
-                delivery_address=ADDRESS,
-                po_number=f"PO-{self.next()}",
-            )
-            order.supplier_orders  # noqa: B018 (loaded while the session is open)
-            return order
+            return self._trust_order(session)
+
+    def _trust_order(self, session: Any) -> Order:
+        order = orders.place_order(
+            session,
+            self.shop.buyer.principal,
+            quote_id=self._quote(session, self.shop.buyer).id,
+            delivery_address=ADDRESS,
+            po_number=f"PO-{self.next()}",
+        )
+        order.supplier_orders  # noqa: B018 (loaded while the session is open)
+        return order
 
     def new_budget_order(self, budget: Budget | None = None) -> Order:
         """The holder's wheelchair order: above the threshold, so it waits for approval (from a
         budget of its own unless one is given, so orders never run a budget dry)."""
-        quote = self.new_quote(
-            self.shop.holder,
-            payment_method="budget",
-            budget_id=(budget or self.new_budget()).id,
-            lines=[quotes.BasketLine(offer_id=self.shop.offers["chair"].id, quantity=1)],
-        )
+        budget_id = (budget or self.new_budget()).id
+        holder = self.shop.holder
         with self.session_factory.begin() as session:
+            quote = self._quote(
+                session,
+                holder,
+                payment_method="budget",
+                budget_id=budget_id,
+                lines=[quotes.BasketLine(offer_id=self.shop.offers["chair"].id, quantity=1)],
+            )
             order = orders.place_order(
-                session, self.shop.holder.principal, quote_id=quote.id, delivery_address=HOME
+                session, holder.principal, quote_id=quote.id, delivery_address=HOME
             )
             order.supplier_orders  # noqa: B018
             return order
@@ -184,16 +187,16 @@ class World:
         return self.get(Approval, self.new_budget_order().approval_id)
 
     def new_supplier_order(self, state: str = "placed") -> SupplierOrder:
-        """A supplier order of the "own" supplier, moved on to ``state``."""
-        supplier_order_id = self.new_trust_order().supplier_orders[0].id
-        path = ("accept", "dispatch", "deliver")
-        targets = {"placed": 0, "accepted": 1, "dispatched": 2, "delivered": 3}
-        for action in path[: targets[state]]:
-            with self.session_factory.begin() as session:
+        """A supplier order of the "own" supplier, moved on to ``state`` (in one transaction)."""
+        moves = {"placed": (), "accepted": ("accept",), "dispatched": ("accept", "dispatch")}
+        moves["delivered"] = (*moves["dispatched"], "deliver")
+        with self.session_factory.begin() as session:
+            supplier_order = self._trust_order(session).supplier_orders[0]
+            for action in moves[state]:
                 orders.transition_supplier_order(
-                    session, self.shop.supplier.principal, supplier_order_id, action
+                    session, self.shop.supplier.principal, supplier_order.id, action
                 )
-        return self.get(SupplierOrder, supplier_order_id)
+            return supplier_order
 
     def new_budget(self) -> Budget:
         """A budget of the "own" holder; its threshold is below the wheelchair's price, so
