@@ -64,9 +64,11 @@ def world(shared_app) -> Iterator[World]:
         yield world
 
 
-def _real_ids(world: World) -> dict[str, list[str]]:
+@pytest.fixture(scope="module")
+def real_ids(world: World) -> dict[str, list[str]]:
     """Ids of seeded objects, by the name of the path parameter that takes them."""
-    supplier_orders = [so.id for so in world.trust_order.supplier_orders]
+    supplier_orders = [world.trust_order.supplier_orders[0].id]
+    supplier_orders += [so.id for so in world.supplier_orders.values()]
     return {
         "approval_id": [world.approval.id],
         "budget_id": [world.budget.id],
@@ -86,12 +88,12 @@ def _real_ids(world: World) -> dict[str, list[str]]:
 @pytest.mark.parametrize("caller", CALLERS)
 @schema.given(data=st.data())
 @schema.parametrize()
-def test_api_conforms_to_its_schema(case, caller, data, world, shared_app):
+def test_api_conforms_to_its_schema(case, caller, data, world, real_ids, shared_app):
     if case.path_parameters and case.meta and not case.meta.is_negative_at(PATH):
-        ids = _real_ids(world)
         for name in list(case.path_parameters):
-            if name in ids and data.draw(st.booleans(), label=f"real {name}"):
-                case.path_parameters[name] = data.draw(st.sampled_from(ids[name]), label=name)
+            if name in real_ids and data.draw(st.booleans(), label=f"real {name}"):
+                choice = st.sampled_from(real_ids[name])
+                case.path_parameters[name] = data.draw(choice, label=name)
     # The caller's real token, unless the case is about the headers themselves (a removed or
     # mangled Authorization header must reach the API as generated, and be refused).
     headers = None if case.meta and case.meta.is_negative_at(HEADER) else world.headers(caller)

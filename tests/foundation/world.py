@@ -67,6 +67,7 @@ class World:
     hold: LedgerEntry = field(init=False)
     quote: Quote = field(init=False)
     purchase: PurchaseRecord = field(init=False)
+    supplier_orders: dict[str, SupplierOrder] = field(init=False)
     _n: int = 0
 
     def __post_init__(self) -> None:
@@ -97,13 +98,10 @@ class World:
         self.quote = self.new_quote()
         self.purchase = self.new_purchase()
         # Supplier orders in every state the supplier moves them through.
-        for state in ("accepted", "dispatched", "delivered"):
-            self.new_supplier_order(state)
+        states = ("accepted", "dispatched", "delivered")
+        self.supplier_orders = {state: self.new_supplier_order(state) for state in states}
 
     # --- lookups ------------------------------------------------------------------------------
-
-    def actor(self, caller: str) -> Actor | None:
-        return self.actors[caller]
 
     def headers(self, caller: str) -> dict[str, str]:
         actor = self.actors[caller]
