@@ -22,7 +22,7 @@ from ..errors import Problem, ValidationFailed
 from ..money import unit_price_json
 from ..pagination import paginate
 from ..schemas import page_of
-from ..web import get_session
+from ..web import get_session, streams_body
 from . import chart, service
 from . import method as m
 from .importer import CountingReader, detect_format
@@ -229,6 +229,7 @@ def _upload() -> tuple[Any, str, str | None]:
         }
     ],
 )
+@streams_body
 def import_purchases(trust: str | None = None):
     """Import a trust's purchase lines (its buyers; operators name the trust).
 
