@@ -210,7 +210,12 @@ def idempotent(view: F) -> F:
                 "in": "header",
                 "name": HEADER,
                 "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 255,
+                    "pattern": KEY_PATTERN.pattern,
+                },
                 "description": (
                     "Makes the request safe to retry: a retry with the same key and body returns "
                     "the first result (marked `Idempotent-Replayed: true`) and moves no money "

@@ -46,6 +46,10 @@ class Pence(StrictInteger):
 class UnitPrice(fields.Field):
     """A derived per-unit price in pence: a JSON number with up to 4 decimal places."""
 
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("metadata", {}).setdefault("minimum", 0)
+        super().__init__(**kwargs)
+
     def _serialize(
         self, value: Decimal | None, attr: str | None, obj: Any, **kwargs: Any
     ) -> float | None:
@@ -64,7 +68,11 @@ class UnitPrice(fields.Field):
 
 
 class ProblemSchema(ma.Schema):
-    """RFC 9457 problem details."""
+    """RFC 9457 problem details. Problems may carry extension members of their own (RFC 9457
+    §3.2: e.g. ``existing_offer_id``, ``reasons``, ``missing_columns``), so others are allowed."""
+
+    class Meta:
+        unknown = ma.INCLUDE
 
     type = fields.String(metadata={"description": "URI identifying the problem type."})
     title = fields.String()

@@ -15,7 +15,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -26,7 +26,14 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import metrics
 from .db import begin_write
-from .errors import Conflict, Problem, database_unavailable, problem_response
+from .errors import (
+    Conflict,
+    NotFound,
+    Problem,
+    ValidationFailed,
+    database_unavailable,
+    problem_response,
+)
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -81,6 +88,54 @@ def _start_request() -> None:
         limit = request.max_content_length = own_limit
     if limit and request.content_length is not None and request.content_length > limit:
         raise RequestEntityTooLarge()
+    _refuse_nul_characters()
+
+
+NUL = "\x00"
+NUL_MESSAGE = "Must not contain NUL (U+0000) characters."
+
+
+def streams_body(view: Any) -> Any:
+    """Mark a view that reads the request body as a stream itself (a large import): the body is
+    then left unread here, and the view checks its rows."""
+    view.streams_body = True
+    return view
+
+
+def _nul_paths(value: Any, path: str = "") -> Iterator[str]:
+    if isinstance(value, str):
+        if NUL in value:
+            yield path or "body"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{path}.{key}" if path else str(key)
+            if NUL in str(key):
+                yield name.replace(NUL, "\\u0000")
+            yield from _nul_paths(item, name)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nul_paths(item, f"{path}.{index}" if path else str(index))
+
+
+def _refuse_nul_characters() -> None:
+    """No text this API reads has a use for NUL, and PostgreSQL text cannot hold it: a request
+    carrying one in its path, query or JSON body is refused as bad input on every database,
+    before anything is looked up or written."""
+    if NUL in request.path:
+        raise NotFound("There is nothing at this address.", code="not-found")
+    fields = [
+        name.replace(NUL, "\\u0000") or "query"
+        for name, value in request.args.items(multi=True)
+        if NUL in name or NUL in value
+    ]
+    view = current_app.view_functions.get(request.endpoint or "")
+    if request.is_json and not getattr(view, "streams_body", False):
+        fields += _nul_paths(request.get_json(silent=True))
+    if fields:
+        raise ValidationFailed(
+            "Text in the request must not contain NUL characters.",
+            errors={name: [NUL_MESSAGE] for name in fields},
+        )
 
 
 def _finish_request(response: Response) -> Response:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from ..catalog.schemas import VAT_METADATA, VatRate
 from ..schemas import PageArgs, Pence, StrictInteger, UnitPrice
 from .models import OrderStatus, PaymentMethod, SupplierOrderStatus
 
@@ -36,7 +37,7 @@ class QuoteLineSchema(ma.Schema):
     units_per_pack = fields.Integer()
     pack_price_pence = Pence()
     unit_price_pence = UnitPrice()
-    vat_rate_percent = fields.Decimal(as_string=True)
+    vat_rate_percent = VatRate(metadata=VAT_METADATA)
     net_pence = Pence()
     vat_pence = Pence()
     gross_pence = Pence()
@@ -100,7 +101,7 @@ class OrderLineSchema(ma.Schema):
     units_per_pack = fields.Integer()
     pack_price_pence = Pence()
     unit_price_pence = UnitPrice()
-    vat_rate_percent = fields.Decimal(as_string=True)
+    vat_rate_percent = VatRate(metadata=VAT_METADATA)
     net_pence = Pence()
     vat_pence = Pence()
     gross_pence = Pence()

@@ -23,7 +23,7 @@ from ..money import unit_price_json
 from ..pagination import paginate
 from ..ratelimit import import_limited
 from ..schemas import page_of
-from ..web import body_limit, get_session
+from ..web import body_limit, get_session, streams_body
 from . import chart, service
 from . import method as m
 from .importer import CountingReader, detect_format
@@ -223,6 +223,7 @@ def _upload() -> tuple[Any, str, str | None]:
         }
     ],
 )
+@streams_body
 def import_purchases(trust: str | None = None):
     """Import a trust's purchase lines (its buyers; operators name the trust).
 
@@ -410,15 +411,19 @@ def price_variance(args: dict):
         "category_code": args["category"],
     }
     if wants_csv(args):
+        # The first page is read before streaming starts, so a bad request (an unknown
+        # category) is a 422 problem, not a 200 that breaks off.
+        first = service.variance_ranking(session, cursor=None, limit=100, **kwargs)
 
         def rows() -> Iterator[dict[str, Any]]:
-            cursor = None
+            page = first
             while True:
-                page = service.variance_ranking(session, cursor=cursor, limit=100, **kwargs)
                 yield from page.items
                 if not page.next_cursor:
                     return
-                cursor = page.next_cursor
+                page = service.variance_ranking(
+                    session, cursor=page.next_cursor, limit=100, **kwargs
+                )
 
         return csv_response(
             "price-variance.csv",

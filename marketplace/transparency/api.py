@@ -157,7 +157,7 @@ def _wants_csv(args: dict) -> bool:
 @blp.route("/open-data/phb-spending", methods=["GET"])
 @blp.arguments(FormatArgs, location="query")
 @blp.response(200, PhbSpendingSchema)
-@blp.doc(responses={"200": CSV_DOC})
+@blp.doc(responses={200: CSV_DOC})
 def phb_spending(args: dict):
     """Personal health budget spending by commissioner, category and month: people, orders
     and total. Only groups of at least `min_group_size` distinct people are published; no

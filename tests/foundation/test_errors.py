@@ -91,3 +91,21 @@ def test_request_id_is_echoed_or_generated(client):
     generated = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
     assert generated.headers["X-Request-ID"] != "bad id with spaces"
     assert len(generated.headers["X-Request-ID"]) == 32
+
+
+def test_nul_characters_are_bad_input_on_every_database(client, factory, db):
+    """PostgreSQL text cannot hold U+0000; no field has a use for it. Refused wherever it comes
+    (JSON body, query, path) as a problem, and nothing is written."""
+    operator = factory.actor(Role.OPERATOR)
+    before = db.scalar(select(func.count(Organisation.id)))
+    response = client.post(
+        "/api/v1/organisations",
+        json={"type": "supplier", "name": "Acme\x00", "tags": [{"k\x00": "v"}]},
+        headers=operator.headers,
+    )
+    body = assert_problem(response, 422, code="validation-failed")
+    assert set(body["errors"]) == {"name", "tags.0.k\\u0000"}
+    assert db.scalar(select(func.count(Organisation.id))) == before
+    query = client.get("/api/v1/price-check?product=prd_%00&unit_price=1")
+    assert set(assert_problem(query, 422)["errors"]) == {"product"}
+    assert_problem(client.get("/api/v1/offers/off_%00"), 404)

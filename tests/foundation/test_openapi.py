@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 
+import jsonschema
 from openapi_spec_validator import validate
+
+from marketplace.accounts.models import Role
+from tests.support import assert_problem
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 
@@ -68,3 +72,33 @@ def test_swagger_ui_is_served_from_local_files(client):
     for asset in re.findall(r"""(?:src|href)=["']([^"']+)["']""", html):
         assert asset.startswith("/docs/assets/")
         assert client.get(asset).status_code == 200, asset
+
+
+def test_problems_with_extension_members_match_the_documented_schema(client, factory):
+    """RFC 9457 problems may carry members of their own (here the columns a price list
+    lacks): the documented problem schema must accept them."""
+    spec = client.get("/api/v1/openapi.json").get_json()
+    supplier = factory.actor(Role.SUPPLIER)
+    response = client.post(
+        "/api/v1/offers/import",
+        data=b"null\n",
+        headers=supplier.headers | {"Content-Type": "text/csv"},
+    )
+    body = assert_problem(response, 400)
+    assert body["missing_columns"]
+    jsonschema.validate(body, spec["components"]["schemas"]["Problem"])
+
+
+def test_rules_a_schema_can_state_are_documented(client):
+    spec = client.get("/api/v1/openapi.json").get_json()
+    price_check = spec["paths"]["/api/v1/price-check"]["get"]["parameters"]
+    unit_price = next(p for p in price_check if p["name"] == "unit_price")
+    assert unit_price["schema"]["minimum"] == 0  # the API refuses negative prices (422)
+    assert spec["components"]["schemas"]["QuoteLine"]["properties"]["unit_price_pence"] == {
+        "type": "number",
+        "minimum": 0,
+    }
+    place_order = spec["paths"]["/api/v1/orders"]["post"]["parameters"]
+    key = next(p for p in place_order if p["name"] == "Idempotency-Key")["schema"]
+    assert re.fullmatch(key["pattern"].strip("^$"), "po-4711")
+    assert not re.fullmatch(key["pattern"].strip("^$"), "two words")  # the API says 422

@@ -66,6 +66,20 @@ def test_quote_prices_every_line(client, shop):
     assert (datetime.fromisoformat(body["expires_at"]) - created).total_seconds() == lifetime
 
 
+def test_vat_rates_are_json_numbers_as_documented(client, shop):
+    body = quote(client, shop.buyer, [(shop.offers["gloves_a"], 1), (shop.offers["chair"], 1)])
+    assert [line["vat_rate_percent"] for line in body["lines"]] == [20, 0]
+    placed = order(client, shop.buyer, body["id"])
+    assert placed.status_code == 201, placed.get_json()
+    rates = [
+        line["vat_rate_percent"]
+        for supplier_order in placed.get_json()["supplier_orders"]
+        for line in supplier_order["lines"]
+    ]
+    assert sorted(rates) == [0, 20]
+    assert all(type(rate) is int for rate in rates)
+
+
 def test_quote_reports_problems_per_line_and_cannot_be_ordered(client, shop, session_factory, db):
     from marketplace.catalog import service as catalog
 

@@ -287,6 +287,14 @@ def test_csv_everywhere(client, market):
     assert json_by_default.mimetype == "application/json"
 
 
+def test_a_bad_csv_request_is_a_problem_before_any_row(client, market):
+    """The CSV is streamed; an unknown category is refused before it starts (not a 200 that
+    breaks off), as in JSON."""
+    for query in ("format=csv&category=no-such-code", "category=no-such-code"):
+        body = assert_problem(client.get(f"/api/v1/price-variance?{query}"), 422)
+        assert "category" in body["errors"]
+
+
 def test_line_exclusion_takes_the_line_out_of_the_statistics(client, db, market, operator):
     rt4 = db.scalars(select(PurchaseRecord).where(PurchaseRecord.po_number == "PO-4")).all()
     for record in rt4:

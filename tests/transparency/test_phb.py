@@ -107,6 +107,14 @@ def test_csv_has_the_same_rows(phb, client):
     assert download.get_data(as_text=True) == response.get_data(as_text=True)
 
 
+def test_the_openapi_document_describes_both_answers(client):
+    """The JSON answer is documented with its schema, next to the CSV one (not replaced by it)."""
+    spec = client.get("/api/v1/openapi.json").get_json()
+    content = spec["paths"]["/api/v1/open-data/phb-spending"]["get"]["responses"]["200"]["content"]
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/PhbSpending"}
+    assert content["text/csv"]["schema"] == {"type": "string"}
+
+
 def test_a_smaller_minimum_publishes_smaller_groups(phb, migrated):
     app = create_app(migrated.with_overrides(min_group_size=4))
     body = app.test_client().get("/api/v1/open-data/phb-spending").get_json()
