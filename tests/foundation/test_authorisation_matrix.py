@@ -291,6 +291,8 @@ TABLE: dict[tuple[str, str], Row] = {
     ),
     ("GET", "/healthz"): Row(public(), reading(lambda w: Call())),
     ("GET", "/readyz"): Row(public(), reading(lambda w: Call())),
+    # Prometheus metrics: the scraper's METRICS_TOKEN or an operator's token.
+    ("GET", "/metrics"): Row(guarded(OPERATOR), reading(lambda w: Call())),
     ("GET", f"{API}/categories"): Row(public(), reading(lambda w: Call())),
     ("GET", f"{API}/search"): Row(public(), reading(lambda w: Call(query={"q": "gloves"}))),
     ("GET", f"{API}/products"): Row(public(), reading(lambda w: Call())),
@@ -332,6 +334,9 @@ TABLE: dict[tuple[str, str], Row] = {
         guarded(OPERATOR), reading(lambda w: Call(path={"org_id": w.shop.buyer.org.id}))
     ),
     ("GET", f"{API}/users"): Row(guarded(OPERATOR), reading(lambda w: Call())),
+    ("GET", f"{API}/audit-events"): Row(
+        guarded(OPERATOR), reading(lambda w: Call(query={"object": w.budget.id}))
+    ),
     ("POST", f"{API}/users"): Row(
         guarded(OPERATOR, ok=201),
         lambda w, c: Call(
