@@ -4,7 +4,7 @@
     python benchmarks/search.py --database-url postgresql://postgres@127.0.0.1/test_search --reset
 
 It migrates the database, bulk-inserts PRODUCTS products and OFFERS offers (Core executemany;
-names from the NHS Drug Tariff Part IX marketplace subset in ``shared/data`` when it is there,
+names from the NHS Drug Tariff Part IX marketplace subset in ``shared/data``, which must be there,
 with sizes and pack variants, plus PHB devices and digital tools), builds the search documents
 (``rebuild_all``, the same code as ``marketplace search reindex``), then times ``GET
 /api/v1/search`` for four query classes, in-process through the WSGI app (Flask's test client:
@@ -49,10 +49,15 @@ from marketplace.db import new_id, unit_of_work  # noqa: E402
 _TARIFF_FILE = (
     "shared/data/nhs-drug-tariff-part-ix/drug_tariff_part_ix_2026-07_marketplace_subset.csv"
 )
-# The shared data sits beside the checkout (or beside the folder holding several checkouts).
-DRUG_TARIFF = next(
-    (d / _TARIFF_FILE for d in ROOT.parents if (d / _TARIFF_FILE).exists()),
-    ROOT.parent / _TARIFF_FILE,
+# The shared data sits beside the checkout (or beside the folder holding several checkouts);
+# DRUG_TARIFF_CSV names the file when it is elsewhere.
+DRUG_TARIFF = (
+    Path(os.environ["DRUG_TARIFF_CSV"])
+    if os.environ.get("DRUG_TARIFF_CSV")
+    else next(
+        (d / _TARIFF_FILE for d in ROOT.parents if (d / _TARIFF_FILE).exists()),
+        ROOT.parent / _TARIFF_FILE,
+    )
 )
 TARIFF_CATEGORY = {
     "compression_hosiery": "MKT-HOSIERY-COMP",
@@ -154,15 +159,19 @@ def reset(settings: Settings) -> None:
 
 
 def templates() -> list[tuple[str, str, int, int]]:
+    """Name stems with their category, pack price and pack size: the Drug Tariff's real packs
+    (a catalogue generated from a handful of stems would make every search look alike, and its
+    figures meaningless), plus devices and digital tools."""
+    if not DRUG_TARIFF.exists():
+        sys.exit(f"The Drug Tariff data is not at {DRUG_TARIFF}: set DRUG_TARIFF_CSV to the file.")
     found = []
-    if DRUG_TARIFF.exists():
-        with DRUG_TARIFF.open(encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                name = row["amp_name"] or row["vmp_name"]
-                code = TARIFF_CATEGORY.get(row["category"])
-                if name and code and row["price_in_p"]:
-                    quantity = max(1, int(float(row["quantity"] or 1)))
-                    found.append((code, name, int(float(row["price_in_p"])), quantity))
+    with DRUG_TARIFF.open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            name = row["amp_name"] or row["vmp_name"]
+            code = TARIFF_CATEGORY.get(row["category"])
+            if name and code and row["price_in_p"]:
+                quantity = max(1, int(float(row["quantity"] or 1)))
+                found.append((code, name, int(float(row["price_in_p"])), quantity))
     found.extend(EXTRA * max(1, len(found) // (len(EXTRA) * 6)))
     return found
 
