@@ -47,16 +47,17 @@ HTML_SECURITY_HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
 }
 
-BODY_LIMIT_ATTRIBUTE = "max_content_length"
+STREAMED_BODY_ATTRIBUTE = "streamed_body_max_bytes"
 V = TypeVar("V", bound=Callable[..., Any])
 
 
-def body_limit(max_bytes: int) -> Callable[[V], V]:
-    """Let one view take bodies up to ``max_bytes`` instead of ``MAX_CONTENT_LENGTH`` (a
-    streamed import, say); larger ones are refused with 413 before the view runs."""
+def streamed_body(max_bytes: int) -> Callable[[V], V]:
+    """Mark a view that reads its request body as a stream itself (a large import): it may take
+    bodies up to ``max_bytes`` instead of ``MAX_CONTENT_LENGTH`` (larger ones are refused with
+    413 before it runs), and the body is left unread here (the view checks its rows)."""
 
     def mark(view: V) -> V:
-        setattr(view, BODY_LIMIT_ATTRIBUTE, max_bytes)
+        setattr(view, STREAMED_BODY_ATTRIBUTE, max_bytes)
         return view
 
     return mark
@@ -83,8 +84,8 @@ def _start_request() -> None:
     g.started = time.perf_counter()
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
     view = current_app.view_functions.get(request.endpoint or "")
-    own_limit = getattr(view, BODY_LIMIT_ATTRIBUTE, None)
-    if own_limit is not None:  # e.g. a streamed import (``body_limit``)
+    own_limit = getattr(view, STREAMED_BODY_ATTRIBUTE, None)
+    if own_limit is not None:  # a streamed import (``streamed_body``)
         limit = request.max_content_length = own_limit
     if limit and request.content_length is not None and request.content_length > limit:
         raise RequestEntityTooLarge()
@@ -93,13 +94,6 @@ def _start_request() -> None:
 
 NUL = "\x00"
 NUL_MESSAGE = "Must not contain NUL (U+0000) characters."
-
-
-def streams_body(view: Any) -> Any:
-    """Mark a view that reads the request body as a stream itself (a large import): the body is
-    then left unread here, and the view checks its rows."""
-    view.streams_body = True
-    return view
 
 
 def _nul_paths(value: Any, path: str = "") -> Iterator[str]:
@@ -129,7 +123,7 @@ def _refuse_nul_characters() -> None:
         if NUL in name or NUL in value
     ]
     view = current_app.view_functions.get(request.endpoint or "")
-    if request.is_json and not getattr(view, "streams_body", False):
+    if request.is_json and getattr(view, STREAMED_BODY_ATTRIBUTE, None) is None:
         fields += _nul_paths(request.get_json(silent=True))
     if fields:
         raise ValidationFailed(

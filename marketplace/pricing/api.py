@@ -23,7 +23,7 @@ from ..money import unit_price_json
 from ..pagination import paginate
 from ..ratelimit import import_limited
 from ..schemas import page_of
-from ..web import body_limit, get_session, streams_body
+from ..web import get_session, streamed_body
 from . import chart, service
 from . import method as m
 from .importer import CountingReader, detect_format
@@ -187,7 +187,7 @@ def _upload() -> tuple[Any, str, str | None]:
 @blp.route("/purchases/import", methods=["POST"])
 @authenticated(Role.BUYER, Role.OPERATOR)
 @import_limited
-@body_limit(IMPORT_MAX_BYTES)
+@streamed_body(IMPORT_MAX_BYTES)
 @blp.arguments(ImportArgs, location="query", as_kwargs=True)
 @blp.response(200, ImportResultSchema)
 @blp.alt_response(400, response="BAD_REQUEST")
@@ -223,7 +223,6 @@ def _upload() -> tuple[Any, str, str | None]:
         }
     ],
 )
-@streams_body
 def import_purchases(trust: str | None = None):
     """Import a trust's purchase lines (its buyers; operators name the trust).
 

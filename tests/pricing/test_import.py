@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from marketplace.accounts.models import Role
 from marketplace.audit import AuditEvent
 from marketplace.pricing.models import PurchaseImport, PurchaseRecord, PurchaseStatus
+from marketplace.web import STREAMED_BODY_ATTRIBUTE
 from tests.support import assert_problem, metric
 
 from .conftest import csv_bytes, days_ago, json_bytes, line, make_gtin
@@ -381,7 +382,7 @@ def test_a_purchase_file_may_be_larger_than_other_bodies(migrated, app, db, fact
     assert_problem(offers, 413)
     # And the purchase import's own limit holds.
     view = small.view_functions["pricing.import_purchases"]
-    monkeypatch.setattr(view, "max_content_length", len(body) - 1)
+    monkeypatch.setattr(view, STREAMED_BODY_ATTRIBUTE, len(body) - 1)
     before = _count(db)
     assert_problem(_post(client, buyer, csv_bytes([line("PO-BIG2", n) for n in range(1, 40)])), 413)
     db.rollback()
