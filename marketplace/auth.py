@@ -24,25 +24,25 @@ F = TypeVar("F", bound=Callable[..., Any])
 SECURITY_SCHEME = "bearerAuth"
 
 
-def _bearer_token() -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if not header:
-        raise Unauthorized(
-            "This endpoint needs an API token: send 'Authorization: Bearer <token>'.",
-            headers={"WWW-Authenticate": 'Bearer realm="marketplace"'},
-            code="missing-token",
-        )
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("The Authorization header must be 'Bearer <token>'.")
-    return token.strip()
-
-
 def bearer_token() -> str | None:
     """The bearer token the request sends, if any (never raises; authentication does)."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+def _bearer_token() -> str:
+    """The request's bearer token, or 401 saying what is wrong with the header."""
+    token = bearer_token()
+    if token is not None:
+        return token
+    if not request.headers.get("Authorization"):
+        raise Unauthorized(
+            "This endpoint needs an API token: send 'Authorization: Bearer <token>'.",
+            headers={"WWW-Authenticate": 'Bearer realm="marketplace"'},
+            code="missing-token",
+        )
+    raise Unauthorized("The Authorization header must be 'Bearer <token>'.")
 
 
 def current_principal() -> Principal:
