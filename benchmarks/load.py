@@ -306,9 +306,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    settings, state, tokens, offers, history = prepare(args)
-    with state.session_factory() as session:
-        n_offers = session.scalar(select(func.count(Offer.id)))
+    settings, state, tokens, offers, history, n_offers = prepare(args)
     world = World(state, offers, args.seed)
 
     runs = []

@@ -158,7 +158,8 @@ def top_up_stock(state, offer_ids: list[str], stock: int) -> None:
 def prepare(args: argparse.Namespace):
     """Migrate, generate the catalogue on an empty database, one buyer per client, the pool of
     offers to order from (with stock enough for any run) and a year of trusts' purchases of their
-    products. Returns (settings, state, buyers' tokens, offer ids, purchase lines)."""
+    products. Returns (settings, state, buyers' tokens, offer ids, purchase lines, offers in the
+    catalogue)."""
     settings = Settings(database_url=normalise_database_url(args.database_url))
     if args.reset:
         reset(settings)
@@ -179,7 +180,9 @@ def prepare(args: argparse.Namespace):
     if not history:
         log(f"Purchase history for the {len(offers):,} offers' products…")
         history = purchase_history(state, offers, args.history_trusts, args.seed)
-    return settings, state, tokens, offers, history
+    with state.session_factory() as session:
+        n_offers = session.scalar(select(func.count(Offer.id)))
+    return settings, state, tokens, offers, history, n_offers
 
 
 def start_gunicorn(database_url: str, port: int, workers: int) -> subprocess.Popen:
@@ -413,9 +416,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    settings, state, tokens, offers, history = prepare(args)
-    with state.session_factory() as session:
-        n_offers = session.scalar(select(func.count(Offer.id)))
+    settings, state, tokens, offers, history, n_offers = prepare(args)
     with state.session_factory() as session:
         orders_before = session.scalar(select(func.count(Order.id)))
 

@@ -47,26 +47,26 @@ def get_offer(session: Session, offer_id: str) -> Offer:
     return offer
 
 
-def offers_by_id(session: Session, offer_ids: Iterable[str]) -> dict[str, Offer]:
-    """Many offers at once (with their products), keyed by id; unknown ids are left out."""
-    ids = list(dict.fromkeys(offer_ids))
-    found: dict[str, Offer] = {}
-    for start in range(0, len(ids), 500):
-        for offer in session.scalars(select(Offer).where(Offer.id.in_(ids[start : start + 500]))):
-            found[offer.id] = offer
+def _by_id(session: Session, model: type[Any], ids: Iterable[str]) -> dict[str, Any]:
+    """Rows of ``model`` keyed by id, 500 ids per query; unknown ids are left out."""
+    wanted = list(dict.fromkeys(ids))
+    found: dict[str, Any] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        found.update(
+            (row.id, row) for row in session.scalars(select(model).where(model.id.in_(chunk)))
+        )
     return found
+
+
+def offers_by_id(session: Session, offer_ids: Iterable[str]) -> dict[str, Offer]:
+    """Many offers at once, keyed by id; unknown ids are left out."""
+    return _by_id(session, Offer, offer_ids)
 
 
 def products_by_id(session: Session, product_ids: Iterable[str]) -> dict[str, Product]:
     """Many products at once, keyed by id (ids that do not exist are left out)."""
-    ids = list(dict.fromkeys(product_ids))
-    found: dict[str, Product] = {}
-    for start in range(0, len(ids), 500):
-        for product in session.scalars(
-            select(Product).where(Product.id.in_(ids[start : start + 500]))
-        ):
-            found[product.id] = product
-    return found
+    return _by_id(session, Product, product_ids)
 
 
 def find_offer_by_supplier_sku(
