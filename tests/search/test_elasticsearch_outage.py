@@ -47,6 +47,19 @@ def outbox(session_factory) -> tuple[int, set[str]]:
         return len(rows), {r.product_id for r in rows}
 
 
+def search_sync(state, monkeypatch):
+    """``marketplace search sync`` against the app's database and Elasticsearch settings."""
+    monkeypatch.setenv("DATABASE_URL", state.settings.database_url)
+    monkeypatch.setenv("SEARCH_BACKEND", "elasticsearch")
+    monkeypatch.setenv("ELASTICSEARCH_URL", state.settings.elasticsearch_url)
+    monkeypatch.setattr(cli, "_state", None)
+    try:
+        return CliRunner().invoke(cli.main, ["search", "sync"])
+    finally:
+        if cli._state is not None:
+            cli._state.engine.dispose()
+
+
 def test_search_is_a_clear_503_while_catalogue_writes_go_on_and_sync_catches_up(
     offline_app, monkeypatch
 ):
@@ -113,15 +126,7 @@ def test_search_is_a_clear_503_while_catalogue_writes_go_on_and_sync_catches_up(
     # Elasticsearch is back (the fake node): `marketplace search sync` delivers everything.
     server = FakeServer()
     monkeypatch.setattr(es_module, "Elasticsearch", lambda *_a, **_k: fake_client(server))
-    monkeypatch.setenv("DATABASE_URL", state.settings.database_url)
-    monkeypatch.setenv("SEARCH_BACKEND", "elasticsearch")
-    monkeypatch.setenv("ELASTICSEARCH_URL", state.settings.elasticsearch_url)
-    monkeypatch.setattr(cli, "_state", None)
-    try:
-        result = CliRunner().invoke(cli.main, ["search", "sync"])
-    finally:
-        if cli._state is not None:
-            cli._state.engine.dispose()
+    result = search_sync(state, monkeypatch)
     assert result.exit_code == 0, result.output
     assert f"delivered {pending}, failed 0" in result.output  # every row, one document each
     assert outbox(session_factory) == (0, set())
@@ -142,15 +147,7 @@ def test_sync_with_elasticsearch_still_down_fails_clearly_and_keeps_the_changes(
         headers=supplier.headers,
     )
     assert created.status_code == 201
-    monkeypatch.setenv("DATABASE_URL", state.settings.database_url)
-    monkeypatch.setenv("SEARCH_BACKEND", "elasticsearch")
-    monkeypatch.setenv("ELASTICSEARCH_URL", state.settings.elasticsearch_url)
-    monkeypatch.setattr(cli, "_state", None)
-    try:
-        result = CliRunner().invoke(cli.main, ["search", "sync"])
-    finally:
-        if cli._state is not None:
-            cli._state.engine.dispose()
+    result = search_sync(state, monkeypatch)
     assert result.exit_code != 0
     assert "pending changes stay in the outbox" in result.output
     assert outbox(state.session_factory)[1] == {created.get_json()["id"]}
