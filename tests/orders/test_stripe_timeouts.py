@@ -42,6 +42,18 @@ def timing_out_gateway(url: str) -> StripeGateway:
     return StripeGateway("sk_test_marketplace", url, max_network_retries=0, timeout_seconds=TIMEOUT)
 
 
+@contextmanager
+def stripe_timing_out(state) -> Iterator[None]:
+    """The app's payment gateway points at a Stripe that never answers, for the block's length."""
+    working = state.payment_gateway
+    with silent_stripe() as url:
+        state.payment_gateway = timing_out_gateway(url)
+        try:
+            yield
+        finally:
+            state.payment_gateway = working
+
+
 def test_a_stripe_call_that_times_out_is_payment_unavailable_within_its_timeout():
     with silent_stripe() as url:
         gateway = timing_out_gateway(url)
@@ -73,16 +85,11 @@ def test_an_order_whose_card_part_times_out_leaves_nothing_then_completes_once(
     db,
 ):
     state = app.extensions["marketplace"]
-    working = state.payment_gateway
     client = app.test_client()
     budget = shop.budget(top_up=True, wheelchair_pence=30_000)
     place = top_up_order(client, shop, budget, key="timeout-1")
-    with silent_stripe() as url:
-        state.payment_gateway = timing_out_gateway(url)
-        try:
-            problem = assert_problem(place(), 503, code="payment-provider-unavailable")
-        finally:
-            state.payment_gateway = working
+    with stripe_timing_out(state):
+        problem = assert_problem(place(), 503, code="payment-provider-unavailable")
     assert "nothing was charged" in problem["detail"]
     # Nothing of the order survived: no order, no budget hold, the stock back, the key free.
     assert count(db, Order.id) == 0
@@ -109,7 +116,6 @@ def test_a_dispatch_whose_capture_times_out_changes_nothing_then_succeeds(
     db,
 ):
     state = app.extensions["marketplace"]
-    working = state.payment_gateway
     client = app.test_client()
     budget = shop.budget(top_up=True, wheelchair_pence=30_000)
     placed = top_up_order(client, shop, budget, key="timeout-2")()
@@ -122,12 +128,8 @@ def test_a_dispatch_whose_capture_times_out_changes_nothing_then_succeeds(
     def dispatch():
         return client.post(f"/api/v1/supplier-orders/{so_id}/dispatch", json={}, headers=supplier)
 
-    with silent_stripe() as url:
-        state.payment_gateway = timing_out_gateway(url)
-        try:
-            assert_problem(dispatch(), 503, code="payment-provider-unavailable")
-        finally:
-            state.payment_gateway = working
+    with stripe_timing_out(state):
+        assert_problem(dispatch(), 503, code="payment-provider-unavailable")
     order = client.get(f"/api/v1/orders/{placed.get_json()['id']}", headers=shop.holder.headers)
     assert order.get_json()["supplier_orders"][0]["status"] == "accepted"
     assert count(db, LedgerEntry.id, LedgerEntry.entry_type == EntryType.CAPTURE) == 0
