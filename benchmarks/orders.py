@@ -135,7 +135,7 @@ def purchase_history(state, offer_ids: list[str], trusts: int, seed: int) -> int
         for start in range(0, len(records), 5000):
             session.execute(insert(PurchaseRecord), records[start : start + 5000])
     with unit_of_work(state.session_factory) as session:
-        rollups.refresh_all(session)
+        rollups.refresh_all(session, rebuild=True)  # the lines went in below the importer
     return len(records)
 
 

@@ -46,6 +46,9 @@ from marketplace.pricing.models import PurchaseRecord  # noqa: E402
 
 ACTOR = Principal.system("benchmark")
 TODAY = rollups.today_utc()
+# Distinguishes this run's imported purchase-order numbers, so that a run on the data of an
+# earlier one (--reuse) imports new lines rather than re-imports (which change nothing).
+RUN = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
 
 
 def log(message: str) -> None:
@@ -423,7 +426,7 @@ class Bench:
 
     def incremental(self, workdir: Path) -> None:
         log("incremental: import 10,000 new lines")
-        path = self._csv_file(10_000, workdir / "incremental.csv", "INC", trust_offset=1)
+        path = self._csv_file(10_000, workdir / "incremental.csv", f"INC{RUN}-", trust_offset=1)
         seconds, result, refresh = self._import(path, "B0001")
         self.results["incremental_10k"] = {
             "import_seconds_total": round(seconds, 2),
@@ -436,7 +439,7 @@ class Bench:
     def throughput(self, workdir: Path) -> None:
         rows = self.args.import_rows
         log(f"import throughput: {rows:,} rows")
-        path = self._csv_file(rows, workdir / "throughput.csv", "THR", trust_offset=2)
+        path = self._csv_file(rows, workdir / "throughput.csv", f"THR{RUN}-", trust_offset=2)
         size = path.stat().st_size
         seconds, result, refresh = self._import(path, "B0002")
         entry = {
@@ -479,7 +482,9 @@ class Bench:
         sizes = [r for r in self.args.rss_rows if r]
         out = []
         for rows in sizes:
-            path = self._csv_file(rows, workdir / f"rss-{rows}.csv", f"RSS{rows}-", trust_offset=3)
+            path = self._csv_file(
+                rows, workdir / f"rss-{rows}.csv", f"RSS{RUN}-{rows}-", trust_offset=3
+            )
             log(f"peak RSS: CLI import of {rows:,} rows ({path.stat().st_size / 1e6:.0f} MB)")
             env = dict(os.environ, DATABASE_URL=self.url, LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
             started = time.perf_counter()
@@ -567,11 +572,17 @@ class Bench:
         }
         log(f"  {self.results['latency_ms']}")
 
-    def latency_only(self) -> dict[str, object]:
-        """Re-measure the read latencies on a database an earlier run filled."""
+    def open_existing(self) -> None:
+        """Use the data an earlier run generated (the same ``--products``), migrated to the
+        current schema."""
         self.app = create_app(self.app_settings())
         self.state = self.app.extensions["marketplace"]
         migrate.upgrade(self.state.settings)
+        self.catalogue_arrays()
+
+    def latency_only(self) -> dict[str, object]:
+        """Re-measure the read latencies on a database an earlier run filled."""
+        self.open_existing()
         with unit_of_work(self.state.session_factory) as session:
             rollups.rebuild_totals(session)
         self.latency()
@@ -581,9 +592,7 @@ class Bench:
         """Measure the import's peak RSS on a database an earlier run filled (the same
         ``--products``): memory does not depend on what else the machine is doing, so this part
         can run apart from the timed ones."""
-        self.app = create_app(self.app_settings())
-        self.state = self.app.extensions["marketplace"]
-        self.catalogue_arrays()
+        self.open_existing()
         with tempfile.TemporaryDirectory(dir=self.args.workdir) as tmp:
             self.peak_rss(Path(tmp))
         return self.results
@@ -607,9 +616,14 @@ class Bench:
                 "started": datetime.now(UTC).isoformat(timespec="seconds"),
             }
         )
-        self.reset()
-        self.setup_catalogue()
-        self.generate_lines()
+        if a.reuse:
+            self.open_existing()
+        else:
+            self.reset()
+            self.setup_catalogue()
+            self.generate_lines()
+        if a.generate_only:
+            return self.results
         with unit_of_work(self.state.session_factory) as session:
             self.results["purchase_records"] = session.query(PurchaseRecord).count()
         self.full_refresh()
@@ -648,6 +662,14 @@ def main() -> None:
         "--latency-only",
         action="store_true",
         help="reuse the data of an earlier run; measure reads",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure on the lines an earlier run generated instead of generating them again",
+    )
+    parser.add_argument(
+        "--generate-only", action="store_true", help="generate the lines, measure nothing"
     )
     parser.add_argument(
         "--rss-only",

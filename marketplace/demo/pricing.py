@@ -168,7 +168,7 @@ def seed(session: Session, context: DemoContext, today: date | None = None) -> N
     for start in range(0, len(rows), 5000):
         session.execute(stmt, rows[start : start + 5000])
     context.progress("Computing price-variance statistics…")
-    rollups.refresh_all(session, today=today)
+    rollups.refresh_all(session, today=today, rebuild=True)
     gloves = next((p for p, s in products if s == SPREADS[GLOVES]), products[0][0])
     context.examples.extend(
         [

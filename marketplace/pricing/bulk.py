@@ -167,29 +167,56 @@ def insert_purchases(
     return session.execute(statement).all()
 
 
-# The rollup tables add_totals may write, each with its period column: the SQL is built from
-# these names, so nothing else may reach it.
-ROLLUP_TABLES = frozenset({("pricing_daily_totals", "day"), ("pricing_monthly_totals", "month")})
+# The tables whose sums add_totals may add to, each with its key columns and summed columns: the
+# SQL is built from these names, so nothing else may reach it.
+SUMMED_TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "pricing_daily_totals": (("product_id", "trust_id", "day"), ("units", "spend_pence", "lines")),
+    "pricing_monthly_totals": (
+        ("product_id", "trust_id", "month"),
+        ("units", "spend_pence", "lines"),
+    ),
+    "pricing_trust_window": (("product_id", "trust_id"), ("units", "spend_pence")),
+}
+ROLLUP_TABLES = frozenset({"pricing_daily_totals", "pricing_monthly_totals"})
+WINDOW_COLUMNS = {
+    "product_id": "VARCHAR(40)",
+    "trust_id": "VARCHAR(40)",
+    "units": "BIGINT",
+    "spend_pence": "BIGINT",
+}
 
 
 def add_totals(session: Session, table: str, key: str, rows: Sequence[Sequence[Any]]) -> None:
     """Add ``(product_id, trust_id, period, units, spend_pence, lines)`` deltas to a rollup
     table whose period column is ``key`` (an upsert that sums)."""
-    if (table, key) not in ROLLUP_TABLES:
+    if table not in ROLLUP_TABLES or SUMMED_TABLES[table][0][-1] != key:
         raise ValueError(f"not a rollup table: {table!r} keyed by {key!r}")
+    _add_sums(session, table, "pricing_staging_totals", TOTAL_COLUMNS, rows)
+
+
+def add_window_totals(session: Session, rows: Sequence[Sequence[Any]]) -> None:
+    """Add ``(product_id, trust_id, units, spend_pence)`` deltas to the default-window totals."""
+    _add_sums(session, "pricing_trust_window", "pricing_staging_window", WINDOW_COLUMNS, rows)
+
+
+def _add_sums(
+    session: Session,
+    table: str,
+    staging: str,
+    staging_columns: dict[str, str],
+    rows: Sequence[Sequence[Any]],
+) -> None:
     if not rows:
         return
-    stage(session, "pricing_staging_totals", TOTAL_COLUMNS, rows)
+    keys, sums = SUMMED_TABLES[table]
+    stage(session, staging, staging_columns, rows)
     where = "" if dialect(session) == "postgresql" else " WHERE true"
     session.execute(
         text(
-            f"INSERT INTO {table} (product_id, trust_id, {key}, units, spend_pence, lines) "  # nosec B608 # table and key are checked against ROLLUP_TABLES above
-            f"SELECT product_id, trust_id, period, units, spend_pence, lines "
-            f"FROM pricing_staging_totals{where} "
-            f"ON CONFLICT (product_id, trust_id, {key}) DO UPDATE SET "
-            f"units = {table}.units + excluded.units, "
-            f"spend_pence = {table}.spend_pence + excluded.spend_pence, "
-            f"lines = {table}.lines + excluded.lines"
+            f"INSERT INTO {table} ({', '.join((*keys, *sums))}) "  # nosec B608 # table and columns come from SUMMED_TABLES, staging from this module
+            f"SELECT {', '.join(staging_columns)} FROM {staging}{where} "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+            + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in sums)
         )
     )
 

@@ -92,10 +92,18 @@ def import_command(file: Path, ods: str, file_format: str | None, quiet: bool) -
 
 
 @pricing.command("refresh")
+@click.option(
+    "--rollups",
+    "rebuild",
+    is_flag=True,
+    default=False,
+    help="Also rebuild the daily and monthly rollups (e.g. after lines were loaded or repaired "
+    "below the importer).",
+)
 @click.option("--quiet", is_flag=True, default=False, help="No progress bar.")
 @handle_errors
-def refresh_command(quiet: bool) -> None:
-    """Recompute every statistic from the raw purchase lines (rollups and caches)."""
+def refresh_command(rebuild: bool, quiet: bool) -> None:
+    """Recompute the default window's statistics from the raw purchase lines."""
     app_state()
     bar = None
 
@@ -108,10 +116,12 @@ def refresh_command(quiet: bool) -> None:
             bar.__enter__()
         bar.update(done - bar.pos)
 
-    click.echo("Rebuilding the rollups from the purchase lines…", err=True)
+    if rebuild:
+        click.echo("Rebuilding the rollups from the purchase lines…", err=True)
+    click.echo("Summing the window's purchase lines per trust…", err=True)
     try:
         with session_scope() as session:
-            products = rollups.refresh_all(session, progress=progress)
+            products = rollups.refresh_all(session, progress=progress, rebuild=rebuild)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)

@@ -18,6 +18,7 @@ Rounding happens once, at the end: savings to whole pence (half to even) when pu
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -124,6 +125,10 @@ def distribution(unit_prices: Iterable[Decimal]) -> Distribution:
     values = sorted(unit_prices)
     if not values:
         raise ValueError("distribution of no values")
+    return _sorted_distribution(values)
+
+
+def _sorted_distribution(values: Sequence[Decimal]) -> Distribution:
     n = len(values)
     median = percentile(values, Decimal("0.5"))
     p25 = percentile(values, Decimal("0.25"))
@@ -266,26 +271,43 @@ class Summary:
 
 def summarise(totals: Sequence[TrustTotal], method: Method = DEFAULT_METHOD) -> Summary:
     """``analyse`` for every benchmark centile at once, without per-trust objects (the full
-    refresh calls this for every product)."""
-    rows = [(t.unit_price, t.units, t.spend_pence) for t in totals if t.units > 0]
+    refresh calls this for every product, so it sorts once and skips what cannot count)."""
+    rows = sorted(
+        (Decimal(t.spend_pence) / Decimal(t.units), t.units, t.spend_pence)
+        for t in totals
+        if t.units > 0
+    )
     if not rows:
         raise ValueError("no purchases")
-    dist = distribution(price for price, _, _ in rows)
-    outlier_above = dist.median * (1 + method.outlier_threshold)
+    prices = [price for price, _, _ in rows]
+    dist = _sorted_distribution(prices)
     minimum = method.min_savings_pence
-    savings = {}
-    for name in BENCHMARKS:
-        benchmark = dist.centile(name)
-        exact = Decimal(0)
-        for _, units, spend in rows:
-            saving = spend - units * benchmark
-            if saving > 0 and saving >= minimum:
-                exact += saving
-        savings[name] = round_pence(exact)
+    savings = {
+        name: round_pence(_counted_savings(rows, dist.centile(name), minimum))
+        for name in BENCHMARKS
+    }
+    outlier_above = dist.median * (1 + method.outlier_threshold)
     return Summary(
         distribution=dist,
         units=sum(units for _, units, _ in rows),
         spend_pence=sum(spend for _, _, spend in rows),
-        outliers=sum(1 for price, _, _ in rows if price > outlier_above),
+        outliers=len(prices) - bisect_right(prices, outlier_above),
         savings_pence=savings,
     )
+
+
+def _counted_savings(
+    rows: Sequence[tuple[Decimal, int, int]], benchmark: Decimal, minimum: int
+) -> Decimal:
+    """The exact sum of the savings that reach ``minimum``, over rows sorted by unit price.
+    With a minimum of a penny or more, walking down from the dearest row can stop at the first
+    price at or below the benchmark: such a row saves nothing, or (its price rounded to the
+    context's precision) less than a penny."""
+    exact = Decimal(0)
+    for price, units, spend in reversed(rows):
+        if minimum >= 1 and price <= benchmark:
+            break
+        saving = spend - units * benchmark
+        if saving > 0 and saving >= minimum:
+            exact += saving
+    return exact

@@ -154,6 +154,28 @@ def window_totals(
     ).group_by(union.c.product_id, union.c.trust_id)
 
 
+def raw_window_totals(window: Window) -> Select[Any]:
+    """``(product_id, trust_id, units, spend_pence)`` per pair over ``window``, straight from
+    the benchmarked raw lines: the per-trust aggregation itself, for the full refresh."""
+    r = PurchaseRecord
+    return (
+        select(
+            r.product_id,
+            r.trust_id,
+            func.sum(cast(r.quantity, TrustWindowTotal.units.type) * r.units_per_pack).label(
+                "units"
+            ),
+            func.sum(r.total_price_pence).label("spend_pence"),
+        )
+        .where(
+            r.status == PurchaseStatus.MATCHED,
+            r.benchmark_excluded.is_(False),
+            r.order_date.between(window.start, window.end),
+        )
+        .group_by(r.product_id, r.trust_id)
+    )
+
+
 # --- dialect helpers --------------------------------------------------------------------------
 
 
@@ -185,9 +207,10 @@ class Changes:
     """Deltas to the rollups collected while purchase lines change, and the (product, trust)
     pairs whose default-window totals they touch.
 
-    ``flush`` applies the deltas (so a long import keeps memory flat); ``refresh`` then brings
-    the caches up to date. Past ``MAX_PAIRS`` touched pairs it stops remembering them and the
-    caches are rebuilt from the rollups instead (still no raw-line scan).
+    ``flush`` applies the deltas to the rollups (so a long import keeps memory flat) and keeps
+    their sum per pair for the default window; ``refresh`` then brings the caches up to date.
+    Past ``MAX_PAIRS`` touched pairs it stops remembering them and the caches are rebuilt
+    whole instead.
     """
 
     MAX_PAIRS = 100_000
@@ -196,11 +219,17 @@ class Changes:
         self.window = Window.default(today)
         self.today = self.window.end
         self._deltas: dict[tuple[str, str, date], list[int]] = {}
-        self.pairs: set[tuple[str, str]] = set()
+        # (product, trust) -> [units, spend] added to the default window, once flushed
+        self.window_deltas: dict[tuple[str, str], list[int]] = {}
         self.overflow = False
 
     def __bool__(self) -> bool:
-        return bool(self._deltas or self.pairs or self.overflow)
+        return bool(self._deltas or self.window_deltas or self.overflow)
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """The (product, trust) pairs whose default-window totals the flushed deltas touch."""
+        return sorted(self.window_deltas)
 
     def add(
         self, product_id: str, trust_id: str, day: date, units: int, spend_pence: int, sign: int = 1
@@ -241,10 +270,12 @@ class Changes:
             total[1] += spend
             total[2] += lines
             if not self.overflow and self.window.contains(day):
-                self.pairs.add((product_id, trust_id))
-                if len(self.pairs) > self.MAX_PAIRS:
+                pair = self.window_deltas.setdefault((product_id, trust_id), [0, 0])
+                pair[0] += units
+                pair[1] += spend
+                if len(self.window_deltas) > self.MAX_PAIRS:
                     self.overflow = True
-                    self.pairs.clear()
+                    self.window_deltas.clear()
         for model, key_name, rows in (
             (DailyTotal, "day", daily),
             (MonthlyTotal, "month", sorted(monthly.items())),
@@ -265,24 +296,36 @@ class Changes:
 def refresh(session: Session, changes: Changes) -> None:
     """Apply ``changes`` and bring the default-window caches up to date, incrementally."""
     changes.flush(session)
-    state, rebuilt = ensure_current(session, changes.today)
+    state, outcome = ensure_current(session, changes.today)
     window = Window(state.window_from, state.window_to)
-    if rebuilt:
-        pass  # the caches were just built from the rollups, changes included
+    if outcome == "rebuilt":
+        pass  # the caches were just built from the raw lines, changes included
     elif changes.overflow:
         rebuild_caches(session, window)
-    elif changes.pairs:
-        pairs = sorted(changes.pairs)
-        recompute_pairs(session, window, pairs)
+    elif changes.window_deltas:
+        pairs = changes.pairs
+        if outcome == "rolled":
+            # the window moved: these pairs' totals are re-summed from the rollups
+            recompute_pairs(session, window, pairs)
+        else:
+            add_window_deltas(session, changes.window_deltas)
         recompute_products(session, sorted({p for p, _ in pairs}))
-    changes.pairs.clear()
+    changes.window_deltas.clear()
     changes.overflow = False
 
 
-def ensure_current(session: Session, today: date | None = None) -> tuple[PricingState, bool]:
+def add_window_deltas(session: Session, deltas: dict[tuple[str, str], list[int]]) -> None:
+    """Add per-pair deltas to the default-window totals; a pair left with no units goes."""
+    values = [(p, t, u, s) for (p, t), (u, s) in sorted(deltas.items()) if (u, s) != (0, 0)]
+    bulk.add_window_totals(session, values)
+    if any(u < 0 for _, _, u, _ in values):
+        session.execute(delete(TrustWindowTotal).where(TrustWindowTotal.units <= 0))
+
+
+def ensure_current(session: Session, today: date | None = None) -> tuple[PricingState, str]:
     """Make the caches describe the default window ending ``today``: create them, or roll the
     window forward by recomputing only the pairs bought on the days that left or entered it.
-    Returns the state and whether the caches were rebuilt whole."""
+    Returns the state and what happened: ``current``, ``rolled`` or ``rebuilt`` (whole)."""
     lock_pricing(session)
     window = Window.default(today)
     state = session.get(PricingState, 1, populate_existing=True)
@@ -291,15 +334,15 @@ def ensure_current(session: Session, today: date | None = None) -> tuple[Pricing
         session.add(state)
         session.flush()
         rebuild_caches(session, window)
-        return state, True
+        return state, "rebuilt"
     old = Window(state.window_from, state.window_to)
     if old == window:
-        return state, False
+        return state, "current"
     state.window_from, state.window_to = window.start, window.end
     if window.start < old.start or (window.start - old.start).days > 62:
         rebuild_caches(session, window)
         session.flush()
-        return state, True
+        return state, "rebuilt"
     ranges = [(old.start, window.start - timedelta(1))] if window.start > old.start else []
     if window.end > old.end:
         ranges.append((old.end + timedelta(1), window.end))
@@ -314,7 +357,7 @@ def ensure_current(session: Session, today: date | None = None) -> tuple[Pricing
     recompute_pairs(session, window, pairs)
     recompute_products(session, sorted({p for p, _ in pairs}))
     session.flush()
-    return state, False
+    return state, "rolled"
 
 
 def recompute_pairs(session: Session, window: Window, pairs: Sequence[tuple[str, str]]) -> None:
@@ -491,16 +534,12 @@ def stats_values(
 
 
 def rebuild_caches(session: Session, window: Window, progress: Progress = _no_progress) -> int:
-    """Rebuild both default-window caches from the rollups. Returns the products written."""
+    """Rebuild both default-window caches from the raw lines. Returns the products written."""
     session.execute(delete(TrustWindowTotal))
     session.execute(delete(ProductStats))
-    totals = window_totals(window).subquery()
     session.execute(
         insert(TrustWindowTotal).from_select(
-            ["product_id", "trust_id", "units", "spend_pence"],
-            select(totals)
-            .where(totals.c.units > 0)
-            .order_by(totals.c.product_id, totals.c.trust_id),
+            ["product_id", "trust_id", "units", "spend_pence"], raw_window_totals(window)
         )
     )
     progress("window", 1, 1)
@@ -586,14 +625,20 @@ def rebuild_rollups(session: Session) -> None:
 
 
 def refresh_all(
-    session: Session, today: date | None = None, progress: Progress = _no_progress
+    session: Session,
+    today: date | None = None,
+    progress: Progress = _no_progress,
+    *,
+    rebuild: bool = False,
 ) -> int:
-    """The full refresh: rollups from the raw lines, then both caches. Returns the number of
-    products with statistics."""
+    """The full refresh: both caches from the raw lines (and, with ``rebuild``, the rollups
+    too, which every line change already keeps exact). Returns the number of products with
+    statistics."""
     lock_pricing(session)
-    progress("rollups", 0, 1)
-    rebuild_rollups(session)
-    progress("rollups", 1, 1)
+    if rebuild:
+        progress("rollups", 0, 1)
+        rebuild_rollups(session)
+        progress("rollups", 1, 1)
     window = Window.default(today)
     state = session.get(PricingState, 1, populate_existing=True)
     if state is None:

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from marketplace import cli
-from marketplace.pricing.models import ProductStats, PurchaseRecord
+from marketplace.pricing.models import DailyTotal, MonthlyTotal, ProductStats, PurchaseRecord
 
 from .conftest import csv_bytes, json_bytes, line, make_gtin
 
@@ -90,3 +90,30 @@ def test_refresh_rebuilds_statistics(run, db, world, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == "statistics refreshed for 1 products"
     assert db.scalar(select(ProductStats.n_trusts)) == 3
+
+
+def test_refresh_rebuilds_the_rollups_only_with_the_flag(run, db, world, tmp_path):
+    for i in range(3):
+        path = tmp_path / f"t{i}.csv"
+        path.write_bytes(
+            csv_bytes([line(f"PO-{i}", 1, gtin=make_gtin(1), total_price_pence=300 + i)])
+        )
+        assert run("pricing", "import", str(path), "--trust", f"RT{i}", "--quiet").exit_code == 0
+
+    def rollup_rows() -> tuple[int, int]:
+        return (
+            db.scalar(select(func.count()).select_from(DailyTotal)),
+            db.scalar(select(func.count()).select_from(MonthlyTotal)),
+        )
+
+    assert rollup_rows() == (3, 3)
+    db.execute(DailyTotal.__table__.delete())
+    db.execute(MonthlyTotal.__table__.delete())
+    db.commit()
+    assert run("pricing", "refresh", "--quiet").exit_code == 0
+    assert rollup_rows() == (0, 0)
+    result = run("pricing", "refresh", "--rollups", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == "statistics refreshed for 1 products"
+    db.commit()  # a new snapshot
+    assert rollup_rows() == (3, 3)

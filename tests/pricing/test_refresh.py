@@ -117,10 +117,55 @@ def test_incremental_refresh_equals_full_refresh(world, import_as, session_facto
         incremental = snapshot(session)
     assert incremental["stats"], "the scenario should produce statistics"
     with session_factory.begin() as session:
-        rollups.refresh_all(session)
+        rollups.refresh_all(session, rebuild=True)
     with session_factory() as session:
         full = snapshot(session)
     assert incremental == full
+
+
+def test_the_full_refresh_reads_the_raw_lines_and_rebuilds_rollups_only_when_asked(
+    world, import_as, session_factory
+):
+    for t in range(3):
+        import_as(
+            world.trust(t),
+            [
+                line("PO-A", 1, gtin=make_gtin(1), total_price_pence=300 + t, when=days_ago(5)),
+                line("PO-A", 2, gtin=make_gtin(2), total_price_pence=900 - t, when=days_ago(40)),
+            ],
+        )
+    with session_factory() as session:
+        before = snapshot(session)
+    # damage every derived table: the caches must come back from the raw lines alone
+    with session_factory.begin() as session:
+        for model in (DailyTotal, MonthlyTotal, TrustWindowTotal, ProductStats, StatsTotal):
+            session.execute(model.__table__.delete())
+    with session_factory.begin() as session:
+        assert rollups.refresh_all(session) == 2
+    with session_factory() as session:
+        caches_only = snapshot(session)
+    assert caches_only["daily"] == caches_only["monthly"] == []
+    assert {k: v for k, v in caches_only.items() if k not in ("daily", "monthly")} == {
+        k: v for k, v in before.items() if k not in ("daily", "monthly")
+    }
+    with session_factory.begin() as session:
+        rollups.refresh_all(session, rebuild=True)
+    with session_factory() as session:
+        assert snapshot(session) == before
+
+
+def test_a_window_delta_that_removes_a_trust_drops_its_row(world, import_as, session_factory):
+    for t in range(3):
+        import_as(world.trust(t), [line("PO-A", 1, gtin=make_gtin(1), total_price_pence=300 + t)])
+    with session_factory.begin() as session:
+        record = session.scalars(
+            select(PurchaseRecord).where(PurchaseRecord.trust_id == world.trust(0).id)
+        ).one()
+        service.set_benchmark_exclusion(session, SYSTEM, record.id, excluded=True, reason="one-off")
+    with session_factory() as session:
+        window = {r.trust_id for r in session.scalars(select(TrustWindowTotal))}
+        assert window == {world.trust(1).id, world.trust(2).id}
+        assert session.scalar(select(ProductStats.n_trusts)) == 2
 
 
 def test_the_default_window_rolls_forward(world, import_as, session_factory, client):
@@ -137,13 +182,13 @@ def test_the_default_window_rolls_forward(world, import_as, session_factory, cli
     # two days later the first line has left the window
     later = TODAY + timedelta(days=2)
     with session_factory.begin() as session:
-        state, rebuilt = rollups.ensure_current(session, later)
-        assert not rebuilt
+        state, outcome = rollups.ensure_current(session, later)
+        assert outcome == "rolled"
         assert state.window_to == later
     with session_factory() as session:
         rolled = snapshot(session)
     with session_factory.begin() as session:
-        rollups.refresh_all(session, today=later)
+        rollups.refresh_all(session, today=later, rebuild=True)
     with session_factory() as session:
         assert snapshot(session) == rolled
         assert {r.units for r in session.scalars(select(TrustWindowTotal))} == {100}
@@ -235,6 +280,6 @@ def test_concurrent_imports_lose_no_update(world, session_factory):
         incremental = snapshot(session)
     assert len(incremental["window"]) == 6
     with session_factory.begin() as session:
-        rollups.refresh_all(session)
+        rollups.refresh_all(session, rebuild=True)
     with session_factory() as session:
         assert snapshot(session) == incremental
