@@ -222,15 +222,19 @@ def _add_sums(
 
 
 def insert_stats(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``pricing_product_stats`` rows (dicts keyed by ``STATS_COLUMNS``); exact decimals
-    go in as their text."""
+    """Insert ``pricing_product_stats`` rows (dicts keyed by ``STATS_COLUMNS`` but
+    ``updated_at``, which is now for all of them); exact decimals go in as their text."""
     if not rows:
         return
+    now = db_value(session)(datetime.now(UTC))
+    columns = [c for c in STATS_COLUMNS if c != "updated_at"]
+    decimals = {c for c in columns if c.endswith("_price") or c == "spread"}
     stage(
         session,
         "pricing_staging_stats",
         STATS_COLUMNS,
-        [[r[c] for c in STATS_COLUMNS] for r in rows],
+        [[str(r[c]) if c in decimals else r[c] for c in columns] + [now] for r in rows],
+        converted=True,
     )
     names = ", ".join(STATS_COLUMNS)
     session.execute(

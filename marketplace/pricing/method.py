@@ -22,6 +22,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import NamedTuple
 
 from ..money import round_pence
 
@@ -77,9 +78,9 @@ class Method:
 DEFAULT_METHOD = Method()
 
 
-@dataclass(frozen=True)
-class TrustTotal:
-    """One trust's purchases of one product over the window."""
+class TrustTotal(NamedTuple):
+    """One trust's purchases of one product over the window (a tuple: the full refresh makes
+    one per trust and product)."""
 
     trust_id: str
     units: int

@@ -42,6 +42,7 @@ from .models import (
 
 PRICING_LOCK_KEY = 0x7072_6963  # "pric": the pricing writers' advisory lock on PostgreSQL
 CHUNK = 500
+PRODUCT_CHUNK = 5000  # ids per statement (SQLite takes up to 32,766 parameters)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
@@ -388,22 +389,20 @@ def recompute_pairs(session: Session, window: Window, pairs: Sequence[tuple[str,
 
 def recompute_products(session: Session, product_ids: Sequence[str]) -> None:
     """Recompute these products' cached distributions from their per-trust window totals."""
-    for chunk in _chunks(list(product_ids)):
-        rows = session.execute(
-            select(
-                TrustWindowTotal.product_id,
-                TrustWindowTotal.trust_id,
-                TrustWindowTotal.units,
-                TrustWindowTotal.spend_pence,
-            )
-            .where(TrustWindowTotal.product_id.in_(chunk))
-            .order_by(TrustWindowTotal.product_id)
+    for chunk in _chunks(list(product_ids), PRODUCT_CHUNK):
+        rows = session.connection().execute(
+            _window_rows().where(TrustWindowTotal.product_id.in_(chunk))
         )
         grouped = list(_group_by_product(rows))
         _adjust_totals(session, _benchmarked_savings(session, chunk), -1)
         session.execute(delete(ProductStats).where(ProductStats.product_id.in_(chunk)))
         _write_stats(session, grouped)
         _adjust_totals(session, _benchmarked_savings(session, chunk), +1)
+
+
+def _window_rows() -> Select[Any]:
+    w = TrustWindowTotal.__table__.c
+    return select(w.product_id, w.trust_id, w.units, w.spend_pence).order_by(w.product_id)
 
 
 SAVINGS_COLUMNS = ("savings_p10_pence", "savings_p25_pence", "savings_median_pence")
@@ -460,7 +459,7 @@ def _group_by_product(rows: Iterable[Any]) -> Iterator[tuple[str, list[m.TrustTo
             if current is not None:
                 yield current, totals
             current, totals = product_id, []
-        totals.append(m.TrustTotal(trust_id, int(units), int(spend)))
+        totals.append(m.TrustTotal(trust_id, units, spend))
     if current is not None:
         yield current, totals
 
@@ -526,7 +525,6 @@ def stats_values(
             f"savings_{name}_pence": 0 if product.benchmark_excluded else pence
             for name, pence in summary.savings_pence.items()
         },
-        "updated_at": utcnow(),
     }
 
 
@@ -551,15 +549,8 @@ def rebuild_caches(session: Session, window: Window, progress: Progress = _no_pr
         done += n
         progress("statistics", done, n_products or 0)
 
-    rows = session.execute(
-        select(
-            TrustWindowTotal.product_id,
-            TrustWindowTotal.trust_id,
-            TrustWindowTotal.units,
-            TrustWindowTotal.spend_pence,
-        )
-        .order_by(TrustWindowTotal.product_id)
-        .execution_options(yield_per=20_000)
+    rows = session.connection().execute(  # Core rows: no ORM work per row
+        _window_rows().execution_options(yield_per=20_000)
     )
     written = _write_stats(session, _group_by_product(rows), step)
     rebuild_totals(session)
