@@ -195,6 +195,25 @@ def test_the_default_window_rolls_forward(world, import_as, session_factory, cli
         assert session.get(PricingState, 1).full_refresh_at is not None
 
 
+def test_a_change_on_a_stale_window_rolls_it_and_stays_exact(world, import_as, session_factory):
+    old_line = line("PO-A", 1, gtin=make_gtin(1), total_price_pence=500, when=days_ago(365))
+    for t in range(3):
+        import_as(world.trust(t), [old_line])
+    with session_factory.begin() as session:  # the caches were last brought up to date 2 days ago
+        state = session.get(PricingState, 1)
+        state.window_from -= timedelta(days=2)
+        state.window_to -= timedelta(days=2)
+    import_as(world.trust(0), [line("PO-B", 1, gtin=make_gtin(1), total_price_pence=900)])
+    with session_factory() as session:
+        incremental = snapshot(session)
+        assert rollups.cached_window(session) == rollups.Window.default()
+    with session_factory.begin() as session:
+        rollups.refresh_all(session, rebuild=True)
+    with session_factory() as session:
+        assert snapshot(session) == incremental
+    assert [w[2:] for w in incremental["window"] if w[1] == world.trust(0).id] == [(100, 900)]
+
+
 def test_reads_roll_a_stale_cache_before_answering(world, import_as, session_factory, client):
     for t in range(3):
         import_as(world.trust(t), [line("PO-A", 1, gtin=make_gtin(1), total_price_pence=300 + t)])
