@@ -1,13 +1,14 @@
 """Purchase records (what trusts paid) and the materialised variance statistics.
 
 Raw lines live in ``purchase_records``. Everything else here is derived from them and can be
-rebuilt at any time by ``service.refresh_all`` (``marketplace pricing refresh``):
+rebuilt at any time by ``rollups.refresh_all`` (``marketplace pricing refresh``; the rollups
+only with ``--rollups``):
 
 - ``pricing_daily_totals`` / ``pricing_monthly_totals``: units, spend and line count per
   (product, trust, day) and per (product, trust, month) for matched, benchmarked lines, kept up
   to date by additive deltas in the same transaction as every change to a line;
 - ``pricing_trust_window``: per (product, trust) units and spend for the default window
-  (the last 365 days), summed from whole months plus edge days of the rollups;
+  (the last 365 days), kept up to date by the same deltas;
 - ``pricing_product_stats``: each product's distribution for the default window, exact
   (``ExactDecimal``), with the totals the ranking sorts on;
 - ``pricing_state``: which window the two caches describe.

@@ -3,10 +3,11 @@ up to date (docs/pricing.md, "Materialisation").
 
 Every change to a benchmarked purchase line (a matched, non-excluded line) is turned into an
 additive delta on the (product, trust, day) and (product, trust, month) rollups, applied with an
-upsert in the same transaction as the change. The caches for the default window are then
-recomputed for the (product, trust) pairs that changed, summing whole months from the monthly
-rollup and the edge days from the daily one, and each touched product's distribution is
-recomputed from its per-trust totals. Nothing on the read path scans raw lines.
+upsert in the same transaction as the change; the deltas inside the default window go into its
+per-trust totals the same way (or, when the window has just moved, the touched pairs are
+re-summed from whole months of the monthly rollup and edge days of the daily one), and each
+touched product's distribution is recomputed from its per-trust totals. The full refresh sums
+the window straight from the raw lines. Nothing on the read path scans raw lines.
 
 Writers serialise on one transaction-scoped advisory lock on PostgreSQL (SQLite serialises
 writers already: ``BEGIN IMMEDIATE``), so concurrent imports cannot lose each other's updates.
