@@ -8,12 +8,13 @@ enum values), so no per-value type processing is needed."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Date, Integer, String, text
+from sqlalchemy import Date, Integer, Select, String, Table, column, delete, insert, table, text
 from sqlalchemy.orm import Session
 
 # name -> column definition in the staging table (types valid on both databases)
@@ -242,3 +243,37 @@ def insert_stats(session: Session, rows: Sequence[dict[str, Any]]) -> None:
             f"INSERT INTO pricing_product_stats ({names}) SELECT {names} FROM pricing_staging_stats"  # nosec B608 # staging table and column names are this module's constants, never input
         )
     )
+
+
+@contextmanager
+def rebuilt_table(session: Session, target: Table, rows: Select[Any]) -> Iterator[Any]:
+    """Replace every row of the derived table ``target`` by ``rows`` (its columns, in order),
+    yielding the table to read the new rows from before they replace the old ones.
+
+    PostgreSQL: the rows go into a new table without indexes, which are then built in one pass
+    each (far cheaper than maintaining them row by row, and no dead rows are left behind); on
+    leaving, the new table takes the old one's place and names in the same transaction, so
+    readers see the old rows until the commit and wait only for the swap itself. SQLite: the
+    table is emptied and refilled in place (its writers are serialised anyway)."""
+    names = [c.name for c in target.columns]
+    if dialect(session) != "postgresql":
+        session.execute(delete(target))
+        session.execute(insert(target).from_select(names, rows))
+        yield target
+        return
+    build = f"{target.name}_build"
+    session.execute(text(f"CREATE TABLE {build} (LIKE {target.name} INCLUDING DEFAULTS)"))
+    build_table = table(build, *(column(n) for n in names))
+    session.execute(insert(build_table).from_select(names, rows))
+    key = ", ".join(c.name for c in target.primary_key.columns)
+    pk = target.primary_key.name
+    session.execute(text(f"ALTER TABLE {build} ADD CONSTRAINT {pk}_build PRIMARY KEY ({key})"))
+    for index in target.indexes:
+        columns = ", ".join(c.name for c in index.columns)
+        session.execute(text(f"CREATE INDEX {index.name}_build ON {build} ({columns})"))
+    yield build_table
+    session.execute(text(f"DROP TABLE {target.name}"))
+    session.execute(text(f"ALTER TABLE {build} RENAME TO {target.name}"))
+    session.execute(text(f"ALTER TABLE {target.name} RENAME CONSTRAINT {pk}_build TO {pk}"))
+    for index in target.indexes:
+        session.execute(text(f"ALTER INDEX {index.name}_build RENAME TO {index.name}"))

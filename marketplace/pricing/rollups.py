@@ -401,8 +401,8 @@ def recompute_products(session: Session, product_ids: Sequence[str]) -> None:
         _adjust_totals(session, _benchmarked_savings(session, chunk), +1)
 
 
-def _window_rows() -> Select[Any]:
-    w = TrustWindowTotal.__table__.c
+def _window_rows(totals: Any = None) -> Select[Any]:
+    w = (TrustWindowTotal.__table__ if totals is None else totals).c
     return select(w.product_id, w.trust_id, w.units, w.spend_pence).order_by(w.product_id)
 
 
@@ -534,28 +534,34 @@ def stats_values(
 
 def rebuild_caches(session: Session, window: Window, progress: Progress = _no_progress) -> int:
     """Rebuild both default-window caches from the raw lines. Returns the products written."""
-    session.execute(delete(TrustWindowTotal))
-    session.execute(delete(ProductStats))
-    session.execute(
-        insert(TrustWindowTotal).from_select(
-            ["product_id", "trust_id", "units", "spend_pence"], raw_window_totals(window)
+    target = TrustWindowTotal.__table__
+    with bulk.rebuilt_table(session, target, raw_window_totals(window)) as totals:
+        progress("window", 1, 1)
+        session.execute(delete(ProductStats))
+        product_ids = session.scalars(
+            select(totals.c.product_id).group_by(totals.c.product_id).order_by(totals.c.product_id)
+        ).all()
+        done = 0
+
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            progress("statistics", done, len(product_ids))
+
+        written = _write_stats(
+            session, _group_by_product(_rows_by_range(session, totals, product_ids)), step
         )
-    )
-    progress("window", 1, 1)
-    n_products = session.scalar(select(func.count(func.distinct(TrustWindowTotal.product_id))))
-    done = 0
-
-    def step(n: int) -> None:
-        nonlocal done
-        done += n
-        progress("statistics", done, n_products or 0)
-
-    rows = session.connection().execute(  # Core rows: no ORM work per row
-        _window_rows().execution_options(yield_per=20_000)
-    )
-    written = _write_stats(session, _group_by_product(rows), step)
     rebuild_totals(session)
     return written
+
+
+def _rows_by_range(session: Session, totals: Any, product_ids: Sequence[str]) -> Iterator[Any]:
+    """Every row of ``totals`` in product order, read a range of ``PRODUCT_CHUNK`` products at a
+    time (each an index range scan fetched whole: no server-side cursor round trips)."""
+    for chunk in _chunks(product_ids, PRODUCT_CHUNK):
+        yield from session.connection().execute(
+            _window_rows(totals).where(totals.c.product_id.between(chunk[0], chunk[-1]))
+        )
 
 
 def rebuild_totals(session: Session) -> None:

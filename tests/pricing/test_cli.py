@@ -8,7 +8,13 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from marketplace import cli
-from marketplace.pricing.models import DailyTotal, MonthlyTotal, ProductStats, PurchaseRecord
+from marketplace.pricing.models import (
+    DailyTotal,
+    MonthlyTotal,
+    ProductStats,
+    PurchaseRecord,
+    TrustWindowTotal,
+)
 
 from .conftest import csv_bytes, json_bytes, line, make_gtin
 
@@ -117,3 +123,8 @@ def test_refresh_rebuilds_the_rollups_only_with_the_flag(run, db, world, tmp_pat
     assert result.stdout.strip() == "statistics refreshed for 1 products"
     db.commit()  # a new snapshot
     assert rollup_rows() == (3, 3)
+    db.close()
+    # the rebuilt window table took the old one's place under the same names
+    check = run("db", "check")
+    assert check.exit_code == 0, check.output
+    assert db.scalar(select(func.count()).select_from(TrustWindowTotal)) == 3
