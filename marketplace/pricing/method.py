@@ -271,12 +271,19 @@ class Summary:
 
 
 def summarise(totals: Sequence[TrustTotal], method: Method = DEFAULT_METHOD) -> Summary:
-    """``analyse`` for every benchmark centile at once, without per-trust objects (the full
-    refresh calls this for every product, so it sorts once and skips what cannot count)."""
+    """``analyse`` for every benchmark centile at once, without per-trust objects."""
+    return summarise_columns([t.units for t in totals], [t.spend_pence for t in totals], method)
+
+
+def summarise_columns(
+    units: Sequence[int], spends: Sequence[int], method: Method = DEFAULT_METHOD
+) -> Summary:
+    """``summarise`` from the trusts' units and spends as two parallel columns (the refreshes
+    call this for every product, so it sorts once and skips what cannot count)."""
     rows = sorted(
-        (Decimal(t.spend_pence) / Decimal(t.units), t.units, t.spend_pence)
-        for t in totals
-        if t.units > 0
+        (Decimal(spend) / Decimal(n), n, spend)
+        for n, spend in zip(units, spends, strict=True)
+        if n > 0
     )
     if not rows:
         raise ValueError("no purchases")
@@ -290,7 +297,7 @@ def summarise(totals: Sequence[TrustTotal], method: Method = DEFAULT_METHOD) -> 
     outlier_above = dist.median * (1 + method.outlier_threshold)
     return Summary(
         distribution=dist,
-        units=sum(units for _, units, _ in rows),
+        units=sum(n for _, n, _ in rows),
         spend_pence=sum(spend for _, _, spend in rows),
         outliers=len(prices) - bisect_right(prices, outlier_above),
         savings_pence=savings,

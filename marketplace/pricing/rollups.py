@@ -390,20 +390,33 @@ def recompute_pairs(session: Session, window: Window, pairs: Sequence[tuple[str,
 
 def recompute_products(session: Session, product_ids: Sequence[str]) -> None:
     """Recompute these products' cached distributions from their per-trust window totals."""
-    for chunk in _chunks(list(product_ids), PRODUCT_CHUNK):
-        rows = session.connection().execute(
-            _window_rows().where(TrustWindowTotal.product_id.in_(chunk))
-        )
-        grouped = list(_group_by_product(rows))
+    totals = TrustWindowTotal.__table__
+    for chunk in _chunks(sorted(product_ids), PRODUCT_CHUNK):
+        columns = list(_product_columns(session, totals, totals.c.product_id.in_(chunk)))
         _adjust_totals(session, _benchmarked_savings(session, chunk), -1)
         session.execute(delete(ProductStats).where(ProductStats.product_id.in_(chunk)))
-        _write_stats(session, grouped)
+        _write_stats(session, columns)
         _adjust_totals(session, _benchmarked_savings(session, chunk), +1)
 
 
-def _window_rows(totals: Any = None) -> Select[Any]:
-    w = (TrustWindowTotal.__table__ if totals is None else totals).c
-    return select(w.product_id, w.trust_id, w.units, w.spend_pence).order_by(w.product_id)
+ProductColumns = tuple[str, list[int], list[int]]  # product id, its trusts' units and spends
+
+
+def _product_columns(session: Session, totals: Any, where: Any) -> Iterator[ProductColumns]:
+    """Each product's trusts' units and spends in ``totals`` (rows matching ``where``), as two
+    parallel lists, in product order: aggregated by the database, so one row per product comes
+    back (PostgreSQL ``array_agg``; SQLite ``group_concat``, whose two lists follow the same
+    row order)."""
+    c = totals.c
+    if _dialect(session) == "postgresql":
+        aggregates = [func.array_agg(c.units), func.array_agg(c.spend_pence)]
+    else:
+        aggregates = [func.group_concat(c.units), func.group_concat(c.spend_pence)]
+    stmt = select(c.product_id, *aggregates).where(where).group_by(c.product_id)
+    for product_id, units, spends in session.connection().execute(stmt.order_by(c.product_id)):
+        if isinstance(units, str):
+            units, spends = [int(v) for v in units.split(",")], [int(v) for v in spends.split(",")]
+        yield product_id, units, spends
 
 
 SAVINGS_COLUMNS = ("savings_p10_pence", "savings_p25_pence", "savings_median_pence")
@@ -452,33 +465,20 @@ def _adjust_totals(session: Session, rows: Iterable[Any], sign: int) -> None:
     session.execute(delete(StatsTotal).where(StatsTotal.products <= 0))
 
 
-def _group_by_product(rows: Iterable[Any]) -> Iterator[tuple[str, list[m.TrustTotal]]]:
-    current: str | None = None
-    totals: list[m.TrustTotal] = []
-    for product_id, trust_id, units, spend in rows:
-        if product_id != current:
-            if current is not None:
-                yield current, totals
-            current, totals = product_id, []
-        totals.append(m.TrustTotal(trust_id, units, spend))
-    if current is not None:
-        yield current, totals
-
-
 def _write_stats(
     session: Session,
-    grouped: Iterable[tuple[str, list[m.TrustTotal]]],
+    products: Iterable[ProductColumns],
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Compute and insert ``pricing_product_stats`` rows, a batch of products at a time."""
     written = 0
-    batch: list[tuple[str, list[m.TrustTotal]]] = []
+    batch: list[ProductColumns] = []
 
-    def write(batch: list[tuple[str, list[m.TrustTotal]]]) -> int:
-        summaries = catalog.product_summaries(session, [p for p, _ in batch])
+    def write(batch: list[ProductColumns]) -> int:
+        summaries = catalog.product_summaries(session, [p for p, _, _ in batch])
         values = [
-            stats_values(product_id, totals, summaries[product_id])
-            for product_id, totals in batch
+            stats_values(product_id, m.summarise_columns(units, spends), summaries[product_id])
+            for product_id, units, spends in batch
             if product_id in summaries
         ]
         bulk.insert_stats(session, values)
@@ -486,7 +486,7 @@ def _write_stats(
             progress(len(batch))
         return len(values)
 
-    for item in grouped:
+    for item in products:
         batch.append(item)
         if len(batch) >= 1000:
             written += write(batch)
@@ -497,11 +497,10 @@ def _write_stats(
 
 
 def stats_values(
-    product_id: str, totals: list[m.TrustTotal], product: catalog.ProductSummary
+    product_id: str, summary: m.Summary, product: catalog.ProductSummary
 ) -> dict[str, Any]:
     """One ``pricing_product_stats`` row: the distribution under the default method, and the
     counted savings for each benchmark centile (0 for an excluded product)."""
-    summary = m.summarise(totals)
     dist = summary.distribution
     return {
         "product_id": product_id,
@@ -548,19 +547,19 @@ def rebuild_caches(session: Session, window: Window, progress: Progress = _no_pr
             done += n
             progress("statistics", done, len(product_ids))
 
-        written = _write_stats(
-            session, _group_by_product(_rows_by_range(session, totals, product_ids)), step
-        )
+        written = _write_stats(session, _columns_by_range(session, totals, product_ids), step)
     rebuild_totals(session)
     return written
 
 
-def _rows_by_range(session: Session, totals: Any, product_ids: Sequence[str]) -> Iterator[Any]:
-    """Every row of ``totals`` in product order, read a range of ``PRODUCT_CHUNK`` products at a
-    time (each an index range scan fetched whole: no server-side cursor round trips)."""
+def _columns_by_range(
+    session: Session, totals: Any, product_ids: Sequence[str]
+) -> Iterator[ProductColumns]:
+    """``_product_columns`` for every product of ``totals``, a range of ``PRODUCT_CHUNK``
+    products per statement (an index range scan each, fetched whole)."""
     for chunk in _chunks(product_ids, PRODUCT_CHUNK):
-        yield from session.connection().execute(
-            _window_rows(totals).where(totals.c.product_id.between(chunk[0], chunk[-1]))
+        yield from _product_columns(
+            session, totals, totals.c.product_id.between(chunk[0], chunk[-1])
         )
 
 
