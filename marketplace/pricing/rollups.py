@@ -393,10 +393,18 @@ def recompute_products(session: Session, product_ids: Sequence[str]) -> None:
     totals = TrustWindowTotal.__table__
     for chunk in _chunks(sorted(product_ids), PRODUCT_CHUNK):
         columns = list(_product_columns(session, totals, totals.c.product_id.in_(chunk)))
-        _adjust_totals(session, _benchmarked_savings(session, chunk), -1)
-        session.execute(delete(ProductStats).where(ProductStats.product_id.in_(chunk)))
-        _write_stats(session, columns)
-        _adjust_totals(session, _benchmarked_savings(session, chunk), +1)
+        removed = session.execute(
+            delete(ProductStats)
+            .where(ProductStats.product_id.in_(chunk))
+            .returning(*(getattr(ProductStats, c) for c in SAVED_COLUMNS))
+        ).all()
+        added: list[dict[str, Any]] = []
+        _write_stats(session, columns, written=added)
+        _adjust_totals(
+            session,
+            [r for r in removed if not r.benchmark_excluded],
+            [tuple(v[c] for c in SAVED_COLUMNS) for v in added if not v["benchmark_excluded"]],
+        )
 
 
 ProductColumns = tuple[str, list[int], list[int]]  # product id, its trusts' units and spends
@@ -420,30 +428,20 @@ def _product_columns(session: Session, totals: Any, where: Any) -> Iterator[Prod
 
 
 SAVINGS_COLUMNS = ("savings_p10_pence", "savings_p25_pence", "savings_median_pence")
+# what pricing_stats_totals sums a product's row by, in _adjust_totals's order
+SAVED_COLUMNS = ("category_id", "n_trusts", *SAVINGS_COLUMNS, "benchmark_excluded")
 
 
-def _benchmarked_savings(session: Session, product_ids: Sequence[str]) -> list[Any]:
-    return session.execute(
-        select(
-            ProductStats.category_id,
-            ProductStats.n_trusts,
-            ProductStats.savings_p10_pence,
-            ProductStats.savings_p25_pence,
-            ProductStats.savings_median_pence,
-        ).where(
-            ProductStats.product_id.in_(product_ids), ProductStats.benchmark_excluded.is_(False)
-        )
-    ).all()
-
-
-def _adjust_totals(session: Session, rows: Iterable[Any], sign: int) -> None:
-    """Add (sign 1) or take away (sign -1) products' savings in ``pricing_stats_totals``."""
+def _adjust_totals(session: Session, removed: Iterable[Any], added: Iterable[Any]) -> None:
+    """Take the ``removed`` products' counted savings out of ``pricing_stats_totals`` and add
+    the ``added`` ones' (rows in ``SAVED_COLUMNS`` order), in one upsert."""
     by_n: dict[tuple[str, int], list[int]] = {}
-    for category_id, n_trusts, *savings in rows:
-        total = by_n.setdefault((category_id, n_trusts), [0, 0, 0, 0])
-        total[0] += sign
-        for i, value in enumerate(savings):
-            total[i + 1] += sign * value
+    for sign, rows in ((-1, removed), (1, added)):
+        for category_id, n_trusts, *savings, _excluded in rows:
+            total = by_n.setdefault((category_id, n_trusts), [0, 0, 0, 0])
+            total[0] += sign
+            for i, value in enumerate(savings):
+                total[i + 1] += sign * value
     if not by_n:
         return
     table = StatsTotal.__table__
@@ -469,9 +467,11 @@ def _write_stats(
     session: Session,
     products: Iterable[ProductColumns],
     progress: Callable[[int], None] | None = None,
+    written: list[dict[str, Any]] | None = None,
 ) -> int:
-    """Compute and insert ``pricing_product_stats`` rows, a batch of products at a time."""
-    written = 0
+    """Compute and insert ``pricing_product_stats`` rows, a batch of products at a time (and
+    keep them in ``written``, when given)."""
+    count = 0
     batch: list[ProductColumns] = []
 
     def write(batch: list[ProductColumns]) -> int:
@@ -482,6 +482,8 @@ def _write_stats(
             if product_id in summaries
         ]
         bulk.insert_stats(session, values)
+        if written is not None:
+            written.extend(values)
         if progress:
             progress(len(batch))
         return len(values)
@@ -489,11 +491,11 @@ def _write_stats(
     for item in products:
         batch.append(item)
         if len(batch) >= 1000:
-            written += write(batch)
+            count += write(batch)
             batch = []
     if batch:
-        written += write(batch)
-    return written
+        count += write(batch)
+    return count
 
 
 def stats_values(
