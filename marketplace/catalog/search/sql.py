@@ -7,6 +7,10 @@ the rows of the page; and one statement for the total and all four facets, which
 matches unranked (see ``_text_facet_counts`` and ``_browse_facet_counts``). Names of
 categories and suppliers come from their own tables at query time, so a renamed supplier
 shows its new name at once.
+
+With the request cache on (``cache.py``), a search first reads the search generation; the page's
+ids and the counts are then taken from the cache when they were computed under that same
+generation, and only the page's rows and the names are read.
 """
 
 from __future__ import annotations
