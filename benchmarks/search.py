@@ -12,11 +12,13 @@ routing, argument parsing, the search, JSON serialisation; no sockets), and the 
 query alone on the same database (FTS5 ``MATCH ... ORDER BY rank LIMIT 20`` on SQLite,
 ``@@ websearch_to_tsquery ... ORDER BY ts_rank LIMIT 20`` on PostgreSQL).
 
-Each class is timed twice, because the SQL backend caches totals, facets and pages under the
-search generation: **cold**, the search generation bumped (committed, untimed) before every
-request, so each one misses the cache and computes everything, as after a catalogue change;
-**warm**, the same requests again after one untimed pass over them, so each one is answered
-from the cache (the hit rate of the timed pass is reported).
+Each class is timed three times, because the SQL backend caches totals, facets and pages under
+the search generation: **off**, with the cache turned off (the search as computed before the
+cache existed, nothing written between requests); **cold**, the search generation bumped (a
+committed write, untimed) before every request, so each one misses the cache and computes
+everything right after a catalogue change; **warm**, the same requests again after one untimed
+pass over them, so each one is answered from the cache (the hit rate of the timed pass is
+reported).
 
 ``--reset`` empties the database first (the SQLite file is deleted; on PostgreSQL the ``public``
 schema is dropped and re-created: use a database kept for this, e.g. ``test_search``). Without
@@ -48,7 +50,7 @@ from marketplace.catalog import service as catalog  # noqa: E402
 from marketplace.catalog.gtin import check_digit  # noqa: E402
 from marketplace.catalog.models import Category, Offer, OfferStatus, Product  # noqa: E402
 from marketplace.catalog.search import SearchQuery  # noqa: E402
-from marketplace.catalog.search.cache import bump_generation  # noqa: E402
+from marketplace.catalog.search.cache import SearchCache, bump_generation  # noqa: E402
 from marketplace.catalog.search.documents import rebuild_all  # noqa: E402
 from marketplace.catalog.search.models import SearchDocument  # noqa: E402
 from marketplace.config import Settings, normalise_database_url  # noqa: E402
@@ -476,6 +478,9 @@ def main() -> None:
         for name, calls in classes.items():
             if not calls:
                 continue
+            cache, backend.cache = backend.cache, SearchCache(0)
+            off, off_cpu = timed(get, calls)
+            backend.cache = cache
             cold, cold_cpu = timed(get, calls, before=new_generation)
             for params in calls:  # fill the cache, untimed
                 get(params)
@@ -484,12 +489,14 @@ def main() -> None:
             hits, misses = cache_lookups("hit") - hits, cache_lookups("miss") - misses
             raw, raw_cpu = timed(run_raw, raw_calls(name, calls))
             results[name] = {
+                **figures("off", off, off_cpu),
                 **figures("cold", cold, cold_cpu),
                 **figures("warm", warm, warm_cpu),
                 "warm_hit_rate": round(hits / max(hits + misses, 1), 3),
                 "raw_p50_ms": round(percentile(raw, 0.5), 2),
                 "raw_p95_ms": round(percentile(raw, 0.95), 2),
                 "raw_cpu_p50_ms": round(percentile(raw_cpu, 0.5), 2),
+                "off_ratio_p50": ratio(off, raw),
                 "cold_ratio_p50": ratio(cold, raw),
                 "warm_ratio_p50": ratio(warm, raw),
                 "requests": len(calls),
@@ -500,6 +507,7 @@ def main() -> None:
                 results[name] |= {
                     "raw_expanded_p50_ms": round(percentile(full, 0.5), 2),
                     "raw_expanded_p95_ms": round(percentile(full, 0.95), 2),
+                    "off_ratio_expanded_p50": ratio(off, full),
                     "cold_ratio_expanded_p50": ratio(cold, full),
                     "warm_ratio_expanded_p50": ratio(warm, full),
                 }
