@@ -10,11 +10,13 @@ import time
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 
 from marketplace.accounts.models import Role
 from marketplace.catalog import service as catalog
 from marketplace.catalog.models import Offer, OfferStatus
+from marketplace.catalog.search import cache as cache_module
 from marketplace.catalog.search import get_backend
 from marketplace.catalog.search import sql as sql_module
 from marketplace.catalog.search.base import SearchQuery
@@ -447,6 +449,42 @@ def test_concurrent_writers_and_readers_never_see_a_stale_answer(app, cat, sessi
         final = backend.search(session, SearchQuery(q="widget", sort="unit_price", limit=100))
     assert final.total == 11
     assert next(i for i in final.items if i.id == watched).best_offer.pack_price_pence == 1030
+
+
+def change_price(session, product_id: str, price: int) -> None:
+    offer = session.scalar(select(Offer).where(Offer.product_id == product_id))
+    offer.pack_price_pence = price
+    session.flush()
+    product_changed(session, product_id)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("slots", "waits"), [((3, 7), False), ((5, 5), True)])
+def test_writers_on_different_slots_do_not_wait_for_each_other(
+    cat, session_factory, settings, monkeypatch, slots, waits
+):
+    if not settings.is_postgresql:
+        pytest.skip("row locks are PostgreSQL's: set MARKETPLACE_TEST_DATABASE_URL")
+    s = cat.supplier("Acme")
+    a = cat.product("Foam dressing A", "33141110", [(s, 100)])
+    b = cat.product("Foam dressing B", "33141110", [(s, 100)])
+    chosen = iter(slots)
+    monkeypatch.setattr(cache_module, "choose_slot", lambda: next(chosen))
+    first, second = session_factory(), session_factory()
+    try:
+        change_price(first, a, 110)  # holds its slot's row lock until it commits
+        second.execute(text("SET LOCAL lock_timeout = '500ms'"))
+        if waits:
+            with pytest.raises(OperationalError, match="lock"):
+                change_price(second, b, 120)
+        else:
+            change_price(second, b, 120)
+            second.commit()
+        first.commit()
+    finally:
+        second.rollback()
+        second.close()
+        first.close()
 
 
 # --- the cache itself ---------------------------------------------------------------------------

@@ -49,6 +49,10 @@ Generation = tuple[tuple[int, int], ...]
 T = TypeVar("T")
 
 
+def choose_slot() -> int:
+    return _random.randrange(GENERATION_SLOTS)
+
+
 def bump_generation(session: Session) -> None:
     """Mark the search documents changed in this transaction (call after changing them)."""
     root = session.get_transaction()
@@ -56,7 +60,7 @@ def bump_generation(session: Session) -> None:
     if mark is not None and mark[0] is root:
         slot = mark[1]
     else:
-        slot = _random.randrange(GENERATION_SLOTS)
+        slot = choose_slot()
         session.info[_BUMPED] = (root, slot)
     table = SearchGeneration.__table__
     module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
@@ -122,7 +126,3 @@ class SearchCache:
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
         return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
