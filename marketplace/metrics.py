@@ -10,6 +10,10 @@ What is measured, and when:
   current by pool events (checkout/checkin), so that every worker's pool is counted.
 - ``marketplace_search_outbox_pending`` and ``..._oldest_pending_age_seconds``: the search
   outbox backlog, read from the database at scrape time (``outbox.backlog``).
+- ``marketplace_search_cache_lookups_total{part, outcome}``: the SQL search backend's request
+  cache, per part of a search (``part="facets"``: the total and facet counts; ``"page"``: a
+  page's ids) and ``outcome`` (``hit`` or ``miss``; a miss includes an entry of an older
+  search generation). Nothing is counted when the cache is off.
 - ``marketplace_import_rows_total{import_kind, outcome}``: rows read by the offer and purchase
   imports (``outcome="processed"``: every row read; ``"rejected"``: the rows refused), counted
   as the import goes; ``marketplace_imports_in_progress{import_kind}``.
@@ -89,9 +93,20 @@ IMPORTS_RUNNING = Gauge(
     ["import_kind"],
     multiprocess_mode="livesum",
 )
+SEARCH_CACHE_LOOKUPS = Counter(
+    "marketplace_search_cache_lookups",
+    "Search request cache lookups, by part (facets, page) and outcome (hit, miss).",
+    ["part", "outcome"],
+)
+SEARCH_CACHE_PARTS = ("facets", "page")
 _processed = {kind: IMPORT_ROWS.labels(kind, "processed") for kind in IMPORT_KINDS}
 _rejected = {kind: IMPORT_ROWS.labels(kind, "rejected") for kind in IMPORT_KINDS}
 _running = {kind: IMPORTS_RUNNING.labels(kind) for kind in IMPORT_KINDS}
+_cache_lookups = {
+    (part, hit): SEARCH_CACHE_LOOKUPS.labels(part, "hit" if hit else "miss")
+    for part in SEARCH_CACHE_PARTS
+    for hit in (True, False)
+}
 
 
 def multiprocess_mode() -> bool:
@@ -134,6 +149,13 @@ def import_row(kind: str, *, rejected: bool = False) -> None:
 def import_running(kind: str) -> AbstractContextManager[Any]:
     """``with import_running("offers"): ...`` shows the import in ``imports_in_progress``."""
     return _running[kind].track_inprogress()
+
+
+# Search cache ---------------------------------------------------------------------------------
+
+
+def search_cache_lookup(part: str, *, hit: bool) -> None:
+    _cache_lookups[(part, hit)].inc()
 
 
 # Connection pools -----------------------------------------------------------------------------

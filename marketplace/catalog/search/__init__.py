@@ -4,7 +4,8 @@
 - ``text``: words, synonyms (``synonyms.txt``), spelling, exact GTIN / part-number hits.
 - ``documents`` + ``outbox``: ``product_changed`` keeps ``search_documents`` current (and, with
   Elasticsearch, writes the transactional outbox).
-- ``sql``: SQLite FTS5 / PostgreSQL full-text search over ``search_documents``.
+- ``sql``: SQLite FTS5 / PostgreSQL full-text search over ``search_documents``, with ``cache``:
+  the search generation and the request cache it validates.
 - ``elasticsearch``: the same search on Elasticsearch 9, reindex with an alias swap, outbox sync.
 - ``api`` (``GET /api/v1/search``), ``cli`` (``marketplace search reindex|sync``).
 """
@@ -42,7 +43,7 @@ def make_backend(settings: Settings, **kwargs: Any) -> SearchBackend:
         return ElasticsearchBackend.from_settings(settings, **kwargs)
     from .sql import SqlSearchBackend
 
-    return SqlSearchBackend(**kwargs)
+    return SqlSearchBackend(cache_size=settings.search_cache_size, **kwargs)
 
 
 def get_backend(app: Flask) -> SearchBackend:
@@ -72,13 +73,25 @@ def sqlite_read_engine(settings: Settings) -> Engine | None:
     return engine
 
 
+def snapshot_engine(engine: Engine) -> Engine:
+    """PostgreSQL: the application's pool, each search in one REPEATABLE READ transaction, so
+    that the search generation, the page and the facets all come from one snapshot (READ
+    COMMITTED gives every statement its own). A read-only transaction never fails to
+    serialise at this level."""
+    return engine.execution_options(isolation_level="REPEATABLE READ")
+
+
 def init_app(app: Flask, state: AppState) -> None:
     """Choose the backend. With Elasticsearch: a readiness probe, and an after-request hook
     that delivers the outbox rows a successful writing request added (nothing is registered for
     the SQL backend, so it costs nothing there)."""
     kwargs: dict[str, Any] = {}
-    if state.settings.is_sqlite and state.settings.search_backend == "sql":
-        kwargs["read_engine"] = sqlite_read_engine(state.settings)
+    if state.settings.search_backend == "sql":
+        kwargs["read_engine"] = (
+            sqlite_read_engine(state.settings)
+            if state.settings.is_sqlite
+            else snapshot_engine(state.engine)
+        )
     backend = make_backend(state.settings, **kwargs)
     app.extensions[EXTENSION] = backend
     if state.settings.search_backend == "elasticsearch":

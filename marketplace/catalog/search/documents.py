@@ -19,6 +19,7 @@ from ...db import utcnow
 from ..gtin import normalise_gtin
 from ..models import Category, Offer, OfferStatus, Product
 from .base import tie_break, unit_price_nanopence
+from .cache import bump_generation
 from .models import SearchDocument, SearchDocumentSupplier, SearchTerm
 from .text import mpn_key, vocabulary_words
 
@@ -183,7 +184,8 @@ def add_terms(session: Session, terms: Iterable[str]) -> None:
 
 
 def refresh_documents(session: Session, product_ids: list[str]) -> None:
-    """Bring the search documents of these products up to date (insert, update or delete)."""
+    """Bring the search documents of these products up to date (insert, update or delete),
+    and bump the search generation if any of them really changed."""
     ids = list(dict.fromkeys(product_ids))
     docs = build_documents(session, ids)
     existing = {
@@ -191,6 +193,7 @@ def refresh_documents(session: Session, product_ids: list[str]) -> None:
         for d in session.scalars(select(SearchDocument).where(SearchDocument.product_id.in_(ids)))
     }
     terms: set[str] = set()
+    changed = False
     for product_id, values in docs.items():
         current = existing.get(product_id)
         if values is None:
@@ -201,15 +204,18 @@ def refresh_documents(session: Session, product_ids: list[str]) -> None:
                     )
                 )
                 session.delete(current)
+                changed = True
             continue
         if current is None:
             current = SearchDocument(id=document_id(session, product_id), **values)
             session.add(current)
+            changed = True
         else:
             # Only changed columns are written, so a price change leaves the text index alone.
             for name, value in values.items():
                 if getattr(current, name) != value:
                     setattr(current, name, value)
+                    changed = True
         session.flush()
         rows = supplier_rows(current.id, values)
         table = SearchDocumentSupplier.__table__
@@ -224,8 +230,11 @@ def refresh_documents(session: Session, product_ids: list[str]) -> None:
                 )
             )
             session.execute(insert(SearchDocumentSupplier), rows)
+            changed = True
         terms |= document_words(values)
     add_terms(session, terms)
+    if changed:
+        bump_generation(session)
     session.flush()
 
 
@@ -270,6 +279,7 @@ def rebuild_all(
             add_terms(session, {w for d in docs for w in document_words(d)})
             searchable += len(docs)
         progress(len(batch))
+    bump_generation(session)
     session.flush()
     return searchable
 

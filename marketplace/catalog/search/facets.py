@@ -33,10 +33,15 @@ def category_facets(session: Session, rolled: dict[str, int]) -> list[CategoryFa
     return facets[:FACET_LIMIT]
 
 
+def top_suppliers(counts: dict[str, int]) -> list[tuple[str, int]]:
+    """The suppliers a facet shows: by number of matching products; equal counts in a stable
+    hash order of the supplier id, so no name or id sorts first."""
+    return sorted(counts.items(), key=lambda kv: (-kv[1], tie_break(kv[0])))[:FACET_LIMIT]
+
+
 def supplier_facets(session: Session, counts: dict[str, int]) -> list[SupplierFacet]:
-    """Suppliers by number of matching products; equal counts in a stable hash order of the
-    supplier id, so no name or id sorts first."""
-    top = sorted(counts.items(), key=lambda kv: (-kv[1], tie_break(kv[0])))[:FACET_LIMIT]
+    """The top suppliers (``top_suppliers``) with their names."""
+    top = top_suppliers(counts)
     if not top:
         return []
     names = {

@@ -1,5 +1,5 @@
 """Search tables: one denormalised document per searchable product, its suppliers, the word list
-for spelling correction, and the outbox that feeds Elasticsearch.
+for spelling correction, the search generation, and the outbox that feeds Elasticsearch.
 
 The full-text indexes themselves (SQLite FTS5 ``search_fts``, PostgreSQL ``search_fts_vector`` +
 GIN, the trigram index on ``search_terms``) are created by hand in the migration: SQLAlchemy
@@ -133,6 +133,16 @@ class SearchTerm(Base):
     __tablename__ = "search_terms"
 
     term: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class SearchGeneration(Base):
+    """One slot of the search generation (``cache.py``): bumped in the same transaction as
+    every real change to a search document, read by every search to validate its cache."""
+
+    __tablename__ = "search_generations"
+
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(BigInteger)
 
 
 class SearchOutbox(Base):

@@ -7,6 +7,10 @@ the rows of the page; and one statement for the total and all four facets, which
 matches unranked (see ``_text_facet_counts`` and ``_browse_facet_counts``). Names of
 categories and suppliers come from their own tables at query time, so a renamed supplier
 shows its new name at once.
+
+With the request cache on (``cache.py``), a search first reads the search generation; the page's
+ids and the counts are then taken from the cache when they were computed under that same
+generation, and only the page's rows and the names are read.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import (
@@ -61,7 +66,8 @@ from .base import (
     pence_to_nanopence,
     price_bucket_bounds,
 )
-from .facets import category_facets, supplier_facets
+from .cache import Generation, SearchCache, changed_documents, read_generation
+from .facets import category_facets, supplier_facets, top_suppliers
 from .models import SearchDocument, SearchDocumentSupplier, SearchTerm
 from .text import (
     AnyOf,
@@ -219,12 +225,19 @@ def _ordering(columns: Sequence[Any], descending: Sequence[bool]) -> list[Any]:
 class SqlSearchBackend:
     name = "sql"
 
-    def __init__(self, synonyms: Synonyms | None = None, read_engine: Engine | None = None):
+    def __init__(
+        self,
+        synonyms: Synonyms | None = None,
+        read_engine: Engine | None = None,
+        cache_size: int = 0,
+    ):
         self.synonyms = synonyms or load_synonyms()
-        # SQLite: searches read through a small pool of long-lived connections, whose page
-        # cache and memory map stay warm (the application's engine opens a connection per
-        # request, which makes a search re-read every page it touches).
+        # Searches read through ``read_engine`` in a session of their own, one snapshot each.
+        # SQLite: a small pool of long-lived connections, whose page cache and memory map stay
+        # warm (the application's engine opens a connection per request, which makes a search
+        # re-read every page it touches). PostgreSQL: the application's pool, REPEATABLE READ.
         self.read_engine = read_engine
+        self.cache = SearchCache(cache_size)
 
     # -- building blocks
 
@@ -349,19 +362,50 @@ class SqlSearchBackend:
         return self._search(session, query)
 
     def _search(self, session: Session, query: SearchQuery) -> SearchResult:
+        # The generation first, before any statement whose result may be cached (cache.py).
+        generation = self._generation(session)
         category_ids = self._category_ids(session, query.category) if query.category else None
-        # No searchable word (only stop words or punctuation): search as if there were no text.
-        plan = self._plan(session, query) if query.text else None
-        # The facets never need a score: counting reads the text index's matches unranked.
-        unscored = self._unranked(session, query, plan) if query.text else None
-        if unscored is not None and query.sort == "relevance":
+        key = _cache_key(query, category_ids)
+        text = _Text(self, session, query)
+        page_ids, next_cursor = self.cache.lookup(
+            "page",
+            (key, query.sort, query.limit, query.cursor),
+            generation,
+            lambda: self._page_ids(session, query, text, category_ids),
+        )
+        counts = self.cache.lookup(
+            "facets",
+            key,
+            generation,
+            lambda: self._counts(session, query, text.unscored, category_ids),
+        )
+        return SearchResult(
+            items=self._items(session, page_ids),
+            facets=self._facet_lists(session, counts),
+            total=counts["total"].get("", 0),
+            next_cursor=next_cursor,
+        )
+
+    def _generation(self, session: Session) -> Generation | None:
+        """The search generation to file cached parts under; None when nothing may be cached
+        (the cache is off, or this session's own uncommitted changes are in what it sees)."""
+        if not self.cache.enabled or changed_documents(session):
+            return None
+        return read_generation(session)
+
+    def _page_ids(
+        self, session: Session, query: SearchQuery, text: _Text, category_ids: list[str] | None
+    ) -> tuple[list[int], str | None]:
+        """The page's document ids in order, and the next cursor."""
+        if text.unscored is not None and query.sort == "relevance":
             # Only the page is ranked: the top limit+1 after the cursor, found by the database.
-            matches = self._matches(session, query, plan)
-            items, next_cursor = self._ranked_page(session, query, matches, category_ids)
-        else:
-            items, next_cursor = self._page(session, query, unscored, category_ids)
-        total, facets = self._facets(session, query, unscored, category_ids)
-        return SearchResult(items=items, facets=facets, total=total, next_cursor=next_cursor)
+            return self._ranked_page(session, query, text.matches(), category_ids)
+        return self._page(session, query, text.unscored, category_ids)
+
+    def _items(self, session: Session, ids: list[int]) -> list[SearchItem]:
+        """The items of a page, read now: names and prices are never served from the cache."""
+        rows = {row.id: row for row in self._rows(session, ids)}
+        return [_item(rows[i]) for i in ids if i in rows]
 
     def _ranked_page(
         self,
@@ -369,7 +413,7 @@ class SqlSearchBackend:
         query: SearchQuery,
         matches: Any,
         category_ids: list[str] | None,
-    ) -> tuple[list[SearchItem], str | None]:
+    ) -> tuple[list[int], str | None]:
         """The page by relevance: score descending, then the document id (the tie-break hash)
         ascending, after the cursor. Without filters the text index alone answers it (a top-k
         sort of the matches' scores); filters join the documents' filter columns."""
@@ -387,10 +431,8 @@ class SqlSearchBackend:
         chosen = [(float(s), i) for i, s in session.execute(stmt)]
         more = len(chosen) > query.limit
         chosen = chosen[: query.limit]
-        rows = {row.id: row for row in self._rows(session, [i for _s, i in chosen])}
-        items = [_item(rows[i]) for _s, i in chosen if i in rows]
         next_cursor = encode_cursor(query, list(chosen[-1])) if more and chosen else None
-        return items, next_cursor
+        return [i for _s, i in chosen], next_cursor
 
     def _rows(self, session: Session, ids: list[int]) -> list[Any]:
         org = Organisation.__table__
@@ -419,45 +461,44 @@ class SqlSearchBackend:
         query: SearchQuery,
         matches: Any | None,
         category_ids: list[str] | None,
-    ) -> tuple[list[SearchItem], str | None]:
-        """A keyset page in a column order (price, newest, or no text): the ids from the index
-        of that order (the text match, if any, only filters), then those rows."""
+    ) -> tuple[list[int], str | None]:
+        """A keyset page in a column order (price, newest, or no text): the sort keys (the
+        document id last) from the index of that order; the text match, if any, only filters."""
         sort = _sort_for(query, has_text=False)
         order = [D.c[name] for name in sort.columns]
         source, where = matches if matches is not None else (D, [])
-        ids = select(D.c.id).select_from(source).where(*where)
+        keys = select(*order).select_from(source).where(*where)
         for clauses in self._filters(query, D, category_ids).values():
-            ids = ids.where(*clauses)
+            keys = keys.where(*clauses)
         after = decode_cursor(query, len(sort.columns))
         if after is not None:
             values = [cursor_value(v, t) for v, t in zip(after, sort.types, strict=True)]
-            ids = ids.where(_keyset(order, values, sort.descending))
-        ids = ids.order_by(*_ordering(order, sort.descending)).limit(query.limit + 1)
-        page = list(session.scalars(ids))
+            keys = keys.where(_keyset(order, values, sort.descending))
+        keys = keys.order_by(*_ordering(order, sort.descending)).limit(query.limit + 1)
+        page = [tuple(row) for row in session.execute(keys)]
         more = len(page) > query.limit
         page = page[: query.limit]
-        rows = {row.id: row for row in self._rows(session, page)}
-        shown = [rows[i] for i in page if i in rows]
-        next_cursor = None
-        if more and shown:
-            last = shown[-1]._mapping
-            next_cursor = encode_cursor(query, [last[name] for name in sort.columns])
-        return [_item(row) for row in shown], next_cursor
+        next_cursor = encode_cursor(query, list(page[-1])) if more and page else None
+        return [row[-1] for row in page], next_cursor
 
-    def _facets(
+    def _counts(
         self,
         session: Session,
         query: SearchQuery,
         matches: Any | None,
         category_ids: list[str] | None,
-    ) -> tuple[int, Facets]:
-        """The total and the four facets. Each facet applies every active filter except its
-        own, as shoppers expect (picking a supplier does not hide the other suppliers)."""
+    ) -> dict[str, dict[str, int]]:
+        """The total and the four facets' counts (what the cache keeps: names are looked up
+        per request). Each facet applies every active filter except its own, as shoppers
+        expect (picking a supplier does not hide the other suppliers)."""
         if matches is not None:
             counts = self._text_facet_counts(session, query, matches, category_ids)
         else:
             counts = self._browse_facet_counts(session, query, category_ids)
-        return counts["total"].get("", 0), self._facet_lists(session, counts)
+        # Plain dicts, and only the suppliers the facet can show: cached entries stay small.
+        frozen = {name: dict(counts[name]) for name in ("total", *FACETS)}
+        frozen["supplier"] = dict(top_suppliers(frozen["supplier"]))
+        return frozen
 
     def _facet_lists(self, session: Session, counts: dict[str, dict[str, int]]) -> Facets:
         return Facets(
@@ -646,6 +687,43 @@ class SqlSearchBackend:
         for facet, key, n in session.execute(union_all(*branches)):
             counts[facet][str(getattr(key, "value", key))] = n
         return counts
+
+
+class _Text:
+    """The text query's plan and matches, worked out on first use: a search answered from the
+    cache needs neither (not even the spelling lookups)."""
+
+    def __init__(self, backend: SqlSearchBackend, session: Session, query: SearchQuery):
+        self.backend, self.session, self.query = backend, session, query
+
+    @cached_property
+    def plan(self) -> Node | None:
+        # No searchable word (only stop words or punctuation): search as if there were no text.
+        return self.backend._plan(self.session, self.query) if self.query.text else None
+
+    @cached_property
+    def unscored(self) -> tuple[Any, list[Any]] | None:
+        """The matches unranked (for counting, and for pages in a column order)."""
+        if not self.query.text:
+            return None
+        return self.backend._unranked(self.session, self.query, self.plan)
+
+    def matches(self) -> Any:
+        return self.backend._matches(self.session, self.query, self.plan)
+
+
+def _cache_key(query: SearchQuery, category_ids: list[str] | None) -> tuple[Any, ...]:
+    """What the total and the facets depend on: the exact text and filters (prices as written,
+    as in the cursor's fingerprint), and the categories the category filter stands for now."""
+    return (
+        query.text,
+        tuple(sorted(category_ids)) if category_ids is not None else None,
+        query.supplier,
+        query.kind,
+        query.phb_eligible,
+        query.in_stock,
+        *(str(v) if v is not None else None for v in (query.min_unit_price, query.max_unit_price)),
+    )
 
 
 def _item(row: Any) -> SearchItem:

@@ -1,0 +1,128 @@
+"""The search generation, and the SQL backend's request cache that it validates.
+
+Like Elasticsearch's shard request cache: the expensive, cursor-free parts of a search (the
+total and the facet counts), and its pages, are kept in memory, each under the **search
+generation** read when it was computed. ``refresh_documents`` bumps the generation in the
+same transaction as every real change to a search document (a new price, stock running out
+or coming back, an offer paused or added, a product edited; not a stock decrement that leaves
+the product in stock), so the change and the new generation commit, or roll back, together.
+
+Every search reads the generation first (one small query) and serves a cached part only if it
+was computed under that same generation. The application searches in one snapshot (SQLite's
+read transaction; a REPEATABLE READ transaction on PostgreSQL), so the generation and what is
+computed under it agree exactly. Reading it *first* keeps this safe even in a session whose
+statements each see a newer snapshot (PostgreSQL's READ COMMITTED): a cached part then holds
+data as new as, or newer than, its generation, and a search that sees a newer generation never
+gets it. Nothing is shared between processes: each worker has its own cache, and every hit is
+checked against the database.
+
+The generation is spread over ``GENERATION_SLOTS`` rows. A transaction bumps one slot, picked
+at random when it first changes a document and kept for the rest of that transaction, so
+concurrent writers on PostgreSQL rarely wait on the same row lock, and no transaction ever
+holds two of them (two writers could otherwise lock slots in opposite orders and deadlock).
+The generation is the tuple of every slot's value. A bump adds a random step rather than 1,
+so a generation never comes back after the table was emptied or a backup restored under a
+running process.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ... import metrics
+from .models import SearchGeneration
+
+GENERATION_SLOTS = 16
+MAX_STEP = 2**20  # 2^43 bumps of one slot before its BIGINT overflows
+_BUMPED = "search_generation_bumped"  # session.info: (root transaction, slot)
+_random = random.SystemRandom()
+
+Generation = tuple[tuple[int, int], ...]
+T = TypeVar("T")
+
+
+def choose_slot() -> int:
+    return _random.randrange(GENERATION_SLOTS)
+
+
+def bump_generation(session: Session) -> None:
+    """Mark the search documents changed in this transaction (call after changing them)."""
+    root = session.get_transaction()
+    mark = session.info.get(_BUMPED)
+    if mark is not None and mark[0] is root:
+        slot = mark[1]
+    else:
+        slot = choose_slot()
+        session.info[_BUMPED] = (root, slot)
+    table = SearchGeneration.__table__
+    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    # An upsert: a slot that has no row yet (a new or emptied table) starts at its first step.
+    stmt = module.insert(table).values(slot=slot, value=_random.randint(1, MAX_STEP))
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[table.c.slot], set_={"value": table.c.value + stmt.excluded.value}
+        )
+    )
+
+
+def changed_documents(session: Session) -> bool:
+    """True when this session's open transaction changed search documents: a search in it
+    sees uncommitted data, which must neither come from nor go into the cache."""
+    mark = session.info.get(_BUMPED)
+    return mark is not None and mark[0] is session.get_transaction()
+
+
+def read_generation(session: Session) -> Generation:
+    rows = session.execute(
+        select(SearchGeneration.slot, SearchGeneration.value).order_by(SearchGeneration.slot)
+    )
+    return tuple((slot, value) for slot, value in rows)
+
+
+class SearchCache:
+    """A bounded, thread-safe LRU of values filed under (key, generation). ``size`` 0 turns it
+    off: ``lookup`` then always computes."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: OrderedDict[Hashable, tuple[Generation, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(
+        self, part: str, key: Hashable, generation: Generation | None, compute: Callable[[], T]
+    ) -> T:
+        """The value cached for ``key`` under ``generation``, else ``compute()`` (stored).
+        ``generation`` None: not cacheable (the cache is off, or the search sees uncommitted
+        changes), computed and not stored. Values are shared between threads: never mutate one."""
+        if generation is None:
+            return compute()
+        full_key = (part, key)
+        with self._lock:
+            entry = self._entries.get(full_key)
+            if entry is not None and entry[0] == generation:
+                self._entries.move_to_end(full_key)
+                metrics.search_cache_lookup(part, hit=True)
+                return entry[1]
+        metrics.search_cache_lookup(part, hit=False)
+        value = compute()
+        with self._lock:
+            self._entries[full_key] = (generation, value)
+            self._entries.move_to_end(full_key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return value
