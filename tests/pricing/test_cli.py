@@ -83,13 +83,18 @@ def test_unknown_trust_and_missing_file(run, world, tmp_path):
     assert missing.exit_code != 0
 
 
-def test_refresh_rebuilds_statistics(run, db, world, tmp_path):
+def import_one_line_per_trust(run, tmp_path) -> None:
+    """Three trusts each import one line of the same product, through the CLI."""
     for i in range(3):
         path = tmp_path / f"t{i}.csv"
         path.write_bytes(
             csv_bytes([line(f"PO-{i}", 1, gtin=make_gtin(1), total_price_pence=300 + i)])
         )
         assert run("pricing", "import", str(path), "--trust", f"RT{i}", "--quiet").exit_code == 0
+
+
+def test_refresh_rebuilds_statistics(run, db, world, tmp_path):
+    import_one_line_per_trust(run, tmp_path)
     db.execute(ProductStats.__table__.delete())
     db.commit()
     result = run("pricing", "refresh")
@@ -99,12 +104,7 @@ def test_refresh_rebuilds_statistics(run, db, world, tmp_path):
 
 
 def test_refresh_rebuilds_the_rollups_only_with_the_flag(run, db, world, tmp_path):
-    for i in range(3):
-        path = tmp_path / f"t{i}.csv"
-        path.write_bytes(
-            csv_bytes([line(f"PO-{i}", 1, gtin=make_gtin(1), total_price_pence=300 + i)])
-        )
-        assert run("pricing", "import", str(path), "--trust", f"RT{i}", "--quiet").exit_code == 0
+    import_one_line_per_trust(run, tmp_path)
 
     def rollup_rows() -> tuple[int, int]:
         return (
