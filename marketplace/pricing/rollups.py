@@ -416,13 +416,16 @@ def _product_columns(session: Session, totals: Any, where: Any) -> Iterator[Prod
     back (PostgreSQL ``array_agg``; SQLite ``group_concat``, whose two lists follow the same
     row order)."""
     c = totals.c
-    if _dialect(session) == "postgresql":
-        aggregates = [func.array_agg(c.units), func.array_agg(c.spend_pence)]
-    else:
-        aggregates = [func.group_concat(c.units), func.group_concat(c.spend_pence)]
-    stmt = select(c.product_id, *aggregates).where(where).group_by(c.product_id)
-    for product_id, units, spends in session.connection().execute(stmt.order_by(c.product_id)):
-        if isinstance(units, str):
+    as_text = _dialect(session) != "postgresql"
+    aggregate = func.group_concat if as_text else func.array_agg
+    stmt = (
+        select(c.product_id, aggregate(c.units), aggregate(c.spend_pence))
+        .where(where)
+        .group_by(c.product_id)
+        .order_by(c.product_id)
+    )
+    for product_id, units, spends in session.connection().execute(stmt):
+        if as_text:
             units, spends = [int(v) for v in units.split(",")], [int(v) for v in spends.split(",")]
         yield product_id, units, spends
 
