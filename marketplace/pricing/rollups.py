@@ -9,8 +9,12 @@ re-summed from whole months of the monthly rollup and edge days of the daily one
 touched product's distribution is recomputed from its per-trust totals. The full refresh sums
 the window straight from the raw lines. Nothing on the read path scans raw lines.
 
-Writers serialise on one transaction-scoped advisory lock on PostgreSQL (SQLite serialises
-writers already: ``BEGIN IMMEDIATE``), so concurrent imports cannot lose each other's updates.
+On PostgreSQL two transaction-scoped advisory locks order the writers (SQLite serialises
+writers already: ``BEGIN IMMEDIATE``). Adding deltas to the rollups takes the rollups lock
+*shared*: the upserts commute, so a long import and an order delivery add theirs side by side,
+and only a rebuild of the rollups (which takes it exclusive) waits for them. The default-window
+caches are written under the caches lock, exclusive, held from a writer's last step to its
+commit, so concurrent writers cannot lose each other's updates there.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ from .models import (
     TrustWindowTotal,
 )
 
-PRICING_LOCK_KEY = 0x7072_6963  # "pric": the pricing writers' advisory lock on PostgreSQL
+# PostgreSQL advisory lock keys
+ROLLUPS_LOCK_KEY = 0x7072_6963  # "pric": shared to add to the rollups, exclusive to rebuild them
+CACHES_LOCK_KEY = 0x7072_6377  # "prcw": exclusive to write the default-window caches
 CHUNK = 500
 PRODUCT_CHUNK = 5000  # ids per statement (SQLite takes up to 32,766 parameters)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -191,10 +197,23 @@ def _month_of(session: Session, column: Any) -> Any:
     return func.date(column, "start of month")
 
 
-def lock_pricing(session: Session) -> None:
-    """Serialise the writers of the derived tables (re-entrant within a transaction)."""
+def share_rollups(session: Session) -> None:
+    """Let this transaction add deltas to the rollups beside other such writers; a rebuild of
+    the rollups waits for it (re-entrant within a transaction, like the two below)."""
     if _dialect(session) == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(PRICING_LOCK_KEY)))
+        session.execute(select(func.pg_advisory_xact_lock_shared(ROLLUPS_LOCK_KEY)))
+
+
+def lock_rollups(session: Session) -> None:
+    """Keep every other rollup writer out until this transaction ends (a rebuild)."""
+    if _dialect(session) == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(ROLLUPS_LOCK_KEY)))
+
+
+def lock_caches(session: Session) -> None:
+    """Serialise the writers of the default-window caches until this transaction ends."""
+    if _dialect(session) == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(CACHES_LOCK_KEY)))
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -263,7 +282,7 @@ class Changes:
         """Apply the collected deltas to the daily and monthly rollups."""
         if not self._deltas:
             return
-        lock_pricing(session)
+        share_rollups(session)
         daily = sorted(self._deltas.items())
         monthly: dict[tuple[str, str, date], list[int]] = {}
         for (product_id, trust_id, day), (units, spend, lines) in daily:
@@ -328,7 +347,7 @@ def ensure_current(session: Session, today: date | None = None) -> tuple[Pricing
     """Make the caches describe the default window ending ``today``: create them, or roll the
     window forward by recomputing only the pairs bought on the days that left or entered it.
     Returns the state and what happened: ``current``, ``rolled`` or ``rebuilt`` (whole)."""
-    lock_pricing(session)
+    lock_caches(session)
     window = Window.default(today)
     state = session.get(PricingState, 1, populate_existing=True)
     if state is None:
@@ -588,7 +607,7 @@ def rebuild_totals(session: Session) -> None:
 
 def rebuild_rollups(session: Session) -> None:
     """Recompute the daily and monthly rollups from the raw purchase lines."""
-    lock_pricing(session)
+    lock_rollups(session)
     session.execute(delete(DailyTotal))
     session.execute(delete(MonthlyTotal))
     r = PurchaseRecord
@@ -636,7 +655,9 @@ def refresh_all(
     """The full refresh: both caches from the raw lines (and, with ``rebuild``, the rollups
     too, which every line change already keeps exact). Returns the number of products with
     statistics."""
-    lock_pricing(session)
+    if rebuild:
+        lock_rollups(session)  # first, as every writer takes the two locks in this order
+    lock_caches(session)
     if rebuild:
         progress("rollups", 0, 1)
         rebuild_rollups(session)

@@ -52,6 +52,7 @@ from .rollups import today_utc as today_utc
 from .rollups import window_totals as window_totals
 
 IMPORT_BATCH = 2000
+FLUSH_ROLLUPS_ABOVE = 20_000  # rollup deltas an import collects before it adds them (memory)
 MAX_REPORTED_ERRORS = 1000
 PURCHASE_FIELDS = (
     "trust_id",
@@ -387,7 +388,7 @@ def _write_lines(
             continue
         result.matched += 1
         changes.add(product_id, trust_id, order_date, quantity * units_per_pack, total)
-    if changes.pending > 20_000:
+    if changes.pending > FLUSH_ROLLUPS_ABOVE:
         changes.flush(session)
 
 

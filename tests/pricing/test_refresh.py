@@ -7,7 +7,8 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text
 
 from marketplace.pricing import rollups, service
 from marketplace.pricing.models import (
@@ -302,3 +303,151 @@ def test_concurrent_imports_lose_no_update(world, session_factory):
         rollups.refresh_all(session, rebuild=True)
     with session_factory() as session:
         assert snapshot(session) == incremental
+
+
+class _PausedImport:
+    """A trust's import, in its own thread and transaction, stopped half-way: its first batch
+    of lines is written and their deltas added to the rollups (as a long import's are), and it
+    waits there, transaction open, until ``finish``."""
+
+    def __init__(self, world, session_factory, monkeypatch, trust: int = 0):
+        import threading
+
+        from marketplace.db import unit_of_work
+        from marketplace.pricing.importer import COLUMNS
+
+        from .conftest import csv_bytes
+
+        monkeypatch.setattr(service, "FLUSH_ROLLUPS_ABOVE", 0)
+        self.flushed, self.release = threading.Event(), threading.Event()
+        real_flush = rollups.Changes.flush
+
+        def flush(changes, session):
+            real_flush(changes, session)
+            self.flushed.set()
+
+        monkeypatch.setattr(rollups.Changes, "flush", flush)
+        rows = [
+            line(
+                f"PO-P{trust}",
+                n,
+                gtin=make_gtin(1),
+                quantity=2,
+                total_price_pence=500 + n,
+                when=days_ago(n),
+            )
+            for n in range(1, 21)
+        ]
+        data = csv_bytes(rows, COLUMNS)
+        split = data.index(b"\n", len(data) // 2) + 1  # after about ten whole rows
+        first_rows = data[:split].count(b"\n") - 1
+        release = self.release
+
+        class Stream:
+            def __init__(self):
+                self.parts = [data[:split], data[split:]]
+
+            def read(self, size=-1):
+                if not self.parts:
+                    return b""
+                if len(self.parts) == 1:
+                    release.wait(30)
+                return self.parts.pop(0)
+
+        self.errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with unit_of_work(session_factory) as session:
+                    org = service.find_trust(session, world.trust(trust).ods_code)
+                    service.import_purchases(
+                        session, SYSTEM, org, Stream(), "csv", batch_size=first_rows
+                    )
+            except BaseException as error:  # reported by finish
+                self.errors.append(error)
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+        assert self.flushed.wait(20), "the import should have added its first deltas"
+
+    def finish(self) -> None:
+        self.release.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+        assert self.errors == []
+
+
+def _assert_exact(session_factory) -> None:
+    with session_factory() as session:
+        incremental = snapshot(session)
+    with session_factory.begin() as session:
+        rollups.refresh_all(session, rebuild=True)
+    with session_factory() as session:
+        assert snapshot(session) == incremental
+
+
+@pytest.mark.postgres
+def test_a_delivery_does_not_wait_for_a_long_import(
+    world, import_as, session_factory, settings, monkeypatch
+):
+    """An order line delivered to one trust while another trust's import is half-way is
+    recorded, with the statistics refreshed, at once; both end up exact."""
+    if not settings.is_postgresql:
+        pytest.skip("advisory locks are PostgreSQL's: set MARKETPLACE_TEST_DATABASE_URL")
+    for t in (2, 3, 4):
+        import_as(
+            world.trust(t), [line(f"PO-{t}", 1, gtin=make_gtin(1), total_price_pence=300 + 40 * t)]
+        )
+    paused = _PausedImport(world, session_factory, monkeypatch)
+    try:
+        with session_factory.begin() as session:
+            session.execute(text("SET LOCAL lock_timeout = '5s'"))
+            service.record_marketplace_purchase(
+                session,
+                trust_id=world.trust(1).id,
+                order_reference="ord_during_import",
+                line=1,
+                order_date=days_ago(1),
+                product_id=world.gloves.id,
+                supplier_id=world.supplier.id,
+                quantity=4,
+                total_price_pence=1000,
+            )
+    finally:
+        paused.finish()
+    with session_factory() as session:
+        stats = session.get(ProductStats, world.gloves.id)
+        assert stats.n_trusts == 5  # trusts 2-4, the delivery's and the import's
+    _assert_exact(session_factory)
+
+
+@pytest.mark.postgres
+def test_a_rollup_rebuild_waits_for_an_import_in_progress(
+    world, session_factory, settings, monkeypatch
+):
+    """``pricing refresh --rollups`` rebuilds the rollups from the raw lines: it must not run
+    while an import has added deltas it cannot see yet, or the import's would be lost."""
+    import threading
+
+    if not settings.is_postgresql:
+        pytest.skip("advisory locks are PostgreSQL's: set MARKETPLACE_TEST_DATABASE_URL")
+    paused = _PausedImport(world, session_factory, monkeypatch)
+    errors: list[BaseException] = []
+
+    def rebuild() -> None:
+        try:
+            with session_factory.begin() as session:
+                rollups.refresh_all(session, rebuild=True)
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    refresh = threading.Thread(target=rebuild)
+    try:
+        refresh.start()
+        refresh.join(1.0)
+        assert refresh.is_alive(), "the rebuild should wait for the import to commit"
+    finally:
+        paused.finish()
+        refresh.join(30)
+    assert errors == []
+    _assert_exact(session_factory)
