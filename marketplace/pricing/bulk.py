@@ -245,6 +245,14 @@ def insert_stats(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     )
 
 
+def analyse(session: Session, *tables: str) -> None:
+    """Refresh PostgreSQL's planner statistics of tables just rebuilt in bulk: until autovacuum
+    gets to them, every query on them would be planned on stale or no statistics."""
+    if dialect(session) == "postgresql":
+        for name in tables:
+            session.execute(text(f"ANALYZE {name}"))
+
+
 @contextmanager
 def rebuilt_table(session: Session, target: Table, rows: Select[Any]) -> Iterator[Any]:
     """Replace every row of the derived table ``target`` by ``rows`` (its columns, in order),
@@ -253,7 +261,8 @@ def rebuilt_table(session: Session, target: Table, rows: Select[Any]) -> Iterato
     PostgreSQL: the rows go into a new table without indexes, which are then built in one pass
     each (far cheaper than maintaining them row by row, and no dead rows are left behind); on
     leaving, the new table takes the old one's place and names in the same transaction, so
-    readers see the old rows until the commit and wait only for the swap itself. SQLite: the
+    readers see the old rows until the commit and wait only for the swap itself; the new table
+    is analysed before it takes the old one's place. SQLite: the
     table is emptied and refilled in place (its writers are serialised anyway)."""
     names = [c.name for c in target.columns]
     if dialect(session) != "postgresql":
@@ -271,6 +280,7 @@ def rebuilt_table(session: Session, target: Table, rows: Select[Any]) -> Iterato
     for index in target.indexes:
         columns = ", ".join(c.name for c in index.columns)
         session.execute(text(f"CREATE INDEX {index.name}_build ON {build} ({columns})"))
+    analyse(session, build)
     yield build_table
     session.execute(text(f"DROP TABLE {target.name}"))
     session.execute(text(f"ALTER TABLE {build} RENAME TO {target.name}"))

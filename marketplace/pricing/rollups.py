@@ -643,6 +643,7 @@ def rebuild_rollups(session: Session) -> None:
             .order_by(DailyTotal.product_id, DailyTotal.trust_id, month),
         )
     )
+    bulk.analyse(session, DailyTotal.__tablename__, MonthlyTotal.__tablename__)
 
 
 def refresh_all(

@@ -451,3 +451,22 @@ def test_a_rollup_rebuild_waits_for_an_import_in_progress(
         refresh.join(30)
     assert errors == []
     _assert_exact(session_factory)
+
+
+@pytest.mark.postgres
+def test_the_rebuilt_window_table_comes_with_planner_statistics(
+    world, import_as, session_factory, settings
+):
+    """The full refresh builds the window totals in a new table: it must be analysed before it
+    takes the old one's place, or every read is planned without statistics until autovacuum."""
+    if not settings.is_postgresql:
+        pytest.skip("planner statistics are PostgreSQL's: set MARKETPLACE_TEST_DATABASE_URL")
+    for t in range(3):
+        import_as(world.trust(t), [line(f"PO-A{t}", 1, gtin=make_gtin(1))])
+    with session_factory.begin() as session:
+        rollups.refresh_all(session)
+    with session_factory() as session:
+        analysed = session.execute(
+            text("SELECT count(*) FROM pg_stats WHERE tablename = 'pricing_trust_window'")
+        ).scalar()
+    assert analysed > 0
