@@ -9,17 +9,19 @@ re-summed from whole months of the monthly rollup and edge days of the daily one
 touched product's distribution is recomputed from its per-trust totals. The full refresh sums
 the window straight from the raw lines. Nothing on the read path scans raw lines.
 
-On PostgreSQL two transaction-scoped advisory locks order the writers (SQLite serialises
-writers already: ``BEGIN IMMEDIATE``). Adding deltas to the rollups takes the rollups lock
-*shared*: the upserts commute, so a long import and an order delivery add theirs side by side,
-and only a rebuild of the rollups (which takes it exclusive) waits for them. The default-window
-caches are written under the caches lock, exclusive, held from a writer's last step to its
-commit, so concurrent writers cannot lose each other's updates there.
+On PostgreSQL transaction-scoped advisory locks order the writers (SQLite serialises writers
+already: ``BEGIN IMMEDIATE``); docs/pricing.md, "Concurrency", has the whole story. Adding
+deltas to the rollups takes the rollups lock *shared* and a lock per trust: the upserts
+commute, so a long import and the deliveries to other trusts add theirs side by side, and only
+a rebuild of the rollups (which takes the rollups lock exclusive) waits for them all. The
+default-window caches are written under the caches lock, exclusive, from a writer's first
+refresh to its commit, so concurrent writers cannot lose each other's updates there.
 """
 
 from __future__ import annotations
 
 import calendar
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -47,7 +49,9 @@ from .models import (
 
 # PostgreSQL advisory lock keys
 ROLLUPS_LOCK_KEY = 0x7072_6963  # "pric": shared to add to the rollups, exclusive to rebuild them
+TRUST_LOCK_CLASS = 0x7072_7472  # "prtr", with a trust id's hash: one writer of its rollup rows
 CACHES_LOCK_KEY = 0x7072_6377  # "prcw": exclusive to write the default-window caches
+REBUILD_POLL_SECONDS = 1.0
 CHUNK = 500
 PRODUCT_CHUNK = 5000  # ids per statement (SQLite takes up to 32,766 parameters)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -197,17 +201,29 @@ def _month_of(session: Session, column: Any) -> Any:
     return func.date(column, "start of month")
 
 
-def share_rollups(session: Session) -> None:
-    """Let this transaction add deltas to the rollups beside other such writers; a rebuild of
-    the rollups waits for it (re-entrant within a transaction, like the two below)."""
-    if _dialect(session) == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock_shared(ROLLUPS_LOCK_KEY)))
+def share_rollups(session: Session, trust_ids: Iterable[str]) -> None:
+    """Let this transaction add deltas to these trusts' rollup rows beside the writers of
+    other trusts'; a writer of the same trust's rows, and a rebuild of the rollups, wait for
+    it (re-entrant within a transaction, like the locks below). Rollup rows are keyed by
+    trust, so two writers never wait for each other's rows while holding the caches lock."""
+    if _dialect(session) != "postgresql":
+        return
+    session.execute(select(func.pg_advisory_xact_lock_shared(ROLLUPS_LOCK_KEY)))
+    for trust_id in sorted(set(trust_ids)):
+        session.execute(
+            select(func.pg_advisory_xact_lock(TRUST_LOCK_CLASS, func.hashtext(trust_id)))
+        )
 
 
-def lock_rollups(session: Session) -> None:
-    """Keep every other rollup writer out until this transaction ends (a rebuild)."""
-    if _dialect(session) == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(ROLLUPS_LOCK_KEY)))
+def lock_rollups(session: Session, poll_seconds: float | None = None) -> None:
+    """Keep every other rollup writer out until this transaction ends (a rebuild). It asks
+    again every ``poll_seconds`` rather than queueing: a queued exclusive request would make
+    every new writer (an order delivery) queue behind it for as long as an import runs."""
+    if _dialect(session) != "postgresql":
+        return
+    attempt = select(func.pg_try_advisory_xact_lock(ROLLUPS_LOCK_KEY))
+    while not session.execute(attempt).scalar():
+        time.sleep(REBUILD_POLL_SECONDS if poll_seconds is None else poll_seconds)
 
 
 def lock_caches(session: Session) -> None:
@@ -282,7 +298,7 @@ class Changes:
         """Apply the collected deltas to the daily and monthly rollups."""
         if not self._deltas:
             return
-        share_rollups(session)
+        share_rollups(session, (trust_id for _, trust_id, _ in self._deltas))
         daily = sorted(self._deltas.items())
         monthly: dict[tuple[str, str, date], list[int]] = {}
         for (product_id, trust_id, day), (units, spend, lines) in daily:
@@ -325,8 +341,9 @@ def refresh(session: Session, changes: Changes) -> None:
         rebuild_caches(session, window)
     elif changes.window_deltas:
         pairs = changes.pairs
-        if outcome == "rolled":
-            # the window moved: these pairs' totals are re-summed from the rollups
+        if outcome in ("rolled", "ahead"):
+            # the window moved since the deltas were collected: these pairs' totals are
+            # re-summed from the rollups for the window the caches describe
             recompute_pairs(session, window, pairs)
         else:
             add_window_deltas(session, changes.window_deltas)
@@ -346,7 +363,8 @@ def add_window_deltas(session: Session, deltas: dict[tuple[str, str], list[int]]
 def ensure_current(session: Session, today: date | None = None) -> tuple[PricingState, str]:
     """Make the caches describe the default window ending ``today``: create them, or roll the
     window forward by recomputing only the pairs bought on the days that left or entered it.
-    Returns the state and what happened: ``current``, ``rolled`` or ``rebuilt`` (whole)."""
+    Returns the state and what happened: ``current``, ``rolled`` or ``rebuilt`` (whole), or
+    ``ahead`` when the caches already describe a later window (they never move back)."""
     lock_caches(session)
     window = Window.default(today)
     state = session.get(PricingState, 1, populate_existing=True)
@@ -359,6 +377,9 @@ def ensure_current(session: Session, today: date | None = None) -> tuple[Pricing
     old = Window(state.window_from, state.window_to)
     if old == window:
         return state, "current"
+    if window.end < old.end:
+        # a writer that started before midnight: another one has moved the window on since
+        return state, "ahead"
     state.window_from, state.window_to = window.start, window.end
     if window.start < old.start or (window.start - old.start).days > 62:
         rebuild_caches(session, window)

@@ -26,7 +26,7 @@ from ..accounts.models import Organisation, OrgType, Role
 from ..accounts.service import Principal
 from ..catalog import service as catalog
 from ..catalog.models import Offer
-from ..db import new_id, utcnow
+from ..db import lock_row, new_id, utcnow
 from ..errors import Forbidden, NotFound, Problem, ValidationFailed
 from ..pagination import decode_cursor, encode_cursor
 from . import bulk
@@ -101,8 +101,15 @@ def trust_for_actor(
     raise Forbidden("Purchase records are for trust buyers and operators.", code="wrong-role")
 
 
-def get_purchase(session: Session, actor: Principal, purchase_id: str) -> PurchaseRecord:
-    record = session.get(PurchaseRecord, purchase_id)
+def get_purchase(
+    session: Session, actor: Principal, purchase_id: str, *, for_update: bool = False
+) -> PurchaseRecord:
+    """A line the actor may see; ``for_update`` locks it (PostgreSQL) for a change computed
+    from its current values, so two changes at once cannot both start from the same state."""
+    if for_update:
+        record = lock_row(session, PurchaseRecord, purchase_id)
+    else:
+        record = session.get(PurchaseRecord, purchase_id)
     if record is None or (actor.role != Role.OPERATOR and record.trust_id != actor.organisation_id):
         raise NotFound(
             f"No purchase record with id {purchase_id!r} is visible to you.",
@@ -408,7 +415,7 @@ def match_purchase(
     today: date | None = None,
 ) -> PurchaseRecord:
     """Match a line (unmatched, or matched to the wrong product) to a catalogue product."""
-    record = get_purchase(session, actor, purchase_id)
+    record = get_purchase(session, actor, purchase_id, for_update=True)
     try:
         product = catalog.get_product(session, product_id)
     except NotFound:
@@ -450,7 +457,7 @@ def set_benchmark_exclusion(
     again. Operators only."""
     if not actor.is_operator:
         raise Forbidden("Only operators exclude lines from benchmarking.", code="wrong-role")
-    record = get_purchase(session, actor, purchase_id)
+    record = get_purchase(session, actor, purchase_id, for_update=True)
     reason = (reason or "").strip() or None
     if excluded and not reason:
         raise ValidationFailed(

@@ -310,7 +310,7 @@ class _PausedImport:
     of lines is written and their deltas added to the rollups (as a long import's are), and it
     waits there, transaction open, until ``finish``."""
 
-    def __init__(self, world, session_factory, monkeypatch, trust: int = 0):
+    def __init__(self, world, session_factory, monkeypatch, trust: int = 0, today=None):
         import threading
 
         from marketplace.db import unit_of_work
@@ -361,7 +361,7 @@ class _PausedImport:
                 with unit_of_work(session_factory) as session:
                     org = service.find_trust(session, world.trust(trust).ods_code)
                     service.import_purchases(
-                        session, SYSTEM, org, Stream(), "csv", batch_size=first_rows
+                        session, SYSTEM, org, Stream(), "csv", batch_size=first_rows, today=today
                     )
             except BaseException as error:  # reported by finish
                 self.errors.append(error)
@@ -377,79 +377,215 @@ class _PausedImport:
         assert self.errors == []
 
 
-def _assert_exact(session_factory) -> None:
+def _in_thread(work):
+    """Run ``work`` in a thread; returns the thread and the list its exception lands in."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as error:  # reported by the caller
+            errors.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors
+
+
+def _deliver(session_factory, trust, reference, lines, today=None, lock_timeout=None):
+    """Record delivered order lines ``(product, quantity, total)`` in one transaction, as the
+    ordering domain does when a supplier order is delivered."""
+    with session_factory.begin() as session:
+        if lock_timeout:
+            session.execute(text(f"SET LOCAL lock_timeout = '{lock_timeout}'"))
+        for number, (product, quantity, total) in enumerate(lines, start=1):
+            service.record_marketplace_purchase(
+                session,
+                trust_id=trust.id,
+                order_reference=reference,
+                line=number,
+                order_date=(today or TODAY) - timedelta(days=1),
+                product_id=product.id,
+                supplier_id=None,
+                quantity=quantity,
+                total_price_pence=total,
+                today=today,
+            )
+
+
+def _assert_exact(session_factory, today=None) -> None:
     with session_factory() as session:
         incremental = snapshot(session)
     with session_factory.begin() as session:
-        rollups.refresh_all(session, rebuild=True)
+        rollups.refresh_all(session, today=today, rebuild=True)
     with session_factory() as session:
         assert snapshot(session) == incremental
 
 
-@pytest.mark.postgres
-def test_a_delivery_does_not_wait_for_a_long_import(
-    world, import_as, session_factory, settings, monkeypatch
-):
-    """An order line delivered to one trust while another trust's import is half-way is
-    recorded, with the statistics refreshed, at once; both end up exact."""
-    if not settings.is_postgresql:
-        pytest.skip("advisory locks are PostgreSQL's: set MARKETPLACE_TEST_DATABASE_URL")
+def _three_trusts_bought_gloves(world, import_as) -> None:
     for t in (2, 3, 4):
         import_as(
             world.trust(t), [line(f"PO-{t}", 1, gtin=make_gtin(1), total_price_pence=300 + 40 * t)]
         )
+
+
+def _needs_postgres(settings) -> None:
+    if not settings.is_postgresql:
+        pytest.skip("advisory and row locks are PostgreSQL's: set MARKETPLACE_TEST_DATABASE_URL")
+
+
+@pytest.mark.postgres
+def test_a_delivery_does_not_wait_for_another_trusts_long_import(
+    world, import_as, session_factory, settings, monkeypatch
+):
+    """An order line delivered to one trust while another trust's import is half-way is
+    recorded, with the statistics refreshed, at once; both end up exact."""
+    _needs_postgres(settings)
+    _three_trusts_bought_gloves(world, import_as)
     paused = _PausedImport(world, session_factory, monkeypatch)
     try:
-        with session_factory.begin() as session:
-            session.execute(text("SET LOCAL lock_timeout = '5s'"))
-            service.record_marketplace_purchase(
-                session,
-                trust_id=world.trust(1).id,
-                order_reference="ord_during_import",
-                line=1,
-                order_date=days_ago(1),
-                product_id=world.gloves.id,
-                supplier_id=world.supplier.id,
-                quantity=4,
-                total_price_pence=1000,
-            )
+        _deliver(
+            session_factory, world.trust(1), "ord_1", [(world.gloves, 4, 1000)], lock_timeout="5s"
+        )
     finally:
         paused.finish()
     with session_factory() as session:
-        stats = session.get(ProductStats, world.gloves.id)
-        assert stats.n_trusts == 5  # trusts 2-4, the delivery's and the import's
+        assert session.get(ProductStats, world.gloves.id).n_trusts == 5
     _assert_exact(session_factory)
 
 
 @pytest.mark.postgres
-def test_a_rollup_rebuild_waits_for_an_import_in_progress(
-    world, session_factory, settings, monkeypatch
+def test_a_delivery_to_the_importing_trust_waits_for_it_without_deadlock(
+    world, import_as, session_factory, settings, monkeypatch
 ):
-    """``pricing refresh --rollups`` rebuilds the rollups from the raw lines: it must not run
-    while an import has added deltas it cannot see yet, or the import's would be lost."""
-    import threading
+    """Rollup rows are keyed by trust: a delivery to the trust whose import is half-way waits
+    for the import before it writes any (not with the caches lock held, after a first line
+    of another product, which would deadlock with the import's final refresh)."""
+    _needs_postgres(settings)
+    _three_trusts_bought_gloves(world, import_as)
+    paused = _PausedImport(world, session_factory, monkeypatch, trust=0)
+    lines = [(world.stockings, 1, 600), (world.gloves, 2, 700)]  # the import has gloves rows
+    delivery, errors = _in_thread(lambda: _deliver(session_factory, world.trust(0), "ord_2", lines))
+    try:
+        delivery.join(1.0)
+        assert delivery.is_alive(), "the delivery should wait for the same trust's import"
+    finally:
+        paused.finish()
+        delivery.join(30)
+    assert errors == []
+    _assert_exact(session_factory)
 
-    if not settings.is_postgresql:
-        pytest.skip("advisory locks are PostgreSQL's: set MARKETPLACE_TEST_DATABASE_URL")
+
+@pytest.mark.postgres
+def test_a_rollup_rebuild_waits_for_an_import_without_holding_up_deliveries(
+    world, import_as, session_factory, settings, monkeypatch
+):
+    """``pricing refresh --rollups`` must not rebuild the rollups while an import has added
+    deltas it cannot see yet; and while it waits, deliveries to other trusts go through."""
+    _needs_postgres(settings)
+    _three_trusts_bought_gloves(world, import_as)
+    monkeypatch.setattr(rollups, "REBUILD_POLL_SECONDS", 0.05)
     paused = _PausedImport(world, session_factory, monkeypatch)
-    errors: list[BaseException] = []
 
     def rebuild() -> None:
-        try:
-            with session_factory.begin() as session:
-                rollups.refresh_all(session, rebuild=True)
-        except BaseException as error:  # reported below
-            errors.append(error)
+        with session_factory.begin() as session:
+            rollups.refresh_all(session, rebuild=True)
 
-    refresh = threading.Thread(target=rebuild)
+    refresh, errors = _in_thread(rebuild)
     try:
-        refresh.start()
         refresh.join(1.0)
         assert refresh.is_alive(), "the rebuild should wait for the import to commit"
+        _deliver(
+            session_factory, world.trust(1), "ord_3", [(world.gloves, 4, 1000)], lock_timeout="5s"
+        )
+        assert refresh.is_alive()
     finally:
         paused.finish()
         refresh.join(30)
     assert errors == []
+    with session_factory() as session:
+        assert session.get(ProductStats, world.gloves.id).n_trusts == 5
+    _assert_exact(session_factory)
+
+
+@pytest.mark.postgres
+def test_an_import_that_ends_after_midnight_keeps_the_window_moved_on(
+    world, import_as, session_factory, settings, monkeypatch
+):
+    """An import started yesterday finishes after a delivery has rolled the window to today:
+    the window stays today's (not rebuilt back to yesterday's), and everything is exact."""
+    _needs_postgres(settings)
+    _three_trusts_bought_gloves(world, import_as)
+    tomorrow = TODAY + timedelta(days=1)
+    paused = _PausedImport(world, session_factory, monkeypatch, today=TODAY)
+    rebuilds = []
+    real_rebuild = rollups.rebuild_caches
+    monkeypatch.setattr(
+        rollups, "rebuild_caches", lambda *a, **k: rebuilds.append(1) or real_rebuild(*a, **k)
+    )
+    try:
+        _deliver(
+            session_factory, world.trust(1), "ord_4", [(world.gloves, 4, 1000)], today=tomorrow
+        )
+    finally:
+        paused.finish()
+    with session_factory() as session:
+        state = session.get(PricingState, 1)
+        assert state.window_to == tomorrow
+    assert rebuilds == [], "the caches should be brought up to date pair by pair, not rebuilt"
+    _assert_exact(session_factory, today=tomorrow)
+
+
+@pytest.mark.postgres
+def test_two_exclusions_of_one_line_at_once_count_it_out_once(
+    world, import_as, session_factory, settings, monkeypatch
+):
+    """Each change to a line is computed from its current values: the second of two
+    simultaneous exclusions must see the first's, or the line is subtracted twice."""
+    import threading
+
+    _needs_postgres(settings)
+    _three_trusts_bought_gloves(world, import_as)
+    # a second line on the same day, so that a double subtraction leaves a wrong remainder
+    import_as(
+        world.trust(2),
+        [line("PO-2X", 1, gtin=make_gtin(1), quantity=3, total_price_pence=2000)],
+    )
+    with session_factory() as session:
+        line_id = session.scalar(
+            select(PurchaseRecord.id).where(PurchaseRecord.po_number == "PO-2")
+        )
+    both_read = threading.Event()
+    reads = []
+    real_get, real_refresh = service.get_purchase, service.refresh
+
+    def get_purchase(*args, **kwargs):
+        record = real_get(*args, **kwargs)
+        reads.append(1)
+        if len(reads) >= 2:
+            both_read.set()
+        return record
+
+    def refresh(session, changes):
+        both_read.wait(2)  # the first writer gives the second the chance to read the line
+        real_refresh(session, changes)
+
+    monkeypatch.setattr(service, "get_purchase", get_purchase)
+    monkeypatch.setattr(service, "refresh", refresh)
+
+    def exclude() -> None:
+        with session_factory.begin() as session:
+            service.set_benchmark_exclusion(
+                session, SYSTEM, line_id, excluded=True, reason="a special"
+            )
+
+    first, first_errors = _in_thread(exclude)
+    second, second_errors = _in_thread(exclude)
+    first.join(30)
+    second.join(30)
+    assert first_errors == second_errors == []
     _assert_exact(session_factory)
 
 
