@@ -109,6 +109,9 @@ def refresh_command(rebuild: bool, quiet: bool) -> None:
 
     def progress(stage: str, done: int, total: int) -> None:
         nonlocal bar
+        if stage == "waiting":
+            click.echo("Waiting for the imports in progress to commit…", err=True)
+            return
         if quiet or stage != "statistics" or not total:
             return
         if bar is None:

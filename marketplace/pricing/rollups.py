@@ -215,15 +215,20 @@ def share_rollups(session: Session, trust_ids: Iterable[str]) -> None:
         )
 
 
-def lock_rollups(session: Session, poll_seconds: float | None = None) -> None:
+def lock_rollups(session: Session, on_wait: Callable[[], None] | None = None) -> None:
     """Keep every other rollup writer out until this transaction ends (a rebuild). It asks
-    again every ``poll_seconds`` rather than queueing: a queued exclusive request would make
-    every new writer (an order delivery) queue behind it for as long as an import runs."""
+    again every ``REBUILD_POLL_SECONDS`` rather than queueing: a queued exclusive request
+    would make every new writer (an order delivery) queue behind it for as long as an import
+    runs. ``on_wait`` is called once, if it has to wait."""
     if _dialect(session) != "postgresql":
         return
     attempt = select(func.pg_try_advisory_xact_lock(ROLLUPS_LOCK_KEY))
+    waited = False
     while not session.execute(attempt).scalar():
-        time.sleep(REBUILD_POLL_SECONDS if poll_seconds is None else poll_seconds)
+        if on_wait and not waited:
+            on_wait()
+        waited = True
+        time.sleep(REBUILD_POLL_SECONDS)
 
 
 def lock_caches(session: Session) -> None:
@@ -678,7 +683,8 @@ def refresh_all(
     too, which every line change already keeps exact). Returns the number of products with
     statistics."""
     if rebuild:
-        lock_rollups(session)  # first, as every writer takes the two locks in this order
+        # first, as every writer takes the rollups lock before the caches lock
+        lock_rollups(session, on_wait=lambda: progress("waiting", 0, 1))
     lock_caches(session)
     if rebuild:
         progress("rollups", 0, 1)

@@ -489,9 +489,11 @@ def test_a_rollup_rebuild_waits_for_an_import_without_holding_up_deliveries(
     monkeypatch.setattr(rollups, "REBUILD_POLL_SECONDS", 0.05)
     paused = _PausedImport(world, session_factory, monkeypatch)
 
+    stages: list[str] = []
+
     def rebuild() -> None:
         with session_factory.begin() as session:
-            rollups.refresh_all(session, rebuild=True)
+            rollups.refresh_all(session, rebuild=True, progress=lambda s, *_: stages.append(s))
 
     refresh, errors = _in_thread(rebuild)
     try:
@@ -505,6 +507,7 @@ def test_a_rollup_rebuild_waits_for_an_import_without_holding_up_deliveries(
         paused.finish()
         refresh.join(30)
     assert errors == []
+    assert stages.count("waiting") == 1  # the CLI says it is waiting, once
     with session_factory() as session:
         assert session.get(ProductStats, world.gloves.id).n_trusts == 5
     _assert_exact(session_factory)
