@@ -483,19 +483,18 @@ def _deliver(
     order = supplier_order.order
     if order.payment_method == PaymentMethod.BUDGET:
         return  # personal budgets are not trust purchases
-    for line in supplier_order.lines:
-        pricing.record_marketplace_purchase(
-            session,
-            trust_id=order.organisation_id,
-            order_reference=order.id,
-            line=line.position,
-            order_date=now.date(),
-            product_id=line.product_id,
-            supplier_id=supplier_order.supplier_id,
-            quantity=line.quantity,
-            total_price_pence=line.net_pence,
-            actor=_system(actor),
-        )
+    pricing.record_marketplace_purchases(
+        session,
+        trust_id=order.organisation_id,
+        order_reference=order.id,
+        order_date=now.date(),
+        supplier_id=supplier_order.supplier_id,
+        lines=[
+            pricing.DeliveredLine(line.position, line.product_id, line.quantity, line.net_pence)
+            for line in supplier_order.lines
+        ],
+        actor=_system(actor),
+    )
 
 
 def refund_supplier_order(

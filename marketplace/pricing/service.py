@@ -3,7 +3,7 @@ and the variance read models (DESIGN §6). Plain functions taking a ``Session``;
 never commit.
 
 Other domains call:
-- ``record_marketplace_purchase`` when an order line is delivered;
+- ``record_marketplace_purchases`` when a supplier order's lines are delivered;
 - ``price_verdicts`` when a quote prices its lines (``price_verdict`` for one price);
 - ``product_changed`` when a product's name, category or benchmark exclusion changes.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from sqlalchemy import Select, desc, func, select
 from sqlalchemy.orm import Session
@@ -487,6 +487,92 @@ def set_benchmark_exclusion(
     return record
 
 
+class DeliveredLine(NamedTuple):
+    """One delivered marketplace order line, as the ordering domain reports it."""
+
+    line: int
+    product_id: str
+    quantity: int
+    total_price_pence: int
+
+
+def record_marketplace_purchases(
+    session: Session,
+    *,
+    trust_id: str,
+    order_reference: str,
+    order_date: date,
+    supplier_id: str | None,
+    lines: Sequence[DeliveredLine],
+    actor: Principal | None = None,
+    today: date | None = None,
+) -> list[PurchaseRecord]:
+    """Record a delivered supplier order's lines as ``marketplace`` purchases and refresh the
+    statistics incrementally, once for all of them. Called by the ordering domain; idempotent
+    on (trust, order reference, line): a line recorded before comes back unchanged."""
+    actor = actor or Principal.system("orders")
+    trust = accounts.get_organisation(session, trust_id)
+    if trust.type != OrgType.TRUST:
+        raise ValidationFailed("Purchase records belong to trusts.", code="not-a-trust")
+    if any(line.quantity <= 0 or line.total_price_pence <= 0 for line in lines):
+        raise ValidationFailed(
+            "Quantity and total price must be positive.",
+            errors={"quantity": ["Must be positive."], "total_price_pence": ["Must be positive."]},
+        )
+    supplier = accounts.get_organisation(session, supplier_id) if supplier_id else None
+    records: list[PurchaseRecord] = []
+    new: list[PurchaseRecord] = []
+    changes = Changes(today)
+    for line in lines:
+        existing = session.scalar(
+            select(PurchaseRecord).where(
+                PurchaseRecord.trust_id == trust.id,
+                PurchaseRecord.po_number == order_reference,
+                PurchaseRecord.line == line.line,
+            )
+        )
+        if existing is not None:
+            records.append(existing)
+            continue
+        product = catalog.get_product(session, line.product_id)
+        record = PurchaseRecord(
+            trust_id=trust.id,
+            order_date=order_date,
+            product_id=product.id,
+            supplier_id=supplier.id if supplier else None,
+            supplier_name=supplier.name if supplier else None,
+            gtin=product.gtin,
+            description=product.name[:500],
+            quantity=line.quantity,
+            units_per_pack=product.units_per_pack,
+            total_price_pence=line.total_price_pence,
+            source=PurchaseSource.MARKETPLACE,
+            po_number=order_reference,
+            line=line.line,
+            status=PurchaseStatus.MATCHED,
+            benchmark_excluded=False,
+        )
+        session.add(record)
+        records.append(record)
+        new.append(record)
+    if not new:
+        return records
+    session.flush()
+    for record in new:
+        changes.add_record(record)
+    refresh(session, changes)
+    for record in new:
+        audit.record(
+            session,
+            actor,
+            "purchase.record",
+            "purchase_record",
+            record.id,
+            after=_snapshot(record),
+        )
+    return records
+
+
 def record_marketplace_purchase(
     session: Session,
     *,
@@ -501,53 +587,16 @@ def record_marketplace_purchase(
     actor: Principal | None = None,
     today: date | None = None,
 ) -> PurchaseRecord:
-    """Record a delivered marketplace order line as a ``marketplace`` purchase and refresh the
-    statistics incrementally. Called by the ordering domain; idempotent on (trust, order
-    reference, line): a second call returns the first record unchanged."""
-    actor = actor or Principal.system("orders")
-    trust = accounts.get_organisation(session, trust_id)
-    if trust.type != OrgType.TRUST:
-        raise ValidationFailed("Purchase records belong to trusts.", code="not-a-trust")
-    if quantity <= 0 or total_price_pence <= 0:
-        raise ValidationFailed(
-            "Quantity and total price must be positive.",
-            errors={"quantity": ["Must be positive."], "total_price_pence": ["Must be positive."]},
-        )
-    existing = session.scalar(
-        select(PurchaseRecord).where(
-            PurchaseRecord.trust_id == trust.id,
-            PurchaseRecord.po_number == order_reference,
-            PurchaseRecord.line == line,
-        )
-    )
-    if existing is not None:
-        return existing
-    product = catalog.get_product(session, product_id)
-    supplier = accounts.get_organisation(session, supplier_id) if supplier_id else None
-    record = PurchaseRecord(
-        trust_id=trust.id,
+    """``record_marketplace_purchases`` for one line."""
+    (record,) = record_marketplace_purchases(
+        session,
+        trust_id=trust_id,
+        order_reference=order_reference,
         order_date=order_date,
-        product_id=product.id,
-        supplier_id=supplier.id if supplier else None,
-        supplier_name=supplier.name if supplier else None,
-        gtin=product.gtin,
-        description=product.name[:500],
-        quantity=quantity,
-        units_per_pack=product.units_per_pack,
-        total_price_pence=total_price_pence,
-        source=PurchaseSource.MARKETPLACE,
-        po_number=order_reference,
-        line=line,
-        status=PurchaseStatus.MATCHED,
-        benchmark_excluded=False,
-    )
-    session.add(record)
-    session.flush()
-    changes = Changes(today)
-    changes.add_record(record)
-    refresh(session, changes)
-    audit.record(
-        session, actor, "purchase.record", "purchase_record", record.id, after=_snapshot(record)
+        supplier_id=supplier_id,
+        lines=[DeliveredLine(line, product_id, quantity, total_price_pence)],
+        actor=actor,
+        today=today,
     )
     return record
 

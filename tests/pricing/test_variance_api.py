@@ -370,6 +370,63 @@ def test_marketplace_purchase_is_recorded_and_counted(client, db, session_factor
     }.items()
 
 
+def test_a_delivered_order_is_recorded_in_one_refresh(
+    client, db, session_factory, market, monkeypatch
+):
+    """A supplier order's lines become purchase records together: the statistics are
+    refreshed once for all of them, and recording the order again changes nothing."""
+    refreshes = []
+    real_refresh = service.refresh
+    monkeypatch.setattr(
+        service, "refresh", lambda *a, **k: refreshes.append(1) or real_refresh(*a, **k)
+    )
+    lines = [
+        service.DeliveredLine(1, market.gloves.id, 10, 2600),
+        service.DeliveredLine(2, market.stockings.id, 4, 2000),
+    ]
+
+    def deliver():
+        with session_factory.begin() as session:
+            records = service.record_marketplace_purchases(
+                session,
+                trust_id=market.trust(5).id,
+                order_reference="ord_456",
+                order_date=days_ago(1),
+                supplier_id=market.supplier.id,
+                lines=lines,
+            )
+            return [(r.id, r.product_id, r.line) for r in records]
+
+    first = deliver()
+    assert [(p, n) for _, p, n in first] == [(market.gloves.id, 1), (market.stockings.id, 2)]
+    assert refreshes == [1]
+    assert deliver() == first
+    assert refreshes == [1], "nothing new to refresh"
+    with session_factory() as session:
+        assert session.query(PurchaseRecord).filter_by(po_number="ord_456").count() == 2
+    body = client.get(f"/api/v1/products/{market.gloves.id}/price-variance").get_json()
+    assert "RT5" in {r["ods_code"] for r in body["trusts"]}
+
+
+def test_a_delivery_with_a_bad_line_records_nothing(session_factory, market):
+    from marketplace.errors import ValidationFailed
+
+    with pytest.raises(ValidationFailed), session_factory.begin() as session:
+        service.record_marketplace_purchases(
+            session,
+            trust_id=market.trust(5).id,
+            order_reference="ord_789",
+            order_date=days_ago(1),
+            supplier_id=None,
+            lines=[
+                service.DeliveredLine(1, market.gloves.id, 10, 2600),
+                service.DeliveredLine(2, market.gloves.id, 0, 2600),
+            ],
+        )
+    with session_factory() as session:
+        assert session.query(PurchaseRecord).filter_by(po_number="ord_789").count() == 0
+
+
 @pytest.mark.parametrize(
     "query",
     [
