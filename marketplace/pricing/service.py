@@ -26,7 +26,7 @@ from ..accounts.models import Organisation, OrgType, Role
 from ..accounts.service import Principal
 from ..catalog import service as catalog
 from ..catalog.models import Offer
-from ..db import lock_row, new_id, utcnow
+from ..db import new_id, utcnow
 from ..errors import Forbidden, NotFound, Problem, ValidationFailed
 from ..pagination import decode_cursor, encode_cursor
 from . import bulk
@@ -104,17 +104,17 @@ def trust_for_actor(
 def get_purchase(
     session: Session, actor: Principal, purchase_id: str, *, for_update: bool = False
 ) -> PurchaseRecord:
-    """A line the actor may see; ``for_update`` locks it (PostgreSQL) for a change computed
-    from its current values, so two changes at once cannot both start from the same state."""
-    if for_update:
-        record = lock_row(session, PurchaseRecord, purchase_id)
-    else:
-        record = session.get(PurchaseRecord, purchase_id)
+    """A line the actor may see; ``for_update`` then locks it and reads it again (PostgreSQL)
+    for a change computed from its current values, so two changes at once cannot both start
+    from the same state."""
+    record = session.get(PurchaseRecord, purchase_id)
     if record is None or (actor.role != Role.OPERATOR and record.trust_id != actor.organisation_id):
         raise NotFound(
             f"No purchase record with id {purchase_id!r} is visible to you.",
             code="purchase-not-found",
         )
+    if for_update:
+        session.refresh(record, with_for_update=True)
     return record
 
 
