@@ -92,11 +92,7 @@ def _empty_all_tables(engine: Engine) -> None:
         if engine.dialect.name == "postgresql":
             # Fail loudly, not hang, if a session some test leaked still holds a lock.
             connection.execute(text("SET LOCAL lock_timeout = '20s'"))
-            connection.execute(
-                text(
-                    "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
-                )
-            )
+            _empty_postgresql_tables(connection, tables)
         else:
             # Append-only tables (the budget ledger) refuse DELETE through triggers: set them
             # aside while emptying, and put them back. (TRUNCATE above fires no row triggers.)
@@ -118,6 +114,30 @@ def _empty_all_tables(engine: Engine) -> None:
                 connection.execute(text(f'INSERT INTO "{fts}"("{fts}") VALUES (\'delete-all\')'))
             for _name, sql in triggers:
                 connection.execute(text(sql))
+
+
+def _empty_postgresql_tables(connection, tables: list[str]) -> None:
+    """Empty every table and restart the sequences. ``TRUNCATE`` gives each table new files,
+    about 5 ms a table on every test; the few rows a test leaves are deleted in a fraction of
+    that, with row triggers (the append-only tables' guards, foreign keys) off for the
+    transaction, which only a superuser may do: other roles get ``TRUNCATE``."""
+    superuser = connection.execute(
+        text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    ).scalar()
+    if not superuser:
+        names = ", ".join(f'"{t}"' for t in tables)
+        connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        return
+    connection.execute(text("SET LOCAL session_replication_role = replica"))
+    for table in tables:
+        connection.execute(text(f'DELETE FROM "{table}"'))
+    sequences = connection.execute(
+        text(
+            "SELECT relname FROM pg_class WHERE relkind = 'S' AND relnamespace = 'public'::regnamespace"
+        )
+    ).scalars()
+    for sequence in list(sequences):
+        connection.execute(text(f'ALTER SEQUENCE "{sequence}" RESTART'))
 
 
 @pytest.fixture
