@@ -95,7 +95,7 @@ def _empty_all_tables(engine: Engine) -> None:
             _empty_postgresql_tables(connection, tables)
         else:
             # Append-only tables (the budget ledger) refuse DELETE through triggers: set them
-            # aside while emptying, and put them back. (TRUNCATE above fires no row triggers.)
+            # aside while emptying, and put them back. (PostgreSQL turns them off instead.)
             triggers = connection.execute(
                 text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
             ).all()
@@ -121,22 +121,29 @@ def _empty_postgresql_tables(connection, tables: list[str]) -> None:
     about 5 ms a table on every test; the few rows a test leaves are deleted in a fraction of
     that, with row triggers (the append-only tables' guards, foreign keys) off for the
     transaction, which only a superuser may do: other roles get ``TRUNCATE``."""
-    superuser = connection.execute(
-        text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-    ).scalar()
-    if not superuser:
+    info = connection.info  # kept with the pooled database connection
+    if "superuser" not in info:
+        info["superuser"] = connection.execute(
+            text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        ).scalar()
+        info["sequences"] = (
+            connection.execute(
+                text(
+                    "SELECT relname FROM pg_class "
+                    "WHERE relkind = 'S' AND relnamespace = 'public'::regnamespace"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    if not info["superuser"]:
         names = ", ".join(f'"{t}"' for t in tables)
         connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
         return
     connection.execute(text("SET LOCAL session_replication_role = replica"))
     for table in tables:
         connection.execute(text(f'DELETE FROM "{table}"'))
-    sequences = connection.execute(
-        text(
-            "SELECT relname FROM pg_class WHERE relkind = 'S' AND relnamespace = 'public'::regnamespace"
-        )
-    ).scalars()
-    for sequence in list(sequences):
+    for sequence in info["sequences"]:
         connection.execute(text(f'ALTER SEQUENCE "{sequence}" RESTART'))
 
 

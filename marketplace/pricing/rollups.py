@@ -631,9 +631,10 @@ def rebuild_totals(session: Session) -> None:
     )
 
 
-def rebuild_rollups(session: Session) -> None:
-    """Recompute the daily and monthly rollups from the raw purchase lines."""
-    lock_rollups(session)
+def rebuild_rollups(session: Session, on_wait: Callable[[], None] | None = None) -> None:
+    """Recompute the daily and monthly rollups from the raw purchase lines, once the writers
+    adding to them have committed (``on_wait``: see ``lock_rollups``)."""
+    lock_rollups(session, on_wait)
     session.execute(delete(DailyTotal))
     session.execute(delete(MonthlyTotal))
     r = PurchaseRecord
@@ -682,14 +683,11 @@ def refresh_all(
     """The full refresh: both caches from the raw lines (and, with ``rebuild``, the rollups
     too, which every line change already keeps exact). Returns the number of products with
     statistics."""
-    if rebuild:
-        # first, as every writer takes the rollups lock before the caches lock
-        lock_rollups(session, on_wait=lambda: progress("waiting", 0, 1))
-    lock_caches(session)
-    if rebuild:
+    if rebuild:  # first, as every writer takes the rollups lock before the caches lock
         progress("rollups", 0, 1)
-        rebuild_rollups(session)
+        rebuild_rollups(session, on_wait=lambda: progress("waiting", 0, 1))
         progress("rollups", 1, 1)
+    lock_caches(session)
     window = Window.default(today)
     state = session.get(PricingState, 1, populate_existing=True)
     if state is None:

@@ -104,17 +104,20 @@ def trust_for_actor(
 def get_purchase(
     session: Session, actor: Principal, purchase_id: str, *, for_update: bool = False
 ) -> PurchaseRecord:
-    """A line the actor may see; ``for_update`` then locks it and reads it again (PostgreSQL)
-    for a change computed from its current values, so two changes at once cannot both start
-    from the same state."""
-    record = session.get(PurchaseRecord, purchase_id)
+    """A line the actor may see; ``for_update`` reads it locked (PostgreSQL) for a change
+    computed from its current values, so two changes at once cannot both start from the same
+    state."""
+    record = session.get(
+        PurchaseRecord,
+        purchase_id,
+        with_for_update=for_update or None,
+        populate_existing=for_update,
+    )
     if record is None or (actor.role != Role.OPERATOR and record.trust_id != actor.organisation_id):
         raise NotFound(
             f"No purchase record with id {purchase_id!r} is visible to you.",
             code="purchase-not-found",
         )
-    if for_update:
-        session.refresh(record, with_for_update=True)
     return record
 
 
@@ -520,19 +523,21 @@ def record_marketplace_purchases(
             errors={"quantity": ["Must be positive."], "total_price_pence": ["Must be positive."]},
         )
     supplier = accounts.get_organisation(session, supplier_id) if supplier_id else None
-    records: list[PurchaseRecord] = []
-    new: list[PurchaseRecord] = []
-    changes = Changes(today)
-    for line in lines:
-        existing = session.scalar(
+    recorded = {
+        record.line: record
+        for record in session.scalars(
             select(PurchaseRecord).where(
                 PurchaseRecord.trust_id == trust.id,
                 PurchaseRecord.po_number == order_reference,
-                PurchaseRecord.line == line.line,
+                PurchaseRecord.line.in_([line.line for line in lines]),
             )
         )
-        if existing is not None:
-            records.append(existing)
+    }
+    records: list[PurchaseRecord] = []
+    new: list[PurchaseRecord] = []
+    for line in lines:
+        if line.line in recorded:
+            records.append(recorded[line.line])
             continue
         product = catalog.get_product(session, line.product_id)
         record = PurchaseRecord(
@@ -558,6 +563,7 @@ def record_marketplace_purchases(
     if not new:
         return records
     session.flush()
+    changes = Changes(today)
     for record in new:
         changes.add_record(record)
     refresh(session, changes)
