@@ -18,11 +18,13 @@ Rounding happens once, at the end: savings to whole pence (half to even) when pu
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from operator import truediv
 from typing import NamedTuple
+
+import numpy as np
 
 from ..money import round_pence
 
@@ -187,8 +189,11 @@ class ProductVariance:
 
     @property
     def savings(self) -> Decimal:
-        """Exact total of the counted savings."""
-        return sum((t.savings for t in self.trusts if t.counted), Decimal(0))
+        """Exact total of the counted savings: the counted trusts' spend less their units at
+        the benchmark, as ``summarise_many`` computes it for the caches."""
+        counted = [t for t in self.trusts if t.counted]
+        spend, units = sum(t.spend_pence for t in counted), sum(t.units for t in counted)
+        return Decimal(spend) - Decimal(units) * self.benchmark
 
     @property
     def possible_savings_pence(self) -> int:
@@ -270,52 +275,125 @@ class Summary:
     savings_pence: dict[str, int]
 
 
-def summarise(totals: Sequence[TrustTotal], method: Method = DEFAULT_METHOD) -> Summary:
-    """``analyse`` for every benchmark centile at once, without per-trust objects."""
-    return summarise_columns([t.units for t in totals], [t.spend_pence for t in totals], method)
+Columns = tuple[Sequence[int], Sequence[int]]  # one product's trusts' units and spends
 
 
 def summarise_columns(
     units: Sequence[int], spends: Sequence[int], method: Method = DEFAULT_METHOD
 ) -> Summary:
-    """``summarise`` from the trusts' units and spends as two parallel columns (the refreshes
-    call this for every product, so it sorts once and skips what cannot count)."""
-    rows = sorted(
-        (Decimal(spend) / Decimal(n), n, spend)
-        for n, spend in zip(units, spends, strict=True)
-        if n > 0
-    )
-    if not rows:
-        raise ValueError("no purchases")
-    prices = [price for price, _, _ in rows]
-    dist = _sorted_distribution(prices)
+    """The cached summary of one product from its trusts' units and spends (parallel lists)."""
+    return summarise_many([(units, spends)], method)[0]
+
+
+def summarise_many(products: Sequence[Columns], method: Method = DEFAULT_METHOD) -> list[Summary]:
+    """``analyse`` for every benchmark centile at once, for a batch of products, without
+    per-trust objects (the refreshes call this for thousands of products).
+
+    The distribution is computed in exact decimals, as ``distribution`` does. The per-trust
+    decisions (is a trust an outlier; do its savings reach the minimum) are made for the whole
+    batch in floating point, and again in decimals for the rare trusts that floating point
+    puts too close to the line to call. A product's counted savings are then its counted
+    trusts' spend minus their units times the benchmark, in decimals."""
+    if not products:
+        return []
+    batch = _Batch(products)
+    distributions = [_sorted_distribution(prices) for prices in batch.sorted_prices()]
+    outlier_lines = [d.median * (1 + method.outlier_threshold) for d in distributions]
+    outliers = batch.count_above(outlier_lines)
     minimum = method.min_savings_pence
     savings = {
-        name: round_pence(_counted_savings(rows, dist.centile(name), minimum))
+        name: batch.counted_savings([d.centile(name) for d in distributions], minimum)
         for name in BENCHMARKS
     }
-    outlier_above = dist.median * (1 + method.outlier_threshold)
-    return Summary(
-        distribution=dist,
-        units=sum(n for _, n, _ in rows),
-        spend_pence=sum(spend for _, _, spend in rows),
-        outliers=len(prices) - bisect_right(prices, outlier_above),
-        savings_pence=savings,
-    )
+    return [
+        Summary(
+            distribution=dist,
+            units=batch.units_total[i],
+            spend_pence=batch.spend_total[i],
+            outliers=outliers[i],
+            savings_pence={name: round_pence(savings[name][i]) for name in BENCHMARKS},
+        )
+        for i, dist in enumerate(distributions)
+    ]
 
 
-def _counted_savings(
-    rows: Sequence[tuple[Decimal, int, int]], benchmark: Decimal, minimum: int
-) -> Decimal:
-    """The exact sum of the savings that reach ``minimum``, over rows sorted by unit price.
-    With a minimum of a penny or more, walking down from the dearest row can stop at the first
-    price at or below the benchmark: such a row saves nothing, or (its price rounded to the
-    context's precision) less than a penny."""
-    exact = Decimal(0)
-    for price, units, spend in reversed(rows):
-        if minimum >= 1 and price <= benchmark:
-            break
-        saving = spend - units * benchmark
-        if saving > 0 and saving >= minimum:
-            exact += saving
-    return exact
+# A decision in floating point is trusted only this far (relative) from its line: far above
+# float64's rounding of the figures involved, far below anything a penny could tell apart.
+_FLOAT_MARGIN = 1e-9
+
+
+class _Batch:
+    """Many products' trusts' units and spends as flat arrays, one product after another."""
+
+    def __init__(self, products: Sequence[Columns]):
+        units = [u for product_units, _ in products for u in product_units]
+        spends = [s for _, product_spends in products for s in product_spends]
+        owners = [i for i, (product_units, _) in enumerate(products) for _ in product_units]
+        if any(u <= 0 for u in units):  # a pair with no units left is no purchase
+            kept = [k for k, u in enumerate(units) if u > 0]
+            units, spends, owners = ([v[k] for k in kept] for v in (units, spends, owners))
+        counts = np.bincount(np.array(owners, dtype=np.int64), minlength=len(products))
+        if not counts.all():
+            raise ValueError("no purchases")
+        self.units, self.spends = units, spends
+        self.starts = [0, *np.cumsum(counts).tolist()]
+        self.owner = np.array(owners, dtype=np.int64)
+        self.units_f = np.array(units, dtype=np.float64)
+        self.spends_f = np.array(spends, dtype=np.float64)
+        self.prices_f = self.spends_f / self.units_f
+        # int64 sums are exact unless a product's total could pass 2**63 (never in practice)
+        self._int64 = len(units) * max(max(units), max(spends)) < 2**63
+        self.units_i = np.array(units, dtype=np.int64) if self._int64 else None
+        self.spends_i = np.array(spends, dtype=np.int64) if self._int64 else None
+        everything = np.ones(len(units), dtype=bool)
+        self.units_total = self._sums(units, self.units_i, everything)
+        self.spend_total = self._sums(spends, self.spends_i, everything)
+
+    def _sums(self, values: list[int], array: np.ndarray | None, mask: np.ndarray) -> list[int]:
+        """Per product, the exact sum of its ``values`` (``array`` as int64) where ``mask``."""
+        if array is not None:
+            return np.add.reduceat(np.where(mask, array, 0), self.starts[:-1]).tolist()
+        return [
+            sum(v for v, keep in zip(values[a:b], mask[a:b], strict=True) if keep)
+            for a, b in self._segments()
+        ]
+
+    def _segments(self) -> Iterator[tuple[int, int]]:
+        return zip(self.starts, self.starts[1:], strict=False)
+
+    def price(self, k: int) -> Decimal:
+        return Decimal(self.spends[k]) / Decimal(self.units[k])
+
+    def sorted_prices(self) -> Iterator[list[Decimal]]:
+        for a, b in self._segments():
+            prices = list(
+                map(truediv, map(Decimal, self.spends[a:b]), map(Decimal, self.units[a:b]))
+            )
+            prices.sort()
+            yield prices
+
+    def count_above(self, lines: Sequence[Decimal]) -> list[int]:
+        """Per product, how many of its trusts' unit prices are above its line."""
+        line = np.array([float(x) for x in lines])[self.owner]
+        above = self.prices_f > line
+        close = np.abs(self.prices_f - line) <= _FLOAT_MARGIN * line
+        for k in np.flatnonzero(close).tolist():
+            above[k] = self.price(k) > lines[self.owner[k]]
+        return np.bincount(self.owner, weights=above, minlength=len(lines)).astype(int).tolist()
+
+    def counted_savings(self, benchmarks: Sequence[Decimal], minimum: int) -> list[Decimal]:
+        """Per product, the exact sum of its trusts' savings (spend - units x benchmark) that
+        are positive and reach ``minimum``."""
+        benchmark = np.array([float(b) for b in benchmarks])[self.owner]
+        cost_at_benchmark = self.units_f * benchmark
+        saving = self.spends_f - cost_at_benchmark
+        counted = saving >= minimum if minimum > 0 else saving > 0
+        close = np.abs(saving - minimum) <= _FLOAT_MARGIN * (self.spends_f + cost_at_benchmark)
+        for k in np.flatnonzero(close).tolist():
+            exact = self.spends[k] - self.units[k] * benchmarks[self.owner[k]]
+            counted[k] = exact > 0 and exact >= minimum
+        spends = self._sums(self.spends, self.spends_i, counted)
+        units = self._sums(self.units, self.units_i, counted)
+        return [
+            Decimal(s) - Decimal(u) * b for s, u, b in zip(spends, units, benchmarks, strict=True)
+        ]

@@ -523,11 +523,12 @@ def _write_stats(
     batch: list[ProductColumns] = []
 
     def write(batch: list[ProductColumns]) -> int:
-        summaries = catalog.product_summaries(session, [p for p, _, _ in batch])
+        products = catalog.product_summaries(session, [p for p, _, _ in batch])
+        batch = [item for item in batch if item[0] in products]
+        summaries = m.summarise_many([(units, spends) for _, units, spends in batch])
         values = [
-            stats_values(product_id, m.summarise_columns(units, spends), summaries[product_id])
-            for product_id, units, spends in batch
-            if product_id in summaries
+            stats_values(product_id, summary, products[product_id])
+            for (product_id, _, _), summary in zip(batch, summaries, strict=True)
         ]
         bulk.insert_stats(session, values)
         if written is not None:
