@@ -104,24 +104,31 @@ class ProductSummary:
     benchmark_excluded_reason: str | None
 
 
+def _summaries() -> Select[Any]:
+    return select(
+        Product.id,
+        Product.name,
+        Product.category_id,
+        Product.units_per_pack,
+        Product.benchmark_excluded,
+        Product.benchmark_excluded_reason,
+    )
+
+
 def product_summaries(session: Session, product_ids: Iterable[str]) -> dict[str, ProductSummary]:
     """Summaries of many products at once (ids that do not exist are left out)."""
     ids = list(dict.fromkeys(product_ids))
     found: dict[str, ProductSummary] = {}
     for start in range(0, len(ids), 1000):
-        rows = session.execute(
-            select(
-                Product.id,
-                Product.name,
-                Product.category_id,
-                Product.units_per_pack,
-                Product.benchmark_excluded,
-                Product.benchmark_excluded_reason,
-            ).where(Product.id.in_(ids[start : start + 1000]))
-        )
+        rows = session.execute(_summaries().where(Product.id.in_(ids[start : start + 1000])))
         for row in rows:
             found[row.id] = ProductSummary(*row)
     return found
+
+
+def all_product_summaries(session: Session) -> dict[str, ProductSummary]:
+    """Summaries of every product, in one query (for work that touches the whole catalogue)."""
+    return {row.id: ProductSummary(*row) for row in session.execute(_summaries())}
 
 
 def products_by_gtin(session: Session, gtins: Iterable[str]) -> dict[str, ProductSummary]:

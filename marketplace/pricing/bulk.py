@@ -119,28 +119,39 @@ def stage(
     first. The table lives as long as the transaction (PostgreSQL) or connection (SQLite).
     ``converted``: the values are already what the driver takes (see ``db_value``)."""
     raw = session.connection().connection.driver_connection
-    names = ", ".join(columns)
     definition = ", ".join(f"{c} {t}" for c, t in columns.items())
     if dialect(session) == "postgresql":
         with raw.cursor() as cursor:
             cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({definition}) ON COMMIT DROP")
             cursor.execute(f"TRUNCATE {name}")
-            with cursor.copy(f"COPY {name} ({names}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row if converted else [_pg_value(v) for v in row])
+    else:
+        definition = definition.replace("TIMESTAMP WITH TIME ZONE", "DATETIME")
+        raw.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({definition})")
+        raw.execute(f"DELETE FROM {name}")  # nosec B608 # staging table and column names are this module's constants, never input
+    load(session, name, list(columns), rows, converted)
+
+
+def load(
+    session: Session,
+    name: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    converted: bool = False,
+) -> None:
+    """Append ``rows`` (tuples in ``columns`` order) to the table ``name``: PostgreSQL
+    ``COPY``, SQLite ``executemany``. ``converted``: as for ``stage``."""
+    raw = session.connection().connection.driver_connection
+    names = ", ".join(columns)
+    if dialect(session) == "postgresql":
+        with raw.cursor() as cursor, cursor.copy(f"COPY {name} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row if converted else [_pg_value(v) for v in row])
         return
-    definition = definition.replace("TIMESTAMP WITH TIME ZONE", "DATETIME")
-    cursor = raw.cursor()
-    try:
-        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({definition})")
-        cursor.execute(f"DELETE FROM {name}")  # nosec B608 # staging table and column names are this module's constants, never input
-        marks = ", ".join("?" for _ in columns)
-        cursor.executemany(
-            f"INSERT INTO {name} ({names}) VALUES ({marks})",  # nosec B608 # staging table and column names are this module's constants, never input
-            rows if converted else ([_sqlite_value(v) for v in row] for row in rows),
-        )
-    finally:
-        cursor.close()
+    marks = ", ".join("?" for _ in columns)
+    raw.executemany(
+        f"INSERT INTO {name} ({names}) VALUES ({marks})",  # nosec B608 # table and column names are this module's constants, never input
+        rows if converted else ([_sqlite_value(v) for v in row] for row in rows),
+    )
 
 
 def insert_purchases(
@@ -222,26 +233,26 @@ def _add_sums(
     )
 
 
-def insert_stats(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+STATS_TABLE = "pricing_product_stats"
+
+
+def insert_stats(session: Session, rows: Sequence[dict[str, Any]], into: str = STATS_TABLE) -> None:
     """Insert ``pricing_product_stats`` rows (dicts keyed by ``STATS_COLUMNS`` but
-    ``updated_at``, which is now for all of them); exact decimals go in as their text."""
+    ``updated_at``, which is now for all of them) into that table, or into the table that
+    ``rebuilt_table`` is building in its place; exact decimals go in as their text."""
+    if into not in (STATS_TABLE, f"{STATS_TABLE}{BUILD_SUFFIX}"):
+        raise ValueError(f"not the statistics table: {into!r}")
     if not rows:
         return
     now = db_value(session)(datetime.now(UTC))
     columns = [c for c in STATS_COLUMNS if c != "updated_at"]
     decimals = {c for c in columns if c.endswith("_price") or c == "spread"}
-    stage(
+    load(
         session,
-        "pricing_staging_stats",
-        STATS_COLUMNS,
+        into,
+        list(STATS_COLUMNS),
         [[str(r[c]) if c in decimals else r[c] for c in columns] + [now] for r in rows],
         converted=True,
-    )
-    names = ", ".join(STATS_COLUMNS)
-    session.execute(
-        text(
-            f"INSERT INTO pricing_product_stats ({names}) SELECT {names} FROM pricing_staging_stats"  # nosec B608 # staging table and column names are this module's constants, never input
-        )
     )
 
 
@@ -253,37 +264,68 @@ def analyse(session: Session, *tables: str) -> None:
             session.execute(text(f"ANALYZE {name}"))
 
 
+BUILD_SUFFIX = "_build"
+
+
 @contextmanager
-def rebuilt_table(session: Session, target: Table, rows: Select[Any]) -> Iterator[Any]:
-    """Replace every row of the derived table ``target`` by ``rows`` (its columns, in order),
-    yielding the table to read the new rows from before they replace the old ones.
+def rebuilt_table(
+    session: Session, target: Table, rows: Select[Any] | None = None
+) -> Iterator[Any]:
+    """Replace every row of the derived table ``target``, yielding the table that holds the
+    new rows until they replace the old ones: filled from ``rows`` (its columns, in order) and
+    indexed before it is yielded, for the caller to read; or, without ``rows``, empty, for the
+    caller to fill, and indexed once filled.
 
     PostgreSQL: the rows go into a new table without indexes, which are then built in one pass
     each (far cheaper than maintaining them row by row, and no dead rows are left behind); on
     leaving, the new table takes the old one's place and names in the same transaction, so
     readers see the old rows until the commit and wait only for the swap itself; the new table
-    is analysed before it takes the old one's place. SQLite: the
-    table is emptied and refilled in place (its writers are serialised anyway)."""
+    is analysed before it takes the old one's place. SQLite: the table is emptied and refilled
+    in place (its writers are serialised anyway, and readers keep their snapshot), its
+    secondary indexes dropped first and built again once it is filled."""
     names = [c.name for c in target.columns]
     if dialect(session) != "postgresql":
+        for index in target.indexes:
+            index.drop(session.connection())
         session.execute(delete(target))
-        session.execute(insert(target).from_select(names, rows))
+        if rows is not None:
+            session.execute(insert(target).from_select(names, rows))
+            for index in target.indexes:
+                index.create(session.connection())
         yield target
+        if rows is None:
+            for index in target.indexes:
+                index.create(session.connection())
         return
-    build = f"{target.name}_build"
+    build = f"{target.name}{BUILD_SUFFIX}"
     session.execute(text(f"CREATE TABLE {build} (LIKE {target.name} INCLUDING DEFAULTS)"))
     build_table = table(build, *(column(n) for n in names))
-    session.execute(insert(build_table).from_select(names, rows))
-    key = ", ".join(c.name for c in target.primary_key.columns)
-    pk = target.primary_key.name
-    session.execute(text(f"ALTER TABLE {build} ADD CONSTRAINT {pk}_build PRIMARY KEY ({key})"))
-    for index in target.indexes:
-        columns = ", ".join(c.name for c in index.columns)
-        session.execute(text(f"CREATE INDEX {index.name}_build ON {build} ({columns})"))
-    analyse(session, build)
+    if rows is not None:
+        session.execute(insert(build_table).from_select(names, rows))
+        _index_build(session, target)
     yield build_table
+    if rows is None:
+        _index_build(session, target)
     session.execute(text(f"DROP TABLE {target.name}"))
     session.execute(text(f"ALTER TABLE {build} RENAME TO {target.name}"))
-    session.execute(text(f"ALTER TABLE {target.name} RENAME CONSTRAINT {pk}_build TO {pk}"))
+    pk = target.primary_key.name
+    session.execute(text(f"ALTER TABLE {target.name} RENAME CONSTRAINT {pk}{BUILD_SUFFIX} TO {pk}"))
     for index in target.indexes:
-        session.execute(text(f"ALTER INDEX {index.name}_build RENAME TO {index.name}"))
+        session.execute(text(f"ALTER INDEX {index.name}{BUILD_SUFFIX} RENAME TO {index.name}"))
+
+
+def _index_build(session: Session, target: Table) -> None:
+    """The primary key and indexes of ``target``, built on its build table, then analysed."""
+    build = f"{target.name}{BUILD_SUFFIX}"
+    key = ", ".join(c.name for c in target.primary_key.columns)
+    pk = target.primary_key.name
+    session.execute(
+        text(f"ALTER TABLE {build} ADD CONSTRAINT {pk}{BUILD_SUFFIX} PRIMARY KEY ({key})")
+    )
+    for index in target.indexes:
+        columns = ", ".join(c.name for c in index.columns)
+        unique = "UNIQUE " if index.unique else ""
+        session.execute(
+            text(f"CREATE {unique}INDEX {index.name}{BUILD_SUFFIX} ON {build} ({columns})")
+        )
+    analyse(session, build)

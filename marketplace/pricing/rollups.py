@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import calendar
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Date, Select, cast, delete, func, insert, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -55,6 +57,7 @@ REBUILD_POLL_SECONDS = 1.0
 CHUNK = 500
 PRODUCT_CHUNK = 5000  # ids per statement (SQLite takes up to 32,766 parameters)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+T = TypeVar("T")
 
 
 def _no_progress(_stage: str, _done: int, _total: int) -> None:
@@ -511,40 +514,96 @@ def _adjust_totals(session: Session, removed: Iterable[Any], added: Iterable[Any
     session.execute(delete(StatsTotal).where(StatsTotal.products <= 0))
 
 
+STATS_BATCH = 1000  # products computed and written together
+
+
 def _write_stats(
     session: Session,
     products: Iterable[ProductColumns],
     progress: Callable[[int], None] | None = None,
     written: list[dict[str, Any]] | None = None,
+    catalogue: Mapping[str, catalog.ProductSummary] | None = None,
+    into: str = bulk.STATS_TABLE,
 ) -> int:
-    """Compute and insert ``pricing_product_stats`` rows, a batch of products at a time (and
-    keep them in ``written``, when given)."""
-    count = 0
-    batch: list[ProductColumns] = []
+    """Compute and insert ``pricing_product_stats`` rows (``into`` that table or its rebuilt
+    replacement), a batch of products at a time (and keep them in ``written``, when given).
+    ``catalogue``: the products' summaries, when the caller has them all already (otherwise
+    they are looked up a batch at a time).
 
-    def write(batch: list[ProductColumns]) -> int:
-        products = catalog.product_summaries(session, [p for p, _, _ in batch])
-        batch = [item for item in batch if item[0] in products]
-        summaries = m.summarise_many([(units, spends) for _, units, spends in batch])
-        values = [
-            stats_values(product_id, summary, products[product_id])
-            for (product_id, _, _), summary in zip(batch, summaries, strict=True)
+    On PostgreSQL the database work (reading the next batch, looking its products up,
+    inserting the last batch's rows) runs in a second thread while this one computes, so that
+    the server and the statistics, both CPU-bound, run side by side. Only that thread uses the
+    session until the last batch is written; this one touches nothing but the batches it is
+    handed. SQLite runs in this process, where the two threads would only contend for the
+    interpreter, so there it all runs in turn in this thread."""
+    batches = iter(_batched(products, STATS_BATCH))
+    Batch = tuple[list[tuple[ProductColumns, catalog.ProductSummary]], int]
+
+    def fetch() -> Batch | None:
+        batch = next(batches, None)
+        if batch is None:
+            return None
+        found = (
+            catalogue
+            if catalogue is not None
+            else catalog.product_summaries(session, [p for p, _, _ in batch])
+        )
+        return [(item, found[item[0]]) for item in batch if item[0] in found], len(batch)
+
+    def compute(batch: list[tuple[ProductColumns, catalog.ProductSummary]]) -> list[dict[str, Any]]:
+        summaries = m.summarise_many([(units, spends) for (_, units, spends), _ in batch])
+        return [
+            stats_values(product_id, summary, product)
+            for ((product_id, _, _), product), summary in zip(batch, summaries, strict=True)
         ]
-        bulk.insert_stats(session, values)
-        if written is not None:
-            written.extend(values)
-        if progress:
-            progress(len(batch))
-        return len(values)
 
-    for item in products:
+    count = 0
+    overlap = _dialect(session) == "postgresql"
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="pricing-db")
+        if overlap
+        else nullcontext(_InTurn())
+    ) as database:
+        following = database.submit(fetch)
+        stored: Future[None] | None = None
+        while (fetched := following.result()) is not None:
+            following = database.submit(fetch)
+            batch, size = fetched
+            values = compute(batch)
+            if stored is not None:
+                stored.result()  # the batch before: raise its error before queueing more
+            stored = database.submit(bulk.insert_stats, session, values, into)
+            count += len(values)
+            if written is not None:
+                written.extend(values)
+            if progress:
+                progress(size)
+        if stored is not None:
+            stored.result()
+    return count
+
+
+class _InTurn:
+    """An executor that runs each call at once, in the calling thread."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+
+def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
         batch.append(item)
-        if len(batch) >= 1000:
-            count += write(batch)
+        if len(batch) >= size:
+            yield batch
             batch = []
     if batch:
-        count += write(batch)
-    return count
+        yield batch
 
 
 def stats_values(
@@ -584,10 +643,12 @@ def stats_values(
 
 def rebuild_caches(session: Session, window: Window, progress: Progress = _no_progress) -> int:
     """Rebuild both default-window caches from the raw lines. Returns the products written."""
-    target = TrustWindowTotal.__table__
-    with bulk.rebuilt_table(session, target, raw_window_totals(window)) as totals:
+    window_table, stats_table = TrustWindowTotal.__table__, ProductStats.__table__
+    with (
+        bulk.rebuilt_table(session, window_table, raw_window_totals(window)) as totals,
+        bulk.rebuilt_table(session, stats_table) as stats,
+    ):
         progress("window", 1, 1)
-        session.execute(delete(ProductStats))
         product_ids = session.scalars(
             select(totals.c.product_id).group_by(totals.c.product_id).order_by(totals.c.product_id)
         ).all()
@@ -598,7 +659,13 @@ def rebuild_caches(session: Session, window: Window, progress: Progress = _no_pr
             done += n
             progress("statistics", done, len(product_ids))
 
-        written = _write_stats(session, _columns_by_range(session, totals, product_ids), step)
+        written = _write_stats(
+            session,
+            _columns_by_range(session, totals, product_ids),
+            step,
+            catalogue=catalog.all_product_summaries(session),
+            into=stats.name,
+        )
     rebuild_totals(session)
     return written
 

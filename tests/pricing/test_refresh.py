@@ -10,7 +10,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text
 
-from marketplace.pricing import rollups, service
+from marketplace.catalog.service import ProductSummary
+from marketplace.pricing import bulk, rollups, service
 from marketplace.pricing.models import (
     DailyTotal,
     MonthlyTotal,
@@ -609,3 +610,25 @@ def test_the_rebuilt_window_table_comes_with_planner_statistics(
             text("SELECT count(*) FROM pg_stats WHERE tablename = 'pricing_trust_window'")
         ).scalar()
     assert analysed > 0
+
+
+def test_an_error_writing_statistics_is_raised_and_nothing_more_is_written(
+    session_factory, monkeypatch
+):
+    # the writes run beside the computation (PostgreSQL) or in turn (SQLite): either way the
+    # first failure surfaces in the caller, and no batch after it is queued
+    calls: list[int] = []
+
+    def failing_insert(session, rows, into=bulk.STATS_TABLE):
+        calls.append(len(rows))
+        if len(calls) > 1:
+            raise RuntimeError("disk full")
+
+    monkeypatch.setattr(bulk, "insert_stats", failing_insert)
+    products = [
+        (f"prd_{i:05d}", [10, 20, 30], [100, 250, 330]) for i in range(4 * rollups.STATS_BATCH)
+    ]
+    catalogue = {p: ProductSummary(p, p, "cat", 1, False, None) for p, _, _ in products}
+    with session_factory() as session, pytest.raises(RuntimeError, match="disk full"):
+        rollups._write_stats(session, products, catalogue=catalogue)
+    assert calls == [rollups.STATS_BATCH, rollups.STATS_BATCH]
