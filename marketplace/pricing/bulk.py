@@ -267,14 +267,33 @@ def analyse(session: Session, *tables: str) -> None:
 BUILD_SUFFIX = "_build"
 
 
+class Rebuild:
+    """A derived table being rebuilt: ``table`` holds the new rows; ``index()`` builds its
+    indexes (once; leaving ``rebuilt_table`` builds them if nobody did)."""
+
+    def __init__(self, table: Any, build_indexes: Callable[[], None]):
+        self.table = table
+        self._build_indexes: Callable[[], None] | None = build_indexes
+
+    @property
+    def name(self) -> str:
+        return str(self.table.name)
+
+    def index(self) -> None:
+        if self._build_indexes is not None:
+            build, self._build_indexes = self._build_indexes, None
+            build()
+
+
 @contextmanager
 def rebuilt_table(
     session: Session, target: Table, rows: Select[Any] | None = None
-) -> Iterator[Any]:
-    """Replace every row of the derived table ``target``, yielding the table that holds the
-    new rows until they replace the old ones: filled from ``rows`` (its columns, in order) and
-    indexed before it is yielded, for the caller to read; or, without ``rows``, empty, for the
-    caller to fill, and indexed once filled.
+) -> Iterator[Rebuild]:
+    """Replace every row of the derived table ``target``: yields a ``Rebuild`` whose table
+    holds the new rows, from ``rows`` (its columns, in order) or, without them, from the
+    caller, until they replace the old ones on leaving. Its secondary indexes (PostgreSQL:
+    every index) are built once it is filled: when the caller asks (``Rebuild.index``), or on
+    leaving.
 
     PostgreSQL: the rows go into a new table without indexes, which are then built in one pass
     each (far cheaper than maintaining them row by row, and no dead rows are left behind); on
@@ -282,30 +301,31 @@ def rebuilt_table(
     readers see the old rows until the commit and wait only for the swap itself; the new table
     is analysed before it takes the old one's place. SQLite: the table is emptied and refilled
     in place (its writers are serialised anyway, and readers keep their snapshot), its
-    secondary indexes dropped first and built again once it is filled."""
+    secondary indexes dropped first and built again."""
     names = [c.name for c in target.columns]
     if dialect(session) != "postgresql":
+
+        def create_indexes() -> None:
+            for index in target.indexes:
+                index.create(session.connection())
+
         for index in target.indexes:
             index.drop(session.connection())
         session.execute(delete(target))
         if rows is not None:
             session.execute(insert(target).from_select(names, rows))
-            for index in target.indexes:
-                index.create(session.connection())
-        yield target
-        if rows is None:
-            for index in target.indexes:
-                index.create(session.connection())
+        rebuild = Rebuild(target, create_indexes)
+        yield rebuild
+        rebuild.index()
         return
     build = f"{target.name}{BUILD_SUFFIX}"
     session.execute(text(f"CREATE TABLE {build} (LIKE {target.name} INCLUDING DEFAULTS)"))
     build_table = table(build, *(column(n) for n in names))
     if rows is not None:
         session.execute(insert(build_table).from_select(names, rows))
-        _index_build(session, target)
-    yield build_table
-    if rows is None:
-        _index_build(session, target)
+    rebuild = Rebuild(build_table, lambda: _index_build(session, target))
+    yield rebuild
+    rebuild.index()
     session.execute(text(f"DROP TABLE {target.name}"))
     session.execute(text(f"ALTER TABLE {build} RENAME TO {target.name}"))
     pk = target.primary_key.name

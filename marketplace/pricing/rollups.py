@@ -23,8 +23,7 @@ from __future__ import annotations
 import calendar
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, TypeVar
@@ -440,14 +439,18 @@ def recompute_products(session: Session, product_ids: Sequence[str]) -> None:
     """Recompute these products' cached distributions from their per-trust window totals."""
     totals = TrustWindowTotal.__table__
     for chunk in _chunks(sorted(product_ids), PRODUCT_CHUNK):
-        columns = list(_product_columns(session, totals, totals.c.product_id.in_(chunk)))
+        where = totals.c.product_id.in_(chunk)
+        rows = session.connection().execute(_columns_query(session, totals, where))
+        columns = list(_parse_columns(session, rows))
         removed = session.execute(
             delete(ProductStats)
             .where(ProductStats.product_id.in_(chunk))
             .returning(*(getattr(ProductStats, c) for c in SAVED_COLUMNS))
         ).all()
+        catalogue = catalog.product_summaries(session, chunk)
         added: list[dict[str, Any]] = []
-        _write_stats(session, columns, written=added)
+        with _DatabaseThread(session) as database:
+            _write_stats(session, columns, catalogue, database, written=added)
         _adjust_totals(
             session,
             [r for r in removed if not r.benchmark_excluded],
@@ -458,24 +461,25 @@ def recompute_products(session: Session, product_ids: Sequence[str]) -> None:
 ProductColumns = tuple[str, list[int], list[int]]  # product id, its trusts' units and spends
 
 
-def _product_columns(session: Session, totals: Any, where: Any) -> Iterator[ProductColumns]:
-    """Each product's trusts' units and spends in ``totals`` (rows matching ``where``), as two
-    parallel lists, in product order: aggregated by the database, so one row per product comes
-    back (PostgreSQL ``array_agg``; SQLite ``group_concat``, whose two lists follow the same
-    row order)."""
+def _columns_query(session: Session, totals: Any, where: Any = None) -> Select[Any]:
+    """Each product's trusts' units and spends in ``totals`` (the rows matching ``where``) as
+    two parallel lists, aggregated by the database so that one row per product comes back
+    (PostgreSQL ``array_agg``; SQLite ``group_concat``, whose two lists follow the same row
+    order)."""
     c = totals.c
-    as_text = _dialect(session) != "postgresql"
-    aggregate = func.group_concat if as_text else func.array_agg
-    stmt = (
-        select(c.product_id, aggregate(c.units), aggregate(c.spend_pence))
-        .where(where)
-        .group_by(c.product_id)
-        .order_by(c.product_id)
-    )
-    for product_id, units, spends in session.connection().execute(stmt):
-        if as_text:
-            units, spends = [int(v) for v in units.split(",")], [int(v) for v in spends.split(",")]
-        yield product_id, units, spends
+    aggregate = func.array_agg if _dialect(session) == "postgresql" else func.group_concat
+    stmt = select(c.product_id, aggregate(c.units), aggregate(c.spend_pence))
+    return (stmt if where is None else stmt.where(where)).group_by(c.product_id)
+
+
+def _parse_columns(session: Session, rows: Iterable[Any]) -> Iterator[ProductColumns]:
+    """``_columns_query``'s rows as ``ProductColumns``."""
+    if _dialect(session) == "postgresql":
+        for product_id, units, spends in rows:
+            yield product_id, units, spends
+        return
+    for product_id, units, spends in rows:
+        yield product_id, [int(v) for v in units.split(",")], [int(v) for v in spends.split(",")]
 
 
 SAVINGS_COLUMNS = ("savings_p10_pence", "savings_p25_pence", "savings_median_pence")
@@ -517,82 +521,73 @@ def _adjust_totals(session: Session, removed: Iterable[Any], added: Iterable[Any
 STATS_BATCH = 1000  # products computed and written together
 
 
+class _DatabaseThread:
+    """Database calls made one after another beside the caller's computation: in a second
+    thread on PostgreSQL, where the server works on another core meanwhile; at once, in the
+    caller's thread, on SQLite, which runs in this process, so that two threads would only
+    contend for the interpreter. While calls are pending the caller must not use the session.
+    After a call fails the ones queued after it are skipped, and the failure is raised by the
+    next ``submit`` or on leaving."""
+
+    def __init__(self, session: Session):
+        overlap = _dialect(session) == "postgresql"
+        self._pool = ThreadPoolExecutor(1, "pricing-db") if overlap else None
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> _DatabaseThread:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if self._error is not None and exc_info[1] is None:
+            raise self._error
+
+    def submit(self, call: Callable[..., Any], *args: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._pool is None:
+            call(*args)
+        else:
+            self._pool.submit(self._run, call, args)
+
+    def _run(self, call: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        if self._error is None:
+            try:
+                call(*args)
+            except BaseException as error:
+                self._error = error
+
+
 def _write_stats(
     session: Session,
     products: Iterable[ProductColumns],
+    catalogue: Mapping[str, catalog.ProductSummary],
+    database: _DatabaseThread,
+    *,
+    into: str = bulk.STATS_TABLE,
     progress: Callable[[int], None] | None = None,
     written: list[dict[str, Any]] | None = None,
-    catalogue: Mapping[str, catalog.ProductSummary] | None = None,
-    into: str = bulk.STATS_TABLE,
 ) -> int:
-    """Compute and insert ``pricing_product_stats`` rows (``into`` that table or its rebuilt
-    replacement), a batch of products at a time (and keep them in ``written``, when given).
-    ``catalogue``: the products' summaries, when the caller has them all already (otherwise
-    they are looked up a batch at a time).
-
-    On PostgreSQL the database work (reading the next batch, looking its products up,
-    inserting the last batch's rows) runs in a second thread while this one computes, so that
-    the server and the statistics, both CPU-bound, run side by side. Only that thread uses the
-    session until the last batch is written; this one touches nothing but the batches it is
-    handed. SQLite runs in this process, where the two threads would only contend for the
-    interpreter, so there it all runs in turn in this thread."""
-    batches = iter(_batched(products, STATS_BATCH))
-    Batch = tuple[list[tuple[ProductColumns, catalog.ProductSummary]], int]
-
-    def fetch() -> Batch | None:
-        batch = next(batches, None)
-        if batch is None:
-            return None
-        found = (
-            catalogue
-            if catalogue is not None
-            else catalog.product_summaries(session, [p for p, _, _ in batch])
-        )
-        return [(item, found[item[0]]) for item in batch if item[0] in found], len(batch)
-
-    def compute(batch: list[tuple[ProductColumns, catalog.ProductSummary]]) -> list[dict[str, Any]]:
-        summaries = m.summarise_many([(units, spends) for (_, units, spends), _ in batch])
-        return [
-            stats_values(product_id, summary, product)
-            for ((product_id, _, _), product), summary in zip(batch, summaries, strict=True)
-        ]
-
+    """Compute ``pricing_product_stats`` rows for ``products`` (held in memory: nothing here
+    reads the database) that are in ``catalogue``, a batch at a time, and have ``database``
+    insert each batch (``into`` that table or its rebuilt replacement) while the next is
+    computed; keep the rows in ``written``, when given. Returns the number of rows."""
     count = 0
-    overlap = _dialect(session) == "postgresql"
-    with (
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="pricing-db")
-        if overlap
-        else nullcontext(_InTurn())
-    ) as database:
-        following = database.submit(fetch)
-        stored: Future[None] | None = None
-        while (fetched := following.result()) is not None:
-            following = database.submit(fetch)
-            batch, size = fetched
-            values = compute(batch)
-            if stored is not None:
-                stored.result()  # the batch before: raise its error before queueing more
-            stored = database.submit(bulk.insert_stats, session, values, into)
-            count += len(values)
-            if written is not None:
-                written.extend(values)
-            if progress:
-                progress(size)
-        if stored is not None:
-            stored.result()
+    for batch in _batched(products, STATS_BATCH):
+        known = [item for item in batch if item[0] in catalogue]
+        summaries = m.summarise_many([(units, spends) for _, units, spends in known])
+        values = [
+            stats_values(product_id, summary, catalogue[product_id])
+            for (product_id, _, _), summary in zip(known, summaries, strict=True)
+        ]
+        database.submit(bulk.insert_stats, session, values, into)
+        count += len(values)
+        if written is not None:
+            written.extend(values)
+        if progress:
+            progress(len(batch))
     return count
-
-
-class _InTurn:
-    """An executor that runs each call at once, in the calling thread."""
-
-    def submit(self, fn: Callable[..., T], /, *args: Any) -> Future[T]:
-        future: Future[T] = Future()
-        try:
-            future.set_result(fn(*args))
-        except Exception as error:
-            future.set_exception(error)
-        return future
 
 
 def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -642,43 +637,45 @@ def stats_values(
 
 
 def rebuild_caches(session: Session, window: Window, progress: Progress = _no_progress) -> int:
-    """Rebuild both default-window caches from the raw lines. Returns the products written."""
+    """Rebuild both default-window caches from the raw lines. Returns the products written.
+
+    The window totals are summed straight from the raw lines into a new table; every
+    product's totals are then read back in one statement, whose whole result the driver
+    holds, so that on PostgreSQL the new table's indexes are built (and the statistics
+    written) beside the statistics being computed."""
     window_table, stats_table = TrustWindowTotal.__table__, ProductStats.__table__
     with (
         bulk.rebuilt_table(session, window_table, raw_window_totals(window)) as totals,
         bulk.rebuilt_table(session, stats_table) as stats,
     ):
         progress("window", 1, 1)
-        product_ids = session.scalars(
-            select(totals.c.product_id).group_by(totals.c.product_id).order_by(totals.c.product_id)
-        ).all()
-        done = 0
+        catalogue = catalog.all_product_summaries(session)
+        cursor = session.connection().connection.driver_connection.cursor()
+        try:
+            cursor.execute(str(_columns_query(session, totals.table).compile(session.get_bind())))
+            rows = cursor if cursor.rowcount >= 0 else cursor.fetchall()
+            products = cursor.rowcount if cursor.rowcount >= 0 else len(rows)
+            done = 0
 
-        def step(n: int) -> None:
-            nonlocal done
-            done += n
-            progress("statistics", done, len(product_ids))
+            def step(n: int) -> None:
+                nonlocal done
+                done += n
+                progress("statistics", done, products)
 
-        written = _write_stats(
-            session,
-            _columns_by_range(session, totals, product_ids),
-            step,
-            catalogue=catalog.all_product_summaries(session),
-            into=stats.name,
-        )
+            with _DatabaseThread(session) as database:
+                database.submit(totals.index)
+                written = _write_stats(
+                    session,
+                    _parse_columns(session, rows),
+                    catalogue,
+                    database,
+                    into=stats.name,
+                    progress=step,
+                )
+        finally:
+            cursor.close()
     rebuild_totals(session)
     return written
-
-
-def _columns_by_range(
-    session: Session, totals: Any, product_ids: Sequence[str]
-) -> Iterator[ProductColumns]:
-    """``_product_columns`` for every product of ``totals``, a range of ``PRODUCT_CHUNK``
-    products per statement (an index range scan each, fetched whole)."""
-    for chunk in _chunks(product_ids, PRODUCT_CHUNK):
-        yield from _product_columns(
-            session, totals, totals.c.product_id.between(chunk[0], chunk[-1])
-        )
 
 
 def rebuild_totals(session: Session) -> None:

@@ -629,6 +629,10 @@ def test_an_error_writing_statistics_is_raised_and_nothing_more_is_written(
         (f"prd_{i:05d}", [10, 20, 30], [100, 250, 330]) for i in range(4 * rollups.STATS_BATCH)
     ]
     catalogue = {p: ProductSummary(p, p, "cat", 1, False, None) for p, _, _ in products}
-    with session_factory() as session, pytest.raises(RuntimeError, match="disk full"):
-        rollups._write_stats(session, products, catalogue=catalogue)
+    with (
+        session_factory() as session,
+        pytest.raises(RuntimeError, match="disk full"),
+        rollups._DatabaseThread(session) as database,
+    ):
+        rollups._write_stats(session, products, catalogue, database)
     assert calls == [rollups.STATS_BATCH, rollups.STATS_BATCH]
