@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, TypeVar
+from threading import BoundedSemaphore
+from typing import Any
 
 from sqlalchemy import Date, Select, cast, delete, func, insert, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -56,7 +57,6 @@ REBUILD_POLL_SECONDS = 1.0
 CHUNK = 500
 PRODUCT_CHUNK = 5000  # ids per statement (SQLite takes up to 32,766 parameters)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-T = TypeVar("T")
 
 
 def _no_progress(_stage: str, _done: int, _total: int) -> None:
@@ -526,12 +526,17 @@ class _DatabaseThread:
     thread on PostgreSQL, where the server works on another core meanwhile; at once, in the
     caller's thread, on SQLite, which runs in this process, so that two threads would only
     contend for the interpreter. While calls are pending the caller must not use the session.
-    After a call fails the ones queued after it are skipped, and the failure is raised by the
-    next ``submit`` or on leaving."""
+    At most ``MAX_PENDING`` calls wait at a time (``submit`` blocks until one finishes), so
+    that the data handed to them stays bounded however far the caller runs ahead. After a
+    call fails the ones queued after it are skipped, and the failure is raised by the next
+    ``submit`` or on leaving."""
+
+    MAX_PENDING = 32
 
     def __init__(self, session: Session):
         overlap = _dialect(session) == "postgresql"
         self._pool = ThreadPoolExecutor(1, "pricing-db") if overlap else None
+        self._slots = BoundedSemaphore(self.MAX_PENDING)
         self._error: BaseException | None = None
 
     def __enter__(self) -> _DatabaseThread:
@@ -548,15 +553,18 @@ class _DatabaseThread:
             raise self._error
         if self._pool is None:
             call(*args)
-        else:
-            self._pool.submit(self._run, call, args)
+            return
+        self._slots.acquire()
+        self._pool.submit(self._run, call, args)
 
     def _run(self, call: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        if self._error is None:
-            try:
+        try:
+            if self._error is None:
                 call(*args)
-            except BaseException as error:
-                self._error = error
+        except BaseException as error:
+            self._error = error
+        finally:
+            self._slots.release()
 
 
 def _write_stats(

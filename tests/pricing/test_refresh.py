@@ -5,6 +5,7 @@ as days pass."""
 from __future__ import annotations
 
 import random
+import time
 from datetime import timedelta
 
 import pytest
@@ -636,3 +637,29 @@ def test_an_error_writing_statistics_is_raised_and_nothing_more_is_written(
     ):
         rollups._write_stats(session, products, catalogue, database)
     assert calls == [rollups.STATS_BATCH, rollups.STATS_BATCH]
+
+
+def test_statistics_waiting_to_be_written_stay_bounded(session_factory, monkeypatch):
+    # the computation may run ahead of the writes (PostgreSQL), but only so far
+    monkeypatch.setattr(rollups._DatabaseThread, "MAX_PENDING", 2)
+    state = {"queued": 0, "most": 0}
+    real_submit = rollups._DatabaseThread.submit
+
+    def counting_submit(self, call, *args):
+        state["queued"] += 1
+        state["most"] = max(state["most"], state["queued"])
+        real_submit(self, call, *args)
+
+    def slow_insert(session, rows, into=bulk.STATS_TABLE):
+        time.sleep(0.02)
+        state["queued"] -= 1
+
+    monkeypatch.setattr(rollups._DatabaseThread, "submit", counting_submit)
+    monkeypatch.setattr(bulk, "insert_stats", slow_insert)
+    products = [(f"prd_{i:05d}", [10, 20], [100, 250]) for i in range(10 * rollups.STATS_BATCH)]
+    catalogue = {p: ProductSummary(p, p, "cat", 1, False, None) for p, _, _ in products}
+    with session_factory() as session, rollups._DatabaseThread(session) as database:
+        assert rollups._write_stats(session, products, catalogue, database) == len(products)
+    assert state["queued"] == 0
+    # one more than the bound: a call counts here just before it waits for a free slot
+    assert state["most"] <= 3
