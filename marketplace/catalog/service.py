@@ -137,17 +137,11 @@ def products_by_gtin(session: Session, gtins: Iterable[str]) -> dict[str, Produc
     found: dict[str, ProductSummary] = {}
     for start in range(0, len(wanted), 1000):
         rows = session.execute(
-            select(
-                Product.gtin,
-                Product.id,
-                Product.name,
-                Product.category_id,
-                Product.units_per_pack,
-                Product.benchmark_excluded,
-                Product.benchmark_excluded_reason,
-            ).where(Product.gtin.in_(wanted[start : start + 1000]))
+            _summaries()
+            .add_columns(Product.gtin)
+            .where(Product.gtin.in_(wanted[start : start + 1000]))
         )
-        for gtin, *summary in rows:
+        for *summary, gtin in rows:
             found[gtin] = ProductSummary(*summary)
     return found
 
