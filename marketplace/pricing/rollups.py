@@ -658,11 +658,15 @@ def rebuild_caches(session: Session, window: Window, progress: Progress = _no_pr
     ):
         progress("window", 1, 1)
         catalogue = catalog.all_product_summaries(session)
+        # A cursor of the driver's own: psycopg keeps the finished result on it, so reading its
+        # rows here shares nothing with the statements the second thread runs meanwhile.
+        # (sqlite3 reports no row count and steps its statement as it is read: fetch it all.)
         cursor = session.connection().connection.driver_connection.cursor()
         try:
             cursor.execute(str(_columns_query(session, totals.table).compile(session.get_bind())))
-            rows = cursor if cursor.rowcount >= 0 else cursor.fetchall()
-            products = cursor.rowcount if cursor.rowcount >= 0 else len(rows)
+            held = cursor.rowcount >= 0
+            rows = cursor if held else cursor.fetchall()
+            products = cursor.rowcount if held else len(rows)
             done = 0
 
             def step(n: int) -> None:
