@@ -8,6 +8,7 @@ enum values), so no per-value type processing is needed."""
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -15,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Date, Integer, Select, String, Table, column, delete, insert, table, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 # name -> column definition in the staging table (types valid on both databases)
@@ -332,6 +334,37 @@ def rebuilt_table(
     session.execute(text(f"ALTER TABLE {target.name} RENAME CONSTRAINT {pk}{BUILD_SUFFIX} TO {pk}"))
     for index in target.indexes:
         session.execute(text(f"ALTER INDEX {index.name}{BUILD_SUFFIX} RENAME TO {index.name}"))
+
+
+SWAP_LOCK_ATTEMPT_MS = 100
+SWAP_LOCK_PAUSE_SECONDS = 0.05
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def lock_for_swap(session: Session, targets: Sequence[Table]) -> None:
+    """Take the exclusive locks that swapping the rebuilt ``targets`` in needs, on all of them
+    at once or on none (PostgreSQL; a no-op on SQLite, which refills in place).
+
+    A reader that has read one of the tables and then reads another (a trust's savings join
+    the window totals to the statistics) holds a share lock on the first while it waits for
+    the second: a swap that held the second while waiting for the first would deadlock with
+    it. So each attempt waits at most ``SWAP_LOCK_ATTEMPT_MS`` (well under the server's
+    ``deadlock_timeout``, 1 s by default), gives back what it got, lets the readers finish,
+    and tries again."""
+    if dialect(session) != "postgresql" or not targets:
+        return
+    names = ", ".join(t.name for t in targets)
+    while True:
+        try:
+            with session.begin_nested():
+                session.execute(text(f"SET LOCAL lock_timeout = '{SWAP_LOCK_ATTEMPT_MS}ms'"))
+                session.execute(text(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE"))
+            break
+        except OperationalError as error:
+            if getattr(error.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            time.sleep(SWAP_LOCK_PAUSE_SECONDS)
+    session.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
 
 
 def _index_build(session: Session, target: Table) -> None:

@@ -189,8 +189,8 @@ class ProductVariance:
 
     @property
     def savings(self) -> Decimal:
-        """Exact total of the counted savings: the counted trusts' spend less their units at
-        the benchmark, as ``summarise_many`` computes it for the caches."""
+        """Total of the counted savings: the counted trusts' spend less their units at the
+        benchmark, in decimals (28 digits), as ``summarise_many`` computes it for the caches."""
         counted = [t for t in self.trusts if t.counted]
         spend, units = sum(t.spend_pence for t in counted), sum(t.units for t in counted)
         return Decimal(spend) - Decimal(units) * self.benchmark
@@ -342,7 +342,7 @@ class _Batch:
         self.spends_f = np.array(spends, dtype=np.float64)
         self.prices_f = self.spends_f / self.units_f
         # int64 sums are exact unless a product's total could pass 2**63 (never in practice)
-        self._int64 = len(units) * max(max(units), max(spends)) < 2**63
+        self._int64 = len(units) * max(max(map(abs, units)), max(map(abs, spends))) < 2**63
         self.units_i = np.array(units, dtype=np.int64) if self._int64 else None
         self.spends_i = np.array(spends, dtype=np.int64) if self._int64 else None
         everything = np.ones(len(units), dtype=bool)
@@ -376,7 +376,7 @@ class _Batch:
         """Per product, how many of its trusts' unit prices are above its line."""
         line = np.array([float(x) for x in lines])[self.owner]
         above = self.prices_f > line
-        close = np.abs(self.prices_f - line) <= _FLOAT_MARGIN * line
+        close = np.abs(self.prices_f - line) <= _FLOAT_MARGIN * np.abs(line)
         for k in np.flatnonzero(close).tolist():
             above[k] = self.price(k) > lines[self.owner[k]]
         return np.bincount(self.owner, weights=above, minlength=len(lines)).astype(int).tolist()
@@ -388,7 +388,8 @@ class _Batch:
         cost_at_benchmark = self.units_f * benchmark
         saving = self.spends_f - cost_at_benchmark
         counted = saving >= minimum if minimum > 0 else saving > 0
-        close = np.abs(saving - minimum) <= _FLOAT_MARGIN * (self.spends_f + cost_at_benchmark)
+        scale = np.abs(self.spends_f) + np.abs(cost_at_benchmark)
+        close = np.abs(saving - minimum) <= _FLOAT_MARGIN * scale
         for k in np.flatnonzero(close).tolist():
             exact = self.spends[k] - self.units[k] * benchmarks[self.owner[k]]
             counted[k] = exact > 0 and exact >= minimum

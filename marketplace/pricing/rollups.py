@@ -441,7 +441,7 @@ def recompute_products(session: Session, product_ids: Sequence[str]) -> None:
     for chunk in _chunks(sorted(product_ids), PRODUCT_CHUNK):
         where = totals.c.product_id.in_(chunk)
         rows = session.connection().execute(_columns_query(session, totals, where))
-        columns = list(_parse_columns(session, rows))
+        columns = list(_parse_columns(rows, as_text=_dialect(session) != "postgresql"))
         removed = session.execute(
             delete(ProductStats)
             .where(ProductStats.product_id.in_(chunk))
@@ -472,9 +472,9 @@ def _columns_query(session: Session, totals: Any, where: Any = None) -> Select[A
     return (stmt if where is None else stmt.where(where)).group_by(c.product_id)
 
 
-def _parse_columns(session: Session, rows: Iterable[Any]) -> Iterator[ProductColumns]:
-    """``_columns_query``'s rows as ``ProductColumns``."""
-    if _dialect(session) == "postgresql":
+def _parse_columns(rows: Iterable[Any], as_text: bool) -> Iterator[ProductColumns]:
+    """``_columns_query``'s rows as ``ProductColumns`` (``as_text``: SQLite's lists)."""
+    if not as_text:
         for product_id, units, spends in rows:
             yield product_id, units, spends
         return
@@ -543,9 +543,20 @@ class _DatabaseThread:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        failed = exc_info[1] is not None
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
-        if self._error is not None and exc_info[1] is None:
+            if failed:  # the caller gave up: what is still queued would be rolled back anyway
+                self._error = self._error or RuntimeError("abandoned")
+            interrupted = False
+            while True:  # the caller may roll back only once the thread is done with the session
+                try:
+                    self._pool.shutdown(wait=True, cancel_futures=failed)
+                    break
+                except KeyboardInterrupt:
+                    interrupted = failed = True
+            if interrupted:
+                raise KeyboardInterrupt
+        if self._error is not None and not failed:
             raise self._error
 
     def submit(self, call: Callable[..., Any], *args: Any) -> None:
@@ -658,15 +669,15 @@ def rebuild_caches(session: Session, window: Window, progress: Progress = _no_pr
     ):
         progress("window", 1, 1)
         catalogue = catalog.all_product_summaries(session)
-        # A cursor of the driver's own: psycopg keeps the finished result on it, so reading its
-        # rows here shares nothing with the statements the second thread runs meanwhile.
-        # (sqlite3 reports no row count and steps its statement as it is read: fetch it all.)
-        cursor = session.connection().connection.driver_connection.cursor()
+        as_text = _dialect(session) != "postgresql"
+        sql = str(_columns_query(session, totals.table).compile(session.get_bind()))
+        result = session.connection().exec_driver_sql(sql)
         try:
-            cursor.execute(str(_columns_query(session, totals.table).compile(session.get_bind())))
-            held = cursor.rowcount >= 0
-            rows = cursor if held else cursor.fetchall()
-            products = cursor.rowcount if held else len(rows)
+            # psycopg holds the finished result on its cursor, so reading its rows here shares
+            # nothing with the statements the second thread runs meanwhile; sqlite3 steps its
+            # statement as it is read (and counts no rows), so its rows are fetched first.
+            rows = result.all() if as_text else result.cursor
+            products = len(rows) if as_text else result.rowcount
             done = 0
 
             def step(n: int) -> None:
@@ -678,14 +689,16 @@ def rebuild_caches(session: Session, window: Window, progress: Progress = _no_pr
                 database.submit(totals.index)
                 written = _write_stats(
                     session,
-                    _parse_columns(session, rows),
+                    _parse_columns(rows, as_text),
                     catalogue,
                     database,
                     into=stats.name,
                     progress=step,
                 )
         finally:
-            cursor.close()
+            result.close()
+        stats.index()
+        bulk.lock_for_swap(session, [window_table, stats_table])
     rebuild_totals(session)
     return written
 

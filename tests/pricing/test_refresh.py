@@ -5,6 +5,7 @@ as days pass."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 from datetime import timedelta
 
@@ -622,7 +623,9 @@ def test_an_error_writing_statistics_is_raised_and_nothing_more_is_written(
 
     def failing_insert(session, rows, into=bulk.STATS_TABLE):
         calls.append(len(rows))
-        if len(calls) > 1:
+        if len(calls) == 1:
+            time.sleep(0.3)  # the later batches are queued meanwhile (PostgreSQL)
+        else:
             raise RuntimeError("disk full")
 
     monkeypatch.setattr(bulk, "insert_stats", failing_insert)
@@ -663,3 +666,50 @@ def test_statistics_waiting_to_be_written_stay_bounded(session_factory, monkeypa
     assert state["queued"] == 0
     # one more than the bound: a call counts here just before it waits for a free slot
     assert state["most"] <= 3
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        ("pricing_trust_window", "pricing_product_stats"),
+        ("pricing_product_stats", "pricing_trust_window"),
+    ],
+)
+def test_a_full_refresh_swapping_its_tables_in_does_not_deadlock_a_reader(
+    world, import_as, session_factory, settings, monkeypatch, first, then
+):
+    """A reader that has read one cache table and goes on to read the other while a full
+    refresh swaps both in gets its answer (after a wait of a tenth of a second at most), and
+    the refresh completes once the reader is done."""
+    _needs_postgres(settings)
+    _three_trusts_bought_gloves(world, import_as)
+    swapping = threading.Event()
+    real_lock = bulk.lock_for_swap
+
+    def announcing_lock(session, targets):
+        swapping.set()
+        real_lock(session, targets)
+
+    monkeypatch.setattr(bulk, "lock_for_swap", announcing_lock)
+
+    def full_refresh() -> None:
+        with session_factory.begin() as session:
+            rollups.refresh_all(session)
+
+    reader = session_factory()
+    try:
+        assert reader.execute(text(f"SELECT count(*) FROM {first}")).scalar() >= 1
+        refresh, errors = _in_thread(full_refresh)
+        assert swapping.wait(30)
+        time.sleep(0.5)  # several attempts at the locks
+        reader.execute(text("SET LOCAL lock_timeout = '10s'"))
+        assert reader.execute(text(f"SELECT count(*) FROM {then}")).scalar() >= 1
+        assert refresh.is_alive()  # it needs the share lock the reader holds
+    finally:
+        reader.rollback()
+        reader.close()
+    refresh.join(30)
+    assert not refresh.is_alive()
+    assert errors == []
+    _assert_exact(session_factory)
