@@ -342,9 +342,9 @@ class _Batch:
         self.spends_f = np.array(spends, dtype=np.float64)
         self.prices_f = self.spends_f / self.units_f
         # int64 sums are exact unless a product's total could pass 2**63 (never in practice)
-        self._int64 = len(units) * max(max(map(abs, units)), max(map(abs, spends))) < 2**63
-        self.units_i = np.array(units, dtype=np.int64) if self._int64 else None
-        self.spends_i = np.array(spends, dtype=np.int64) if self._int64 else None
+        fits = len(units) * max(max(map(abs, units)), max(map(abs, spends))) < 2**63
+        self.units_i = np.array(units, dtype=np.int64) if fits else None
+        self.spends_i = np.array(spends, dtype=np.int64) if fits else None
         everything = np.ones(len(units), dtype=bool)
         self.units_total = self._sums(units, self.units_i, everything)
         self.spend_total = self._sums(spends, self.spends_i, everything)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
+from itertools import islice
 from threading import BoundedSemaphore
 from typing import Any
 
@@ -239,9 +240,11 @@ def lock_caches(session: Session) -> None:
         session.execute(select(func.pg_advisory_xact_lock(CACHES_LOCK_KEY)))
 
 
-def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _chunks(items: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 # --- incremental changes ----------------------------------------------------------------------
@@ -593,7 +596,7 @@ def _write_stats(
     insert each batch (``into`` that table or its rebuilt replacement) while the next is
     computed; keep the rows in ``written``, when given. Returns the number of rows."""
     count = 0
-    for batch in _batched(products, STATS_BATCH):
+    for batch in _chunks(products, STATS_BATCH):
         known = [item for item in batch if item[0] in catalogue]
         summaries = m.summarise_many([(units, spends) for _, units, spends in known])
         values = [
@@ -607,17 +610,6 @@ def _write_stats(
         if progress:
             progress(len(batch))
     return count
-
-
-def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def stats_values(
