@@ -50,9 +50,10 @@ from marketplace.catalog import service as catalog  # noqa: E402
 from marketplace.catalog.gtin import check_digit  # noqa: E402
 from marketplace.catalog.models import Category, Offer, OfferStatus, Product  # noqa: E402
 from marketplace.catalog.search import SearchQuery  # noqa: E402
-from marketplace.catalog.search.cache import SearchCache, bump_generation  # noqa: E402
+from marketplace.catalog.search.cache import SearchCache  # noqa: E402
 from marketplace.catalog.search.documents import rebuild_all  # noqa: E402
 from marketplace.catalog.search.models import SearchDocument  # noqa: E402
+from marketplace.catalog.search.outbox import product_changed  # noqa: E402
 from marketplace.config import Settings, normalise_database_url  # noqa: E402
 from marketplace.db import new_id, unit_of_work  # noqa: E402
 
@@ -459,9 +460,20 @@ def main() -> None:
                     expanded[c["q"]] = select(m.c.id).order_by(m.c.score.desc(), m.c.id).limit(20)
         return [expanded[c["q"]] for c in calls]
 
+    with state.session_factory() as session:
+        changeable = list(
+            session.scalars(
+                select(Offer.id).where(Offer.status == OfferStatus.ACTIVE).order_by(Offer.id)
+            )
+        )
+    change_rng = random.Random(args.seed + 2)
+
     def new_generation() -> None:
+        """A real catalogue change: one active offer's price moves by a penny (and back)."""
         with unit_of_work(state.session_factory) as session:
-            bump_generation(session)
+            offer = session.get(Offer, change_rng.choice(changeable))
+            offer.pack_price_pence += 1 if offer.pack_price_pence % 2 else -1
+            product_changed(session, offer.product_id)
 
     def ratio(a: list[float], b: list[float]) -> float:
         return round(percentile(a, 0.5) / max(percentile(b, 0.5), 1e-6), 2)

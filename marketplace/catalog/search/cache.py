@@ -30,18 +30,22 @@ from __future__ import annotations
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
+from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ... import metrics
-from .models import SearchGeneration
+from ...db import utcnow
+from .models import SearchChange, SearchGeneration
 
 GENERATION_SLOTS = 16
 MAX_STEP = 2**20  # 2^43 bumps of one slot before its BIGINT overflows
+CHANGES_KEPT = timedelta(days=1)
+PRUNE_CHANCE = 0.01  # of a bump pruning the old changes
 _BUMPED = "search_generation_bumped"  # session.info: (root transaction, slot)
 _random = random.SystemRandom()
 
@@ -53,8 +57,9 @@ def choose_slot() -> int:
     return _random.randrange(GENERATION_SLOTS)
 
 
-def bump_generation(session: Session) -> None:
-    """Mark the search documents changed in this transaction (call after changing them)."""
+def bump_generation(session: Session, document_ids: Iterable[int] | None) -> None:
+    """Mark the search documents changed in this transaction (call after changing them), and
+    record which: ``document_ids``, or None when any may have changed (a full rebuild)."""
     root = session.get_transaction()
     mark = session.info.get(_BUMPED)
     if mark is not None and mark[0] is root:
@@ -64,13 +69,66 @@ def bump_generation(session: Session) -> None:
         session.info[_BUMPED] = (root, slot)
     table = SearchGeneration.__table__
     module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    step = _random.randint(1, MAX_STEP)
     # An upsert: a slot that has no row yet (a new or emptied table) starts at its first step.
-    stmt = module.insert(table).values(slot=slot, value=_random.randint(1, MAX_STEP))
-    session.execute(
+    stmt = module.insert(table).values(slot=slot, value=step)
+    value = session.execute(
         stmt.on_conflict_do_update(
             index_elements=[table.c.slot], set_={"value": table.c.value + stmt.excluded.value}
+        ).returning(table.c.value)
+    ).scalar_one()
+    ids = None if document_ids is None else " ".join(map(str, sorted(set(document_ids))))
+    session.execute(
+        insert(SearchChange.__table__).values(
+            slot=slot, value=value, previous=value - step, document_ids=ids, created_at=utcnow()
         )
     )
+    if _random.random() < PRUNE_CHANCE:
+        prune_changes(session)
+
+
+def prune_changes(session: Session) -> None:
+    """Forget bumps older than ``CHANGES_KEPT``: a process whose columns are older reloads."""
+    session.execute(delete(SearchChange).where(SearchChange.created_at < utcnow() - CHANGES_KEPT))
+
+
+def changes_between(session: Session, held: Generation, seen: Generation) -> set[int] | None:
+    """The ids of the documents changed from generation ``held`` to ``seen`` (both read by
+    ``read_generation``), or None when that cannot be told: a slot went back or vanished (the
+    table was emptied or restored), a link of a slot's chain is pruned, or a bump may have
+    changed any document."""
+    before, after = dict(held), dict(seen)
+    if not before.keys() <= after.keys():
+        return None
+    moved = {slot: (before.get(slot, 0), value) for slot, value in after.items()}
+    moved = {slot: span for slot, span in moved.items() if span[0] != span[1]}
+    if any(low > high for low, high in moved.values()):
+        return None
+    if not moved:
+        return set()
+    table = SearchChange.__table__
+    rows = session.execute(
+        select(table.c.slot, table.c.value, table.c.previous, table.c.document_ids)
+        .where(
+            or_(
+                *(
+                    and_(table.c.slot == slot, table.c.value > low, table.c.value <= high)
+                    for slot, (low, high) in moved.items()
+                )
+            )
+        )
+        .order_by(table.c.slot, table.c.value)
+    ).all()
+    reached = {slot: low for slot, (low, _high) in moved.items()}
+    changed: set[int] = set()
+    for slot, value, previous, document_ids in rows:
+        if previous != reached[slot] or document_ids is None:
+            return None
+        reached[slot] = value
+        changed.update(int(i) for i in document_ids.split())
+    if any(reached[slot] != high for slot, (_low, high) in moved.items()):
+        return None
+    return changed
 
 
 def changed_documents(session: Session) -> bool:

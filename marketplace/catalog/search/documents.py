@@ -193,7 +193,7 @@ def refresh_documents(session: Session, product_ids: list[str]) -> None:
         for d in session.scalars(select(SearchDocument).where(SearchDocument.product_id.in_(ids)))
     }
     terms: set[str] = set()
-    changed = False
+    changed: set[int] = set()  # ids of the documents that really changed
     for product_id, values in docs.items():
         current = existing.get(product_id)
         if values is None:
@@ -204,18 +204,18 @@ def refresh_documents(session: Session, product_ids: list[str]) -> None:
                     )
                 )
                 session.delete(current)
-                changed = True
+                changed.add(current.id)
             continue
         if current is None:
             current = SearchDocument(id=document_id(session, product_id), **values)
             session.add(current)
-            changed = True
+            changed.add(current.id)
         else:
             # Only changed columns are written, so a price change leaves the text index alone.
             for name, value in values.items():
                 if getattr(current, name) != value:
                     setattr(current, name, value)
-                    changed = True
+                    changed.add(current.id)
         session.flush()
         rows = supplier_rows(current.id, values)
         table = SearchDocumentSupplier.__table__
@@ -230,11 +230,11 @@ def refresh_documents(session: Session, product_ids: list[str]) -> None:
                 )
             )
             session.execute(insert(SearchDocumentSupplier), rows)
-            changed = True
+            changed.add(current.id)
         terms |= document_words(values)
     add_terms(session, terms)
     if changed:
-        bump_generation(session)
+        bump_generation(session, changed)
     session.flush()
 
 
@@ -279,7 +279,7 @@ def rebuild_all(
             add_terms(session, {w for d in docs for w in document_words(d)})
             searchable += len(docs)
         progress(len(batch))
-    bump_generation(session)
+    bump_generation(session, None)
     session.flush()
     return searchable
 

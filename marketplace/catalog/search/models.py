@@ -92,9 +92,10 @@ class SearchDocument(Base):
 
 
 class SearchDocumentSupplier(Base):
-    """One row per (document, supplier with an active offer on it): the supplier filter and
-    facet. The document's filter columns are repeated here so that counting products per
-    supplier without a text query reads this table alone (one covering index scan)."""
+    """One row per (document, supplier with an active offer on it): the supplier filter of a
+    ranked page, and each supplier's documents for the in-memory columns (``columns.py``). The
+    document's filter columns repeated here served facet counting in the database, before the
+    columns took it over; nothing reads them now."""
 
     __tablename__ = "search_document_suppliers"
     __table_args__ = (
@@ -143,6 +144,27 @@ class SearchGeneration(Base):
 
     slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     value: Mapped[int] = mapped_column(BigInteger)
+
+
+class SearchChange(Base):
+    """One bump of one generation slot (``cache.py``): the slot's value before and after, and
+    the documents that the bumping transaction changed (space-separated ids; NULL when it may
+    have changed any, as a full rebuild does). A process holding the documents' columns at one
+    generation reads the changes since (``columns.py``) instead of every document again.
+
+    A slot's bumps form a chain: writers bumping the same slot wait for each other's row lock,
+    so in commit order each one starts from the value the last one left. A reader follows the
+    chain from the value it holds to the value it sees, and reloads everything when a link is
+    missing (rows older than ``CHANGES_KEPT`` are pruned)."""
+
+    __tablename__ = "search_changes"
+    __table_args__ = (Index("ix_search_changes_created_at", "created_at"),)
+
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    previous: Mapped[int] = mapped_column(BigInteger)
+    document_ids: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class SearchOutbox(Base):

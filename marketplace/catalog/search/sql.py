@@ -1,12 +1,13 @@
 """The SQL search backend: ``search_documents`` with SQLite FTS5 or PostgreSQL full-text search.
 
 One request costs a handful of statements: the spelling check of unknown query words (one
-indexed lookup, plus one per unknown word); the page (by relevance, the database's own top
-limit+1 by bm25/ts_rank after the cursor; in a column order, a walk of that order's index);
-the rows of the page; and one statement for the total and all four facets, which reads the
-matches unranked (see ``_text_facet_counts`` and ``_browse_facet_counts``). Names of
-categories and suppliers come from their own tables at query time, so a renamed supplier
-shows its new name at once.
+indexed lookup, plus one per unknown word); with text, the ids of every match from the
+full-text index alone (one string); the page (by relevance, the database's own top limit+1 by
+bm25/ts_rank after the cursor; without text, a walk of that order's index); and the rows of
+the page. The total and the four facets, and a text query's pages in a price or date order,
+are computed in memory from the documents' columns (``columns.py``). Names of categories and
+suppliers come from their own tables at query time, so a renamed supplier shows its new name
+at once.
 
 With the request cache on (``cache.py``), a search first reads the search generation; the page's
 ids and the counts are then taken from the cache when they were computed under that same
@@ -15,18 +16,18 @@ generation, and only the page's rows and the names are read.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 from sqlalchemy import (
     Double,
     String,
     and_,
-    case,
     cast,
     func,
     literal,
@@ -35,8 +36,6 @@ from sqlalchemy import (
     or_,
     select,
     table,
-    type_coerce,
-    union,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import REGCONFIG, TSQUERY
@@ -64,9 +63,9 @@ from .base import (
     decode_cursor,
     encode_cursor,
     pence_to_nanopence,
-    price_bucket_bounds,
 )
 from .cache import Generation, SearchCache, changed_documents, read_generation
+from .columns import Columns, ColumnStore, Filters, from_micros, micros
 from .facets import category_facets, supplier_facets, top_suppliers
 from .models import SearchDocument, SearchDocumentSupplier, SearchTerm
 from .text import (
@@ -116,18 +115,13 @@ class SqliteText:
             .where(literal_column("search_fts").op("MATCH")(self.render(plan)))
         )
 
-    def unranked(self, plan: Node, exact: list[Any]) -> tuple[Any, list[Any]]:
-        """The documents matching the text (or an exact hit), unranked, as (FROM, WHERE): a
-        join from the full-text index's rowids (SQLite seeks each one; an ``IN`` is slower)."""
-        rowids = (
-            select(literal_column("search_fts.rowid").label("id"))
+    def match_ids(self, plan: Node) -> Any:
+        """One row: the ids of every match, space-separated, from the full-text index alone."""
+        return (
+            select(func.group_concat(literal_column("search_fts.rowid"), " "))
             .select_from(self.fts)
             .where(literal_column("search_fts").op("MATCH")(self.render(plan)))
         )
-        if exact:
-            rowids = union(rowids, select(D.c.id).where(or_(*exact)))
-        m = rowids.subquery("m")
-        return D.join(m, m.c.id == D.c.id), []
 
     def candidates(self, session: Session, word: str) -> list[str]:
         return list(
@@ -158,11 +152,12 @@ class PostgresText:
             vector.op("@@")(tsquery)
         )
 
-    def unranked(self, plan: Node, exact: list[Any]) -> tuple[Any, list[Any]]:
-        """The documents matching the text (or an exact hit), unranked, as (FROM, WHERE): a
-        condition on ``search_documents`` itself, so nothing is joined to itself."""
+    def match_ids(self, plan: Node) -> Any:
+        """One row: the ids of every match, space-separated (one string crosses the wire)."""
         vector = literal_column("search_documents.search_fts_vector")
-        return D, [or_(vector.op("@@")(self._query(plan)), *exact)]
+        return select(func.string_agg(cast(D.c.id, String), " ")).where(
+            vector.op("@@")(self._query(plan))
+        )
 
     def candidates(self, session: Session, word: str) -> list[str]:
         session.execute(select(func.set_config("pg_trgm.similarity_threshold", "0.2", True)))
@@ -238,6 +233,7 @@ class SqlSearchBackend:
         # re-read every page it touches). PostgreSQL: the application's pool, REPEATABLE READ.
         self.read_engine = read_engine
         self.cache = SearchCache(cache_size)
+        self.columns = ColumnStore()
 
     # -- building blocks
 
@@ -320,15 +316,19 @@ class SqlSearchBackend:
             exact.append(D.c.mpn_key == key)
         return exact
 
-    def _unranked(
-        self, session: Session, query: SearchQuery, plan: Node | None
-    ) -> tuple[Any, list[Any]] | None:
-        """The text query's matches as (FROM, WHERE) over ``search_documents``, for counting
-        and for pages in a column order (neither needs a score); None when there is no text."""
+    def _match_ids(self, session: Session, query: SearchQuery, plan: Node | None) -> Any:
+        """The ids of the text query's matches (and exact hits) as an int64 array, unranked,
+        from the full-text index alone; None when there is no text."""
         exact = self._exact(query)
+        if plan is None and not exact:
+            return None
+        found = [np.empty(0, dtype=np.int64)]
         if plan is not None:
-            return self._dialect(session).unranked(plan, exact)
-        return (D, [or_(*exact)]) if exact else None
+            joined = session.execute(self._dialect(session).match_ids(plan)).scalar()
+            found.append(np.fromstring(joined or "", dtype=np.int64, sep=" "))
+        if exact:
+            found.append(np.array(session.scalars(select(D.c.id).where(or_(*exact))).all()))
+        return np.concatenate(found).astype(np.int64)  # in any order; an exact hit may repeat
 
     def _matches(self, session: Session, query: SearchQuery, plan: Node | None) -> Any | None:
         """A selectable of (id, score) for the text query, or None when there is no text."""
@@ -363,21 +363,19 @@ class SqlSearchBackend:
 
     def _search(self, session: Session, query: SearchQuery) -> SearchResult:
         # The generation first, before any statement whose result may be cached (cache.py).
-        generation = self._generation(session)
+        generation = None if changed_documents(session) else read_generation(session)
+        cacheable = generation if self.cache.enabled else None
         category_ids = self._category_ids(session, query.category) if query.category else None
         key = _cache_key(query, category_ids)
-        text = _Text(self, session, query)
+        work = _Work(self, session, query, generation if _one_snapshot(session) else None)
         page_ids, next_cursor = self.cache.lookup(
             "page",
             (key, query.sort, query.limit, query.cursor),
-            generation,
-            lambda: self._page_ids(session, query, text, category_ids),
+            cacheable,
+            lambda: self._page_ids(session, query, work, category_ids),
         )
         counts = self.cache.lookup(
-            "facets",
-            key,
-            generation,
-            lambda: self._counts(session, query, text.unscored, category_ids),
+            "facets", key, cacheable, lambda: self._counts(query, work, category_ids)
         )
         return SearchResult(
             items=self._items(session, page_ids),
@@ -386,21 +384,16 @@ class SqlSearchBackend:
             next_cursor=next_cursor,
         )
 
-    def _generation(self, session: Session) -> Generation | None:
-        """The search generation to file cached parts under; None when nothing may be cached
-        (the cache is off, or this session's own uncommitted changes are in what it sees)."""
-        if not self.cache.enabled or changed_documents(session):
-            return None
-        return read_generation(session)
-
     def _page_ids(
-        self, session: Session, query: SearchQuery, text: _Text, category_ids: list[str] | None
+        self, session: Session, query: SearchQuery, work: _Work, category_ids: list[str] | None
     ) -> tuple[list[int], str | None]:
         """The page's document ids in order, and the next cursor."""
-        if text.unscored is not None and query.sort == "relevance":
+        if not work.has_text:
+            return self._browse_page(session, query, category_ids)
+        if query.sort == "relevance":
             # Only the page is ranked: the top limit+1 after the cursor, found by the database.
-            return self._ranked_page(session, query, text.matches(), category_ids)
-        return self._page(session, query, text.unscored, category_ids)
+            return self._ranked_page(session, query, work.matches(), category_ids)
+        return self._text_page(query, work, category_ids)
 
     def _items(self, session: Session, ids: list[int]) -> list[SearchItem]:
         """The items of a page, read now: names and prices are never served from the cache."""
@@ -455,19 +448,14 @@ class SqlSearchBackend:
             )
         )
 
-    def _page(
-        self,
-        session: Session,
-        query: SearchQuery,
-        matches: Any | None,
-        category_ids: list[str] | None,
+    def _browse_page(
+        self, session: Session, query: SearchQuery, category_ids: list[str] | None
     ) -> tuple[list[int], str | None]:
-        """A keyset page in a column order (price, newest, or no text): the sort keys (the
-        document id last) from the index of that order; the text match, if any, only filters."""
+        """A keyset page without text: the sort keys (the document id last) from the index of
+        that order, walked from the cursor."""
         sort = _sort_for(query, has_text=False)
         order = [D.c[name] for name in sort.columns]
-        source, where = matches if matches is not None else (D, [])
-        keys = select(*order).select_from(source).where(*where)
+        keys = select(*order)
         for clauses in self._filters(query, D, category_ids).values():
             keys = keys.where(*clauses)
         after = decode_cursor(query, len(sort.columns))
@@ -475,30 +463,57 @@ class SqlSearchBackend:
             values = [cursor_value(v, t) for v, t in zip(after, sort.types, strict=True)]
             keys = keys.where(_keyset(order, values, sort.descending))
         keys = keys.order_by(*_ordering(order, sort.descending)).limit(query.limit + 1)
-        page = [tuple(row) for row in session.execute(keys)]
-        more = len(page) > query.limit
-        page = page[: query.limit]
-        next_cursor = encode_cursor(query, list(page[-1])) if more and page else None
-        return [row[-1] for row in page], next_cursor
+        return _next_page(query, [tuple(row) for row in session.execute(keys)])
+
+    def _text_page(
+        self, query: SearchQuery, work: _Work, category_ids: list[str] | None
+    ) -> tuple[list[int], str | None]:
+        """A page of the text query's matches in a column order, ordered in memory (the
+        database would seek every match's row to sort them)."""
+        sort = _sort_for(query, has_text=False)
+        after = decode_cursor(query, len(sort.columns))
+        if after is not None:
+            after = [cursor_value(v, t) for v, t in zip(after, sort.types, strict=True)]
+            after = [micros(v) if isinstance(v, datetime) else v for v in after]
+        columns = work.columns
+        selected = self._column_filters(columns, query, category_ids).all_but(
+            None, columns.positions(work.matched)
+        )
+        page = columns.page(selected, query.sort, after, query.limit + 1)
+        if query.sort == "newest":
+            page = [(from_micros(key), tie, i) for key, tie, i in page]
+        return _next_page(query, page)
 
     def _counts(
-        self,
-        session: Session,
-        query: SearchQuery,
-        matches: Any | None,
-        category_ids: list[str] | None,
+        self, query: SearchQuery, work: _Work, category_ids: list[str] | None
     ) -> dict[str, dict[str, int]]:
         """The total and the four facets' counts (what the cache keeps: names are looked up
-        per request). Each facet applies every active filter except its own, as shoppers
-        expect (picking a supplier does not hide the other suppliers)."""
-        if matches is not None:
-            counts = self._text_facet_counts(session, query, matches, category_ids)
-        else:
-            counts = self._browse_facet_counts(session, query, category_ids)
-        # Plain dicts, and only the suppliers the facet can show: cached entries stay small.
-        frozen = {name: dict(counts[name]) for name in ("total", *FACETS)}
-        frozen["supplier"] = dict(top_suppliers(frozen["supplier"]))
-        return frozen
+        per request), counted in memory over the matches (every document without text). Each
+        facet applies every active filter except its own, as shoppers expect (picking a
+        supplier does not hide the other suppliers)."""
+        columns = work.columns
+        base = (
+            columns.positions(work.matched) if work.has_text else np.ones(len(columns), dtype=bool)
+        )
+        counts = columns.facet_counts(base, self._column_filters(columns, query, category_ids))
+        # Only the suppliers the facet can show: cached entries stay small.
+        counts["supplier"] = dict(top_suppliers(counts["supplier"]))
+        return counts
+
+    @staticmethod
+    def _column_filters(
+        columns: Columns, query: SearchQuery, category_ids: list[str] | None
+    ) -> Filters:
+        low, high = query.min_unit_price, query.max_unit_price
+        return columns.filters(
+            category_ids=category_ids,
+            supplier=query.supplier,
+            kind=query.kind,
+            min_price=None if low is None else pence_to_nanopence(low),
+            max_price=None if high is None else pence_to_nanopence(high),
+            phb_eligible=query.phb_eligible,
+            in_stock=query.in_stock,
+        )
 
     def _facet_lists(self, session: Session, counts: dict[str, dict[str, int]]) -> Facets:
         return Facets(
@@ -516,185 +531,20 @@ class SqlSearchBackend:
             ],
         )
 
-    def _text_facet_counts(
+
+class _Work:
+    """What a search computes when the cache cannot answer, worked out on first use: a search
+    answered from the cache needs none of it (not even the spelling lookups)."""
+
+    def __init__(
         self,
+        backend: SqlSearchBackend,
         session: Session,
         query: SearchQuery,
-        matches: Any,
-        category_ids: list[str] | None,
-    ) -> dict[str, dict[str, int]]:
-        """With a text query: read the narrow facet columns of every match once (the text
-        match runs once, unranked) and count in Python. Grouping in SQL would sort every
-        (product, supplier) pair of the matches in a temporary b-tree, several times slower.
-        The price bucket is computed by the database, and the rows come straight from the
-        driver (SQLAlchemy's per-row processing costs more than the counting)."""
-        price = D.c.min_unit_price_nanopence
-        bounds = price_bucket_bounds()
-        bucket = case(
-            *[
-                (and_(*([price >= lo] if lo is not None else []), price < hi), literal(n))
-                for n, (_key, lo, hi) in enumerate(bounds)
-                if hi is not None
-            ],
-            else_=literal(len(bounds) - 1),
-        )
-        kind = type_coerce(D.c.kind, String)
-        source, where = matches
-        shared = [*where, *self._filters(query, D, category_ids).get("", [])]
-        keys = [key for key, _lo, _hi in bounds]
-        ranged = query.min_unit_price is not None or query.max_unit_price is not None
-        if not (query.supplier or query.kind or category_ids is not None or ranged):
-            # No filter that a facet ignores: every facet counts every match.
-            facet_key = (
-                D.c.category_id.concat(" ").concat(kind).concat(" ").concat(cast(bucket, String))
-            )
-            if session.get_bind().dialect.name == "postgresql":
-                groups, suppliers = self._grouped_counts(session, facet_key, source, shared)
-            else:
-                # SQLite sorts to group: cheaper to hand over two strings (each match's
-                # category/kind/bucket, and its suppliers) that Python splits and counts.
-                n, keys_text, suppliers_text = session.execute(
-                    select(
-                        func.count(),
-                        func.group_concat(facet_key, " "),
-                        func.group_concat(D.c.supplier_ids, " "),
-                    )
-                    .select_from(source)
-                    .where(*shared)
-                ).one()
-                words = keys_text.split(" ") if n else []
-                groups = Counter(zip(words[0::3], words[1::3], words[2::3], strict=True))
-                suppliers = Counter(suppliers_text.split(" ")) if n else Counter()
-            counts = _empty_counts()
-            for (category_id, kind_value, b), count in groups.items():
-                counts["total"][""] += count
-                counts["category"][category_id] += count
-                counts["kind"][kind_value] += count
-                counts["unit_price"][keys[int(b)]] += count
-            counts["supplier"] = suppliers
-            return counts
-        stmt = (
-            select(D.c.category_id, kind, bucket, D.c.supplier_ids, *([price] if ranged else []))
-            .select_from(source)
-            .where(*shared)
-        )
-        rows = _plain_rows(session, stmt)
-        wanted_categories = set(category_ids) if category_ids is not None else None
-        wanted_kind = query.kind
-        low = pence_to_nanopence(query.min_unit_price) if query.min_unit_price is not None else None
-        high = (
-            pence_to_nanopence(query.max_unit_price) if query.max_unit_price is not None else None
-        )
-        counts = _empty_counts()
-        for category_id, kind, b, supplier_ids, *rest in rows:
-            suppliers = supplier_ids.split()
-            ok_category = wanted_categories is None or category_id in wanted_categories
-            ok_supplier = query.supplier is None or query.supplier in suppliers
-            ok_kind = wanted_kind is None or kind == wanted_kind
-            ok_price = not rest or (
-                (low is None or rest[0] >= low) and (high is None or rest[0] <= high)
-            )
-            if ok_supplier and ok_kind and ok_price:
-                counts["category"][category_id] += 1
-                if ok_category:
-                    counts["total"][""] += 1
-            if ok_category and ok_kind and ok_price:
-                for supplier in suppliers:
-                    counts["supplier"][supplier] += 1
-            if ok_category and ok_supplier and ok_price:
-                counts["kind"][kind] += 1
-            if ok_category and ok_supplier and ok_kind:
-                counts["unit_price"][keys[b]] += 1
-        return counts
-
-    @staticmethod
-    def _grouped_counts(
-        session: Session, facet_key: Any, source: Any, where: list[Any]
-    ) -> tuple[Counter[tuple[str, ...]], Counter[str]]:
-        """PostgreSQL: the matches once (a CTE read twice is materialised), grouped by
-        category/kind/bucket and by supplier with hash aggregates; a few hundred rows come back."""
-        m = (
-            select(facet_key.label("k"), D.c.supplier_ids.label("s"))
-            .select_from(source)
-            .where(*where)
-            .cte("m")
-        )
-        supplier = select(func.unnest(func.string_to_array(m.c.s, " ")).label("s")).subquery()
-        rows = session.execute(
-            union_all(
-                select(
-                    literal(0).label("facet"), m.c.k.label("key"), func.count().label("n")
-                ).group_by(m.c.k),
-                select(literal(1), supplier.c.s, func.count()).group_by(supplier.c.s),
-            )
-        )
-        groups: Counter[tuple[str, ...]] = Counter()
-        suppliers: Counter[str] = Counter()
-        for facet, key, n in rows:
-            if facet == 0:
-                groups[tuple(key.split(" "))] += n
-            else:
-                suppliers[key] += n
-        return groups, suppliers
-
-    def _browse_facet_counts(
-        self, session: Session, query: SearchQuery, category_ids: list[str] | None
-    ) -> dict[str, dict[str, int]]:
-        """Without text: one statement whose branches each scan a covering index (of the
-        documents, or of the supplier rows) with every filter but their own."""
-        on_docs = self._filters(query, D, category_ids)
-        on_suppliers = self._filters(query, S, category_ids)
-
-        def others(excluded: str | None, filters: dict[str, list[Any]] = on_docs) -> list[Any]:
-            return [c for name, cs in filters.items() if name != excluded for c in cs]
-
-        price = D.c.min_unit_price_nanopence
-        bucket = case(
-            *[
-                (
-                    and_(
-                        *([price >= low] if low is not None else []),
-                        *([price < high] if high is not None else []),
-                    ),
-                    literal(key),
-                )
-                for key, low, high in price_bucket_bounds()
-            ]
-        )
-
-        def count() -> Any:
-            return func.count().label("n")
-
-        # Grouped by an expression, not the column: otherwise SQLite walks the supplier index
-        # for its order and reads every row, instead of scanning the covering index.
-        supplier_key = S.c.supplier_id.concat("")
-        branches = [
-            select(literal("total").label("facet"), literal("").label("key"), count())
-            .select_from(D)
-            .where(*others(None)),
-            select(literal("category"), D.c.category_id, count())
-            .where(*others("category"))
-            .group_by(D.c.category_id),
-            select(literal("kind"), D.c.kind, count()).where(*others("kind")).group_by(D.c.kind),
-            select(literal("unit_price"), bucket, count())
-            .where(*others("unit_price"))
-            .group_by(bucket),
-            select(literal("supplier"), supplier_key, count())
-            .where(*others("supplier", on_suppliers))
-            .group_by(supplier_key),
-        ]
-        counts: dict[str, dict[str, int]] = defaultdict(dict)
-        for facet, key, n in session.execute(union_all(*branches)):
-            counts[facet][str(getattr(key, "value", key))] = n
-        return counts
-
-
-class _Text:
-    """The text query's plan and matches, worked out on first use: a search answered from the
-    cache needs neither (not even the spelling lookups)."""
-
-    def __init__(self, backend: SqlSearchBackend, session: Session, query: SearchQuery):
+        generation: Generation | None,
+    ):
         self.backend, self.session, self.query = backend, session, query
+        self.generation = generation
 
     @cached_property
     def plan(self) -> Node | None:
@@ -702,14 +552,43 @@ class _Text:
         return self.backend._plan(self.session, self.query) if self.query.text else None
 
     @cached_property
-    def unscored(self) -> tuple[Any, list[Any]] | None:
-        """The matches unranked (for counting, and for pages in a column order)."""
-        if not self.query.text:
+    def has_text(self) -> bool:
+        return bool(self.query.text) and (
+            self.plan is not None or bool(self.backend._exact(self.query))
+        )
+
+    @cached_property
+    def matched(self) -> Any:
+        """The ids of the matches (int64 array); None without text."""
+        if not self.has_text:
             return None
-        return self.backend._unranked(self.session, self.query, self.plan)
+        return self.backend._match_ids(self.session, self.query, self.plan)
+
+    @cached_property
+    def columns(self) -> Columns:
+        return self.backend.columns.at(self.session, self.generation)
 
     def matches(self) -> Any:
         return self.backend._matches(self.session, self.query, self.plan)
+
+
+def _one_snapshot(session: Session) -> bool:
+    """True when every statement of the session's transaction sees one snapshot, so that
+    columns kept for a generation describe what its full-text queries see: always on SQLite,
+    on PostgreSQL from REPEATABLE READ up (as the application's searches run)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    level = session.connection().get_execution_options().get("isolation_level")
+    return level in ("REPEATABLE READ", "SERIALIZABLE")
+
+
+def _next_page(query: SearchQuery, rows: list[tuple[Any, ...]]) -> tuple[list[int], str | None]:
+    """The ids of up to ``limit`` rows of sort keys (the id last) and the cursor after them,
+    when ``rows`` holds one more."""
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    next_cursor = encode_cursor(query, list(rows[-1])) if more and rows else None
+    return [row[-1] for row in rows], next_cursor
 
 
 def _cache_key(query: SearchQuery, category_ids: list[str] | None) -> tuple[Any, ...]:
@@ -775,23 +654,3 @@ def _category_facets(session: Session, counts: dict[str, int]) -> list[CategoryF
             if code:
                 rolled[code] += n
     return category_facets(session, rolled)
-
-
-def _empty_counts() -> dict[str, dict[str, int]]:
-    return {
-        "total": {"": 0},
-        "category": defaultdict(int),
-        "supplier": defaultdict(int),
-        "kind": defaultdict(int),
-        "unit_price": defaultdict(int),
-    }
-
-
-def _plain_rows(session: Session, stmt: Any) -> list[tuple[Any, ...]]:
-    """Every row of ``stmt`` as plain DB-API tuples: tens of thousands of matches skip
-    SQLAlchemy's per-row result processing (the columns asked for need none)."""
-    result = session.execute(stmt)
-    try:
-        return result.cursor.fetchall()
-    finally:
-        result.close()

@@ -1,0 +1,452 @@
+"""The search documents' filter, facet and sort columns in memory, as arrays, per process.
+
+Counting facets over tens of thousands of matches row by row in the database was most of a
+broad search's cost (one B-tree seek per match). Here each process holds every document's
+category, kind, price, stock, PHB flag, sort keys and suppliers as ``numpy`` arrays, and a
+search gets its matches' ids from the full-text index alone and counts, filters and orders
+them with a few vectorised operations.
+
+A ``Columns`` is an immutable snapshot at one search generation. ``ColumnStore`` keeps the
+last few and brings one forward to a newer generation by re-reading only the documents changed
+in between (``cache.changes_between``), or loads them all when that cannot be told. A search
+uses the snapshot of the generation it read, in the same database snapshot as the rest of the
+search, so the columns always describe exactly the documents its full-text query sees.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    Text,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    not_,
+    select,
+    type_coerce,
+)
+from sqlalchemy.orm import Session
+
+from ..models import CategoryKind
+from .base import price_bucket_bounds
+from .cache import Generation, changes_between
+from .models import SearchDocument, SearchDocumentSupplier
+
+D = SearchDocument.__table__
+S = SearchDocumentSupplier.__table__
+KINDS: tuple[str, ...] = tuple(k.value for k in CategoryKind)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SNAPSHOTS_KEPT = 4  # concurrent searches may read a generation or two behind the newest
+# Reloading is cheaper than patching when more than this share of the documents changed (and
+# more than ``PATCH_ALWAYS`` of them).
+PATCH_LIMIT = 0.2
+PATCH_ALWAYS = 1000
+ID_BATCH = 500
+
+
+def micros(moment: datetime) -> int:
+    """A timezone-aware time as integer microseconds since the epoch (exact)."""
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """A search's filters as masks over the documents, by facet ("" for those that every facet
+    applies): the facet of a filter counts without it, as shoppers expect."""
+
+    by_facet: dict[str, np.ndarray]
+
+    def all_but(self, facet: str | None, base: np.ndarray) -> np.ndarray:
+        mask = base
+        for name, condition in self.by_facet.items():
+            if name != facet:
+                mask = mask & condition
+        return mask
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Every search document at one generation, one array element per document, by id."""
+
+    generation: Generation | None
+    ids: np.ndarray  # int64, ascending
+    category: np.ndarray  # int32 index into ``categories``
+    kind: np.ndarray  # int8 index into ``KINDS``
+    price: np.ndarray  # int64 min unit price, nanopence
+    bucket: np.ndarray  # int8 index into the price buckets
+    in_stock: np.ndarray  # bool
+    phb: np.ndarray  # bool: eligible and not excluded
+    tie_break: np.ndarray  # int64
+    created: np.ndarray  # int64 microseconds since the epoch
+    pair_document: np.ndarray  # int64 position of a (document, supplier) pair's document
+    pair_supplier: np.ndarray  # int32 index into ``suppliers``
+    categories: tuple[str, ...]
+    suppliers: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    # -- building
+
+    @classmethod
+    def load(cls, session: Session, generation: Generation | None) -> Columns:
+        """Every document, read now."""
+        return cls._build(generation, _read(session, None), (), ())
+
+    def patched(self, session: Session, generation: Generation, changed: set[int]) -> Columns:
+        """These columns with the ``changed`` documents read again (gone ones dropped)."""
+        changed_ids = np.fromiter(changed, dtype=np.int64, count=len(changed))
+        parts = [
+            _read(session, changed_ids[start : start + ID_BATCH].tolist())
+            for start in range(0, len(changed_ids), ID_BATCH)
+        ]
+        fresh = Columns._build(generation, _joined(parts), self.categories, self.suppliers)
+        return self._merged(generation, ~np.isin(self.ids, changed_ids), fresh)
+
+    @classmethod
+    def _build(
+        cls,
+        generation: Generation | None,
+        read: _Read,
+        categories: Sequence[str],
+        suppliers: Sequence[str],
+    ) -> Columns:
+        order = np.argsort(read.ids, kind="stable")
+        ids = read.ids[order]
+        category_index = {c: i for i, c in enumerate(categories)}
+        supplier_index = {s: i for i, s in enumerate(suppliers)}
+        category = _coded(ids, read.categories, category_index, np.int32)
+        kind = _coded(ids, read.kinds, {k: i for i, k in enumerate(KINDS)}, np.int8)
+        pair_document = np.concatenate(
+            [np.empty(0, dtype=np.int64), *(members for _name, members in read.suppliers)]
+        )
+        pair_supplier = np.concatenate(
+            [
+                np.empty(0, dtype=np.int32),
+                *(
+                    np.full(
+                        len(members),
+                        supplier_index.setdefault(name, len(supplier_index)),
+                        dtype=np.int32,
+                    )
+                    for name, members in read.suppliers
+                ),
+            ]
+        )
+        price = read.price[order]
+        return cls(
+            generation=generation,
+            ids=ids,
+            category=category,
+            kind=kind,
+            price=price,
+            bucket=_buckets(price),
+            in_stock=read.in_stock[order],
+            phb=read.phb[order],
+            tie_break=read.tie_break[order],
+            created=read.created[order],
+            pair_document=np.searchsorted(ids, pair_document),
+            pair_supplier=pair_supplier,
+            categories=tuple(category_index),
+            suppliers=tuple(supplier_index),
+        )
+
+    def _merged(self, generation: Generation, kept: np.ndarray, fresh: Columns) -> Columns:
+        """The ``kept`` documents of these columns and every document of ``fresh`` (built with
+        these columns' category and supplier lists, extended), in id order."""
+        ids = np.concatenate([self.ids[kept], fresh.ids])
+        order = np.argsort(ids, kind="stable")
+        position = np.empty(len(ids), dtype=np.int64)
+        position[order] = np.arange(len(ids), dtype=np.int64)
+        # Old pairs of kept documents move to their document's new position; fresh pairs follow.
+        renumbered = np.cumsum(kept) - 1
+        old_pairs = kept[self.pair_document]
+        pair_document = np.concatenate(
+            [
+                position[renumbered[self.pair_document[old_pairs]]],
+                position[int(kept.sum()) + fresh.pair_document],
+            ]
+        )
+
+        def joined(name: str) -> np.ndarray:
+            return np.concatenate([getattr(self, name)[kept], getattr(fresh, name)])[order]
+
+        return Columns(
+            generation=generation,
+            ids=ids[order],
+            category=joined("category"),
+            kind=joined("kind"),
+            price=joined("price"),
+            bucket=joined("bucket"),
+            in_stock=joined("in_stock"),
+            phb=joined("phb"),
+            tie_break=joined("tie_break"),
+            created=joined("created"),
+            pair_document=pair_document,
+            pair_supplier=np.concatenate([self.pair_supplier[old_pairs], fresh.pair_supplier]),
+            categories=fresh.categories,
+            suppliers=fresh.suppliers,
+        )
+
+    # -- searching
+
+    def positions(self, document_ids: np.ndarray) -> np.ndarray:
+        """A mask of the documents with these ids (ids not held are left out: only possible
+        when the full-text query and these columns come from different database snapshots)."""
+        mask = np.zeros(len(self.ids), dtype=bool)
+        if len(self.ids) and len(document_ids):
+            at = np.minimum(np.searchsorted(self.ids, document_ids), len(self.ids) - 1)
+            mask[at[self.ids[at] == document_ids]] = True
+        return mask
+
+    def filters(
+        self,
+        category_ids: Iterable[str] | None = None,
+        supplier: str | None = None,
+        kind: str | None = None,
+        min_price: int | None = None,
+        max_price: int | None = None,
+        phb_eligible: bool | None = None,
+        in_stock: bool | None = None,
+    ) -> Filters:
+        masks: dict[str, np.ndarray] = {}
+        if category_ids is not None:
+            wanted = set(category_ids)
+            lookup = np.array([c in wanted for c in self.categories], dtype=bool)
+            masks["category"] = lookup[self.category] if len(lookup) else self._none()
+        if supplier is not None:
+            masks["supplier"] = self._none()
+            if supplier in self.suppliers:
+                code = self.suppliers.index(supplier)
+                masks["supplier"][self.pair_document[self.pair_supplier == code]] = True
+        if kind is not None:
+            masks["kind"] = self.kind == KINDS.index(kind) if kind in KINDS else self._none()
+        if min_price is not None or max_price is not None:
+            price = np.ones(len(self.ids), dtype=bool)
+            if min_price is not None:
+                price &= self.price >= min_price
+            if max_price is not None:
+                price &= self.price <= max_price
+            masks["unit_price"] = price
+        shared = np.ones(len(self.ids), dtype=bool)
+        if phb_eligible is not None:
+            shared &= self.phb == phb_eligible
+        if in_stock is not None:
+            shared &= self.in_stock == in_stock
+        masks[""] = shared
+        return Filters(masks)
+
+    def facet_counts(self, base: np.ndarray, filters: Filters) -> dict[str, dict[str, int]]:
+        """The total and each facet's counts over the documents in ``base`` (a mask), each
+        facet applying every filter but its own."""
+        keys = [key for key, _low, _high in price_bucket_bounds()]
+        supplier_docs = filters.all_but("supplier", base)[self.pair_document]
+        return {
+            "total": {"": int(filters.all_but(None, base).sum())},
+            "category": _named(self.category, filters.all_but("category", base), self.categories),
+            "kind": _named(self.kind, filters.all_but("kind", base), KINDS),
+            "unit_price": _named(self.bucket, filters.all_but("unit_price", base), keys),
+            "supplier": _named(self.pair_supplier, supplier_docs, self.suppliers),
+        }
+
+    def page(
+        self,
+        selected: np.ndarray,
+        sort: str,
+        after: Sequence[int] | None,
+        size: int,
+    ) -> list[tuple[int, int, int]]:
+        """Up to ``size`` of the ``selected`` documents (a mask) in a column order, after the
+        cursor's keys: (key, tie-break, id) for ``unit_price`` (ascending), ``-unit_price``
+        and ``newest`` (descending; ``newest``'s key in microseconds)."""
+        first = self.created if sort == "newest" else self.price
+        descending = sort != "unit_price"
+        at = np.flatnonzero(selected)
+        keys = [first[at], self.tie_break[at], self.ids[at]]
+        if descending:  # every key is a non-negative int64, so negating orders them backwards
+            keys = [-k for k in keys]
+        if after is not None:
+            bound = [-v if descending else v for v in after]
+            beyond = np.zeros(len(at), dtype=bool)
+            equal = np.ones(len(at), dtype=bool)
+            for key, value in zip(keys, bound, strict=True):
+                beyond |= equal & (key > value)
+                equal &= key == value
+            at, keys = at[beyond], [k[beyond] for k in keys]
+        if len(at) > size:  # only the first ``size`` by the main key can be on the page
+            cut = np.partition(keys[0], size - 1)[size - 1]
+            near = keys[0] <= cut
+            at, keys = at[near], [k[near] for k in keys]
+        order = np.lexsort(keys[::-1])[:size]
+        return [
+            (int(first[i]), int(self.tie_break[i]), int(self.ids[i])) for i in at[order].tolist()
+        ]
+
+    def _none(self) -> np.ndarray:
+        return np.zeros(len(self.ids), dtype=bool)
+
+
+class ColumnStore:
+    """A process's ``Columns``: the last few generations' snapshots, thread-safe."""
+
+    def __init__(self) -> None:
+        self._snapshots: OrderedDict[Generation, Columns] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def at(self, session: Session, generation: Generation | None) -> Columns:
+        """The columns at ``generation``, which ``session`` sees (read in its snapshot).
+        ``generation`` None (the session sees its own uncommitted changes): read now, not kept."""
+        if generation is None:
+            return Columns.load(session, None)
+        with self._lock:
+            held = self._snapshots.get(generation)
+            if held is not None:
+                self._snapshots.move_to_end(generation)
+                return held
+            newest = next(reversed(self._snapshots.values()), None)
+        columns = self._advance(session, newest, generation)
+        with self._lock:
+            self._snapshots[generation] = columns
+            while len(self._snapshots) > SNAPSHOTS_KEPT:
+                self._snapshots.popitem(last=False)
+        return columns
+
+    @staticmethod
+    def _advance(session: Session, newest: Columns | None, generation: Generation) -> Columns:
+        if newest is not None and newest.generation is not None:
+            changed = changes_between(session, newest.generation, generation)
+            if changed is not None and len(changed) <= max(PATCH_LIMIT * len(newest), PATCH_ALWAYS):
+                return newest.patched(session, generation, changed)
+        return Columns.load(session, generation)
+
+
+@dataclass(frozen=True)
+class _Read:
+    """Documents as the database aggregated them: numeric columns in one order (not by id),
+    and the ids of each category's, kind's and supplier's documents."""
+
+    ids: np.ndarray
+    price: np.ndarray
+    in_stock: np.ndarray
+    phb: np.ndarray
+    tie_break: np.ndarray
+    created: np.ndarray
+    categories: list[tuple[str, np.ndarray]]
+    kinds: list[tuple[str, np.ndarray]]
+    suppliers: list[tuple[str, np.ndarray]]
+
+
+def _read(session: Session, document_ids: list[int] | None) -> _Read:
+    """The documents with these ids (all with None) in four statements whose rows are a few
+    strings of numbers each: building arrays from a hundred thousand rows of Python objects
+    costs several times more."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+
+    def joined(column: Any) -> Any:
+        """The column's values, space-separated."""
+        if postgres:
+            return func.string_agg(cast(column, Text), literal(" "))
+        return func.group_concat(column, " ")
+
+    if postgres:
+        created = cast(func.extract("epoch", D.c.created_at) * 1_000_000, BigInteger)
+    else:  # stored as "YYYY-MM-DD HH:MM:SS.ffffff", in UTC
+        created = cast(func.strftime("%s", D.c.created_at), Integer) * 1_000_000 + cast(
+            func.substr(D.c.created_at, 21, 6), Integer
+        )
+    phb = case((and_(D.c.phb_eligible, not_(D.c.phb_excluded)), 1), else_=0)
+    numbers = [D.c.id, D.c.min_unit_price_nanopence, cast(D.c.in_stock, Integer), phb]
+    numbers += [D.c.tie_break, created]
+    # One string for all the numbers, so that each document's stay together.
+    row_text = cast(numbers[0], Text)
+    for number in numbers[1:]:
+        row_text = row_text.concat(" ").concat(cast(number, Text))
+    wanted = [] if document_ids is None else [D.c.id.in_(document_ids)]
+    table = _numbers(session.scalar(select(joined(row_text)).where(*wanted))).reshape(
+        -1, len(numbers)
+    )
+    ids, price, in_stock, phb_flags, tie_break, created_at = table.T
+
+    def grouped(key: Any, member: Any, *where: Any) -> list[tuple[str, np.ndarray]]:
+        stmt = select(key, joined(member)).where(*where).group_by(key)
+        return [(str(k), _numbers(text)) for k, text in session.execute(stmt)]
+
+    supplier_wanted = [] if document_ids is None else [S.c.document_id.in_(document_ids)]
+    return _Read(
+        ids=ids.copy(),
+        price=price.copy(),
+        in_stock=in_stock.astype(bool),
+        phb=phb_flags.astype(bool),
+        tie_break=tie_break.copy(),
+        created=created_at.copy(),
+        categories=grouped(D.c.category_id, D.c.id, *wanted),
+        kinds=grouped(type_coerce(D.c.kind, String), D.c.id, *wanted),
+        suppliers=grouped(S.c.supplier_id, S.c.document_id, *supplier_wanted),
+    )
+
+
+def _joined(parts: list[_Read]) -> _Read:
+    """Several reads as one."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def concatenated(name: str) -> np.ndarray:
+        return np.concatenate([np.empty(0, dtype=np.int64), *(getattr(p, name) for p in parts)])
+
+    return _Read(
+        ids=concatenated("ids"),
+        price=concatenated("price"),
+        in_stock=concatenated("in_stock").astype(bool),
+        phb=concatenated("phb").astype(bool),
+        tie_break=concatenated("tie_break"),
+        created=concatenated("created"),
+        categories=[group for p in parts for group in p.categories],
+        kinds=[group for p in parts for group in p.kinds],
+        suppliers=[group for p in parts for group in p.suppliers],
+    )
+
+
+def _numbers(text: str | None) -> np.ndarray:
+    """A space-separated list of integers (an aggregate over no rows gives NULL)."""
+    return np.fromstring(text or "", dtype=np.int64, sep=" ")
+
+
+def _coded(
+    ids: np.ndarray,
+    groups: list[tuple[str, np.ndarray]],
+    index: dict[str, int],
+    dtype: type,
+) -> np.ndarray:
+    """Per document (``ids``, ascending), the code in ``index`` of the group it is in; codes
+    for new names are added to ``index``."""
+    codes = np.zeros(len(ids), dtype=dtype)
+    for name, members in groups:
+        codes[np.searchsorted(ids, members)] = index.setdefault(name, len(index))
+    return codes
+
+
+def _buckets(price: np.ndarray) -> np.ndarray:
+    """Each price's bucket: the index of the first bucket whose upper bound is above it."""
+    uppers = [high for _key, _low, high in price_bucket_bounds() if high is not None]
+    return np.searchsorted(np.array(uppers, dtype=np.int64), price, side="right").astype(np.int8)
+
+
+def _named(codes: np.ndarray, mask: np.ndarray, names: Sequence[str]) -> dict[str, int]:
+    counts = np.bincount(codes[mask], minlength=len(names))
+    return {names[i]: int(counts[i]) for i in np.flatnonzero(counts).tolist()}
