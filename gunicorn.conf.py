@@ -31,3 +31,11 @@ def child_exit(server, worker):
     from marketplace.metrics import worker_exited
 
     worker_exited(worker.pid)
+
+
+# The search backend loads what it keeps in memory before the worker takes requests, so no
+# visitor waits for it (workers restart after max_requests, and each one loads afresh).
+def post_worker_init(worker):
+    from marketplace.catalog.search import warm_up
+
+    warm_up(worker.wsgi)

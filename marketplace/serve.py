@@ -35,6 +35,12 @@ def _child_exit(_server: Any, worker: Any) -> None:
     worker_exited(worker.pid)
 
 
+def _post_worker_init(worker: Any) -> None:
+    from .catalog.search import warm_up
+
+    warm_up(worker.wsgi)
+
+
 def run_gunicorn(*, host: str, port: int, workers: int | None) -> None:
     options = {
         "bind": f"{host}:{port}",
@@ -45,5 +51,6 @@ def run_gunicorn(*, host: str, port: int, workers: int | None) -> None:
         # as in gunicorn.conf.py: metrics from every worker (PROMETHEUS_MULTIPROC_DIR)
         "on_starting": _on_starting,
         "child_exit": _child_exit,
+        "post_worker_init": _post_worker_init,  # as in gunicorn.conf.py
     }
     _Gunicorn(options).run()

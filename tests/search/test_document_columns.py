@@ -12,10 +12,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import OperationalError
 
 from marketplace.catalog.models import OfferStatus
 from marketplace.catalog.search import cache as cache_module
-from marketplace.catalog.search import get_backend
+from marketplace.catalog.search import get_backend, warm_up
 from marketplace.catalog.search.base import SearchQuery, price_bucket_bounds
 from marketplace.catalog.search.cache import (
     CHANGES_KEPT,
@@ -28,6 +29,7 @@ from marketplace.catalog.search.columns import KINDS, Columns, _Read
 from marketplace.catalog.search.models import SearchChange
 from marketplace.catalog.search.sql import SqlSearchBackend
 from marketplace.db import utcnow
+from tests.search.conftest import search
 
 # --- counting and ordering, against a reference -------------------------------------------------
 
@@ -333,3 +335,29 @@ def test_a_process_follows_each_change_by_reading_only_what_changed(
     cat.update_product(glove, category_id=cat.categories["33141110"].id)  # recategorised
     check(category="33141110")
     assert len(loads) == 1  # the first search loaded; every change since was patched in
+
+
+def test_a_worker_loads_the_columns_before_its_first_search(app, cat, session_factory, monkeypatch):
+    cat.product("Foam dressing 10cm", "33141110", [(cat.supplier("Acme"), 900)])
+    backend = get_backend(app)
+    if backend.read_engine is None:  # an in-memory database: warm through the app's engine
+        monkeypatch.setattr(backend, "read_engine", session_factory.kw["bind"])
+    warm_up(app)
+    loads = []
+    real_load = Columns.load.__func__
+    monkeypatch.setattr(
+        Columns, "load", classmethod(lambda cls, *a: loads.append(1) or real_load(cls, *a))
+    )
+    assert search(app.test_client(), q="dressing")["total"] == 1
+    assert loads == []
+
+
+def test_a_warm_up_that_cannot_reach_the_database_leaves_it_to_the_first_search(
+    app, monkeypatch, caplog
+):
+    def unreachable():
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(get_backend(app), "warm", unreachable)
+    warm_up(app)  # does not raise: the worker starts, and its first search loads them
+    assert "search warm-up skipped" in caplog.text

@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
+from sqlalchemy.exc import SQLAlchemyError
 
 from .base import SearchBackend, SearchQuery, SearchResult
 
@@ -31,8 +33,10 @@ __all__ = [
     "get_backend",
     "init_app",
     "make_backend",
+    "warm_up",
 ]
 EXTENSION = "marketplace.search"
+log = logging.getLogger(__name__)
 
 
 def make_backend(settings: Settings, **kwargs: Any) -> SearchBackend:
@@ -48,6 +52,18 @@ def make_backend(settings: Settings, **kwargs: Any) -> SearchBackend:
 
 def get_backend(app: Flask) -> SearchBackend:
     return app.extensions[EXTENSION]
+
+
+def warm_up(app: Flask) -> None:
+    """Prepare the backend before a worker serves its first search (the SQL backend loads the
+    documents' columns). A database that is down only delays this to the first search."""
+    warm = getattr(get_backend(app), "warm", None)
+    if warm is None:
+        return
+    try:
+        warm()
+    except SQLAlchemyError as error:
+        log.warning("search warm-up skipped: %s", error)
 
 
 def sqlite_read_engine(settings: Settings) -> Engine | None:

@@ -48,7 +48,9 @@ D = SearchDocument.__table__
 S = SearchDocumentSupplier.__table__
 KINDS: tuple[str, ...] = tuple(k.value for k in CategoryKind)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-SNAPSHOTS_KEPT = 4  # concurrent searches may read a generation or two behind the newest
+# A threaded worker's concurrent searches may read a generation behind the newest. Each
+# snapshot is about 80 bytes a document (with three suppliers each).
+SNAPSHOTS_KEPT = 2
 # Reloading is cheaper than patching when more than this share of the documents changed (and
 # more than ``PATCH_ALWAYS`` of them).
 PATCH_LIMIT = 0.2
@@ -65,7 +67,7 @@ def from_micros(value: int) -> datetime:
     return EPOCH + timedelta(microseconds=value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Filters:
     """A search's filters as masks over the documents, by facet ("" for those that every facet
     applies): the facet of a filter counts without it, as shoppers expect."""
@@ -80,7 +82,7 @@ class Filters:
         return mask
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Columns:
     """Every search document at one generation, one array element per document, by id."""
 
@@ -336,7 +338,7 @@ class ColumnStore:
         return Columns.load(session, generation)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Read:
     """Documents as the database aggregated them: numeric columns in one order (not by id),
     and the ids of each category's, kind's and supplier's documents."""

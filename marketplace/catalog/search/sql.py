@@ -355,6 +355,13 @@ class SqlSearchBackend:
 
     # -- the search
 
+    def warm(self) -> None:
+        """Load the documents' columns before the first search needs them (a worker process
+        calls this once, when it starts)."""
+        if self.read_engine is not None:
+            with Session(self.read_engine) as session:
+                self.columns.at(session, read_generation(session))
+
     def search(self, session: Session, query: SearchQuery) -> SearchResult:
         if self.read_engine is not None:
             with Session(self.read_engine) as own:
