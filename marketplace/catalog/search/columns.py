@@ -119,7 +119,36 @@ class Columns:
             for start in range(0, len(changed_ids), ID_BATCH)
         ]
         fresh = Columns._build(generation, _joined(parts), self.categories, self.suppliers)
+        if len(fresh) == len(changed_ids) and np.isin(changed_ids, self.ids).all():
+            return self._replaced(generation, np.searchsorted(self.ids, fresh.ids), fresh)
         return self._merged(generation, ~np.isin(self.ids, changed_ids), fresh)
+
+    def _replaced(self, generation: Generation, at: np.ndarray, fresh: Columns) -> Columns:
+        """These columns with the documents at positions ``at`` replaced by ``fresh``'s (the
+        same ids: the common case of a change, which moves nothing)."""
+
+        def replaced(name: str) -> np.ndarray:
+            values = getattr(self, name).copy()
+            values[at] = getattr(fresh, name)
+            return values
+
+        old_pairs = ~np.isin(self.pair_document, at)
+        return Columns(
+            generation=generation,
+            ids=self.ids,
+            category=replaced("category"),
+            kind=replaced("kind"),
+            price=replaced("price"),
+            bucket=replaced("bucket"),
+            in_stock=replaced("in_stock"),
+            phb=replaced("phb"),
+            tie_break=replaced("tie_break"),
+            created=replaced("created"),
+            pair_document=np.concatenate([self.pair_document[old_pairs], at[fresh.pair_document]]),
+            pair_supplier=np.concatenate([self.pair_supplier[old_pairs], fresh.pair_supplier]),
+            categories=fresh.categories,
+            suppliers=fresh.suppliers,
+        )
 
     @classmethod
     def _build(
