@@ -119,20 +119,24 @@ class Columns:
             for start in range(0, len(changed_ids), ID_BATCH)
         ]
         fresh = Columns._build(generation, _joined(parts), self.categories, self.suppliers)
-        if len(fresh) == len(changed_ids) and np.isin(changed_ids, self.ids).all():
-            return self._replaced(generation, np.searchsorted(self.ids, fresh.ids), fresh)
-        return self._merged(generation, ~np.isin(self.ids, changed_ids), fresh)
+        held = self.positions(changed_ids)
+        if len(fresh) == len(changed_ids) == int(held.sum()):
+            return self._replaced(generation, held, np.searchsorted(self.ids, fresh.ids), fresh)
+        return self._merged(generation, ~held, fresh)
 
-    def _replaced(self, generation: Generation, at: np.ndarray, fresh: Columns) -> Columns:
-        """These columns with the documents at positions ``at`` replaced by ``fresh``'s (the
-        same ids: the common case of a change, which moves nothing)."""
+    def _replaced(
+        self, generation: Generation, held: np.ndarray, at: np.ndarray, fresh: Columns
+    ) -> Columns:
+        """These columns with the documents at positions ``at`` (the mask ``held``) replaced by
+        ``fresh``'s, which has the same ids: the common case of a change, which moves nothing.
+        (Every step is linear or a binary search: ``np.isin`` would sort the large arrays.)"""
 
         def replaced(name: str) -> np.ndarray:
             values = getattr(self, name).copy()
             values[at] = getattr(fresh, name)
             return values
 
-        old_pairs = ~np.isin(self.pair_document, at)
+        old_pairs = ~held[self.pair_document]
         return Columns(
             generation=generation,
             ids=self.ids,
