@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,6 +48,8 @@ D = SearchDocument.__table__
 S = SearchDocumentSupplier.__table__
 KINDS: tuple[str, ...] = tuple(k.value for k in CategoryKind)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The arrays of ``Columns`` with one element per document, besides ``ids``.
+PER_DOCUMENT = ("category", "kind", "price", "bucket", "in_stock", "phb", "tie_break", "created")
 # A threaded worker's concurrent searches may read a generation behind the newest. Each
 # snapshot is about 80 bytes a document (with three suppliers each).
 SNAPSHOTS_KEPT = 2
@@ -137,17 +139,10 @@ class Columns:
             return values
 
         old_pairs = ~held[self.pair_document]
-        return Columns(
+        return replace(
+            self,
             generation=generation,
-            ids=self.ids,
-            category=replaced("category"),
-            kind=replaced("kind"),
-            price=replaced("price"),
-            bucket=replaced("bucket"),
-            in_stock=replaced("in_stock"),
-            phb=replaced("phb"),
-            tie_break=replaced("tie_break"),
-            created=replaced("created"),
+            **{name: replaced(name) for name in PER_DOCUMENT},
             pair_document=np.concatenate([self.pair_document[old_pairs], at[fresh.pair_document]]),
             pair_supplier=np.concatenate([self.pair_supplier[old_pairs], fresh.pair_supplier]),
             categories=fresh.categories,
@@ -222,17 +217,11 @@ class Columns:
         def joined(name: str) -> np.ndarray:
             return np.concatenate([getattr(self, name)[kept], getattr(fresh, name)])[order]
 
-        return Columns(
+        return replace(
+            self,
             generation=generation,
             ids=ids[order],
-            category=joined("category"),
-            kind=joined("kind"),
-            price=joined("price"),
-            bucket=joined("bucket"),
-            in_stock=joined("in_stock"),
-            phb=joined("phb"),
-            tie_break=joined("tie_break"),
-            created=joined("created"),
+            **{name: joined(name) for name in PER_DOCUMENT},
             pair_document=pair_document,
             pair_supplier=np.concatenate([self.pair_supplier[old_pairs], fresh.pair_supplier]),
             categories=fresh.categories,
