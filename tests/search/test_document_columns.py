@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, update
@@ -17,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from marketplace.catalog.models import OfferStatus
 from marketplace.catalog.search import cache as cache_module
 from marketplace.catalog.search import get_backend, warm_up
-from marketplace.catalog.search.base import SearchQuery, price_bucket_bounds
+from marketplace.catalog.search.base import SearchQuery, encode_cursor, price_bucket_bounds
 from marketplace.catalog.search.cache import (
     CHANGES_KEPT,
     bump_generation,
@@ -361,3 +362,27 @@ def test_a_warm_up_that_cannot_reach_the_database_leaves_it_to_the_first_search(
     monkeypatch.setattr(get_backend(app), "warm", unreachable)
     warm_up(app)  # does not raise: the worker starts, and its first search loads them
     assert "search warm-up skipped" in caplog.text
+
+
+def test_a_forged_cursor_beyond_any_key_gives_an_empty_page_not_an_error(app, cat):
+    cat.product("Foam dressing 10cm", "33141110", [(cat.supplier("Acme"), 900)])
+    top, bottom = 2**63 - 1, -(2**63)
+    for sort, key in (("unit_price", [top, top, top]), ("-unit_price", [bottom, bottom, 0])):
+        query = SearchQuery(q="dressing", sort=sort)
+        body = search(app.test_client(), q="dressing", sort=sort, cursor=encode_cursor(query, key))
+        assert body["items"] == []
+        assert body["next_cursor"] is None
+        assert body["total"] == 1  # the facets and total do not depend on the cursor
+
+
+@pytest.mark.parametrize("q", [None, "dressing"])
+def test_a_forged_cursor_key_wider_than_64_bits_is_refused(app, cat, q):
+    cat.product("Foam dressing 10cm", "33141110", [(cat.supplier("Acme"), 900)])
+    cursor = encode_cursor(SearchQuery(q=q, sort="unit_price"), [10**30, 0, 0])
+    response = app.test_client().get(
+        "/api/v1/search",
+        query_string={"sort": "unit_price", "cursor": cursor, **({"q": q} if q else {})},
+    )
+    assert response.status_code == 422
+    assert response.content_type == "application/problem+json"
+    assert "cursor" in response.get_json()["errors"]

@@ -226,6 +226,8 @@ def cursor_value(value: Any, kind: type) -> Any:
         if kind in (int, float)
         else isinstance(value, kind)
     )
+    if kind is int and ok and not -(2**63) <= value < 2**63:
+        ok = False  # every integer key is a 64-bit column: a larger one was never issued
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is datetime and isinstance(value, str):
