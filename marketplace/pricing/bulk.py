@@ -19,6 +19,8 @@ from sqlalchemy import Date, Integer, Select, String, Table, column, delete, ins
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from .models import ProductStats
+
 # name -> column definition in the staging table (types valid on both databases)
 PURCHASE_COLUMNS: dict[str, str] = {
     "id": "VARCHAR(40)",
@@ -44,30 +46,7 @@ PURCHASE_COLUMNS: dict[str, str] = {
     "updated_at": "TIMESTAMP WITH TIME ZONE",
 }
 # pricing_product_stats' columns, in the order its rows are loaded
-STATS_COLUMNS = (
-    "product_id",
-    "product_name",
-    "category_id",
-    "benchmark_excluded",
-    "benchmark_excluded_reason",
-    "n_trusts",
-    "units",
-    "spend_pence",
-    "min_price",
-    "p10_price",
-    "p25_price",
-    "median_price",
-    "p75_price",
-    "max_price",
-    "mean_price",
-    "spread",
-    "spread_sort",
-    "outliers",
-    "savings_p10_pence",
-    "savings_p25_pence",
-    "savings_median_pence",
-    "updated_at",
-)
+STATS_COLUMNS = tuple(c.name for c in ProductStats.__table__.columns)
 TOTAL_COLUMNS = {
     "product_id": "VARCHAR(40)",
     "trust_id": "VARCHAR(40)",
@@ -236,7 +215,7 @@ def _add_sums(
     )
 
 
-STATS_TABLE = "pricing_product_stats"
+STATS_TABLE = ProductStats.__tablename__
 
 
 def insert_stats(session: Session, rows: Sequence[dict[str, Any]], into: str = STATS_TABLE) -> None:
@@ -253,7 +232,7 @@ def insert_stats(session: Session, rows: Sequence[dict[str, Any]], into: str = S
     load(
         session,
         into,
-        STATS_COLUMNS,
+        [*columns, "updated_at"],
         [[str(r[c]) if c in decimals else r[c] for c in columns] + [now] for r in rows],
         converted=True,
     )

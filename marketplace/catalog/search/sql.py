@@ -374,16 +374,15 @@ class SqlSearchBackend:
         cacheable = generation if self.cache.enabled else None
         category_ids = self._category_ids(session, query.category) if query.category else None
         key = _cache_key(query, category_ids)
-        work = _Work(self, session, query, generation if _one_snapshot(session) else None)
+        snapshot = generation if _one_snapshot(session) else None
+        work = _Work(self, session, query, category_ids, snapshot)
         page_ids, next_cursor = self.cache.lookup(
             "page",
             (key, query.sort, query.limit, query.cursor),
             cacheable,
             lambda: self._page_ids(session, query, work, category_ids),
         )
-        counts = self.cache.lookup(
-            "facets", key, cacheable, lambda: self._counts(query, work, category_ids)
-        )
+        counts = self.cache.lookup("facets", key, cacheable, lambda: self._counts(work))
         return SearchResult(
             items=self._items(session, page_ids),
             facets=self._facet_lists(session, counts),
@@ -400,7 +399,7 @@ class SqlSearchBackend:
         if query.sort == "relevance":
             # Only the page is ranked: the top limit+1 after the cursor, found by the database.
             return self._ranked_page(session, query, work.matches(), category_ids)
-        return self._text_page(query, work, category_ids)
+        return self._text_page(query, work)
 
     def _items(self, session: Session, ids: list[int]) -> list[SearchItem]:
         """The items of a page, read now: names and prices are never served from the cache."""
@@ -472,9 +471,7 @@ class SqlSearchBackend:
         keys = keys.order_by(*_ordering(order, sort.descending)).limit(query.limit + 1)
         return _next_page(query, [tuple(row) for row in session.execute(keys)])
 
-    def _text_page(
-        self, query: SearchQuery, work: _Work, category_ids: list[str] | None
-    ) -> tuple[list[int], str | None]:
+    def _text_page(self, query: SearchQuery, work: _Work) -> tuple[list[int], str | None]:
         """A page of the text query's matches in a column order, ordered in memory (the
         database would seek every match's row to sort them)."""
         sort = _sort_for(query, has_text=False)
@@ -483,44 +480,21 @@ class SqlSearchBackend:
             after = [cursor_value(v, t) for v, t in zip(after, sort.types, strict=True)]
             after = [micros(v) if isinstance(v, datetime) else v for v in after]
         columns = work.columns
-        selected = self._column_filters(columns, query, category_ids).all_but(
-            None, columns.positions(work.matched)
-        )
+        selected = work.filters.all_but(None, work.matched_mask)
         page = columns.page(selected, query.sort, after, query.limit + 1)
         if query.sort == "newest":
             page = [(from_micros(key), tie, i) for key, tie, i in page]
         return _next_page(query, page)
 
-    def _counts(
-        self, query: SearchQuery, work: _Work, category_ids: list[str] | None
-    ) -> dict[str, dict[str, int]]:
+    def _counts(self, work: _Work) -> dict[str, dict[str, int]]:
         """The total and the four facets' counts (what the cache keeps: names are looked up
         per request), counted in memory over the matches (every document without text). Each
         facet applies every active filter except its own, as shoppers expect (picking a
         supplier does not hide the other suppliers)."""
-        columns = work.columns
-        base = (
-            columns.positions(work.matched) if work.has_text else np.ones(len(columns), dtype=bool)
-        )
-        counts = columns.facet_counts(base, self._column_filters(columns, query, category_ids))
+        counts = work.columns.facet_counts(work.matched_mask, work.filters)
         # Only the suppliers the facet can show: cached entries stay small.
         counts["supplier"] = dict(top_suppliers(counts["supplier"]))
         return counts
-
-    @staticmethod
-    def _column_filters(
-        columns: Columns, query: SearchQuery, category_ids: list[str] | None
-    ) -> Filters:
-        low, high = query.min_unit_price, query.max_unit_price
-        return columns.filters(
-            category_ids=category_ids,
-            supplier=query.supplier,
-            kind=query.kind,
-            min_price=None if low is None else pence_to_nanopence(low),
-            max_price=None if high is None else pence_to_nanopence(high),
-            phb_eligible=query.phb_eligible,
-            in_stock=query.in_stock,
-        )
 
     def _facet_lists(self, session: Session, counts: dict[str, dict[str, int]]) -> Facets:
         return Facets(
@@ -548,10 +522,11 @@ class _Work:
         backend: SqlSearchBackend,
         session: Session,
         query: SearchQuery,
+        category_ids: list[str] | None,
         generation: Generation | None,
     ):
         self.backend, self.session, self.query = backend, session, query
-        self.generation = generation
+        self.category_ids, self.generation = category_ids, generation
 
     @cached_property
     def plan(self) -> Node | None:
@@ -574,6 +549,28 @@ class _Work:
     @cached_property
     def columns(self) -> Columns:
         return self.backend.columns.at(self.session, self.generation)
+
+    @cached_property
+    def matched_mask(self) -> Any:
+        """The matches as a mask over the columns (every document without text)."""
+        if not self.has_text:
+            return np.ones(len(self.columns), dtype=bool)
+        return self.columns.positions(self.matched)
+
+    @cached_property
+    def filters(self) -> Filters:
+        """The query's filters as masks over the columns (the page and the counts share them)."""
+        query = self.query
+        low, high = query.min_unit_price, query.max_unit_price
+        return self.columns.filters(
+            category_ids=self.category_ids,
+            supplier=query.supplier,
+            kind=query.kind,
+            min_price=None if low is None else pence_to_nanopence(low),
+            max_price=None if high is None else pence_to_nanopence(high),
+            phb_eligible=query.phb_eligible,
+            in_stock=query.in_stock,
+        )
 
     def matches(self) -> Any:
         return self.backend._matches(self.session, self.query, self.plan)
