@@ -53,6 +53,8 @@ class Settings:
     elasticsearch_index: str = "marketplace-products"
     # Entries in each process's search request cache (SQL backend); 0 turns it off.
     search_cache_size: int = 1024
+    # Megabytes of that cache for the matches and relevance scores kept per query; 0 keeps none.
+    search_cache_mb: int = 64
     # Secrets: kept out of repr()/str() so that logging or printing the settings shows neither.
     stripe_api_key: str | None = field(default=None, repr=False)
     stripe_api_base: str | None = None
@@ -180,6 +182,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         elasticsearch_url=env.get("ELASTICSEARCH_URL") or None,
         elasticsearch_index=env.get("ELASTICSEARCH_INDEX") or "marketplace-products",
         search_cache_size=_int(env, "SEARCH_CACHE_SIZE", 1024, minimum=0),
+        search_cache_mb=_int(env, "SEARCH_CACHE_MB", 64, minimum=0),
         stripe_api_key=env.get("STRIPE_API_KEY") or None,
         stripe_api_base=env.get("STRIPE_API_BASE") or None,
         stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
@@ -249,6 +252,8 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(
             "SEARCH_CACHE_SIZE", f"must be at least 0, got {settings.search_cache_size}"
         )
+    if settings.search_cache_mb < 0:
+        raise ConfigError("SEARCH_CACHE_MB", f"must be at least 0, got {settings.search_cache_mb}")
     es_url = _url("ELASTICSEARCH_URL", settings.elasticsearch_url)
     if settings.search_backend == "elasticsearch" and not es_url:
         raise ConfigError("ELASTICSEARCH_URL", "is required when SEARCH_BACKEND=elasticsearch")

@@ -12,8 +12,10 @@ What is measured, and when:
   outbox backlog, read from the database at scrape time (``outbox.backlog``).
 - ``marketplace_search_cache_lookups_total{part, outcome}``: the SQL search backend's request
   cache, per part of a search (``part="facets"``: the total and facet counts; ``"page"``: a
-  page's ids) and ``outcome`` (``hit`` or ``miss``; a miss includes an entry of an older
-  search generation). Nothing is counted when the cache is off.
+  page's ids; ``"plan"``, ``"matched"`` and ``"ranked"``: a query's spelling-corrected plan,
+  its matches, and its matches with their relevance scores, kept while no document's text
+  changes) and ``outcome`` (``hit`` or ``miss``; a miss includes an entry of an older search
+  generation). Nothing is counted when the cache is off.
 - ``marketplace_import_rows_total{import_kind, outcome}``: rows read by the offer and purchase
   imports (``outcome="processed"``: every row read; ``"rejected"``: the rows refused), counted
   as the import goes; ``marketplace_imports_in_progress{import_kind}``.
@@ -95,10 +97,10 @@ IMPORTS_RUNNING = Gauge(
 )
 SEARCH_CACHE_LOOKUPS = Counter(
     "marketplace_search_cache_lookups",
-    "Search request cache lookups, by part (facets, page) and outcome (hit, miss).",
+    "Search request cache lookups, by part (facets, page, plan, matched, ranked) and outcome.",
     ["part", "outcome"],
 )
-SEARCH_CACHE_PARTS = ("facets", "page")
+SEARCH_CACHE_PARTS = ("facets", "page", "plan", "matched", "ranked")
 _processed = {kind: IMPORT_ROWS.labels(kind, "processed") for kind in IMPORT_KINDS}
 _rejected = {kind: IMPORT_ROWS.labels(kind, "rejected") for kind in IMPORT_KINDS}
 _running = {kind: IMPORTS_RUNNING.labels(kind) for kind in IMPORT_KINDS}

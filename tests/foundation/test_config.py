@@ -23,6 +23,7 @@ def test_defaults_use_an_embedded_sqlite_file_in_the_instance_folder(tmp_path):
     assert settings.stripe_api_key is None
     assert settings.log_level == "INFO"
     assert settings.search_cache_size == 1024
+    assert settings.search_cache_mb == 64
 
 
 def test_every_setting_is_read(tmp_path):
@@ -33,6 +34,7 @@ def test_every_setting_is_read(tmp_path):
             "ELASTICSEARCH_URL": "https://search.internal:9200/",
             "ELASTICSEARCH_INDEX": "products",
             "SEARCH_CACHE_SIZE": "0",
+            "SEARCH_CACHE_MB": "8",
             "STRIPE_API_KEY": "sk_test_123",
             "STRIPE_API_BASE": "http://127.0.0.1:8420",
             "STRIPE_WEBHOOK_SECRET": "whsec_abc",
@@ -48,6 +50,7 @@ def test_every_setting_is_read(tmp_path):
     assert settings.elasticsearch_url == "https://search.internal:9200"
     assert settings.elasticsearch_index == "products"
     assert settings.search_cache_size == 0
+    assert settings.search_cache_mb == 8
     assert settings.stripe_api_key == "sk_test_123"
     assert settings.stripe_api_base == "http://127.0.0.1:8420"
     assert settings.stripe_webhook_secret == "whsec_abc"
@@ -103,6 +106,7 @@ def test_abuse_limit_and_metrics_settings_are_read():
         ({"ELASTICSEARCH_URL": "ftp://x"}, "ELASTICSEARCH_URL"),
         ({"SEARCH_CACHE_SIZE": "-1"}, "SEARCH_CACHE_SIZE"),
         ({"SEARCH_CACHE_SIZE": "lots"}, "SEARCH_CACHE_SIZE"),
+        ({"SEARCH_CACHE_MB": "-1"}, "SEARCH_CACHE_MB"),
         ({"STRIPE_API_KEY": "pk_live_123"}, "STRIPE_API_KEY"),
         ({"STRIPE_API_BASE": "localhost:8420"}, "STRIPE_API_BASE"),
         ({"STRIPE_WEBHOOK_SECRET": "secret"}, "STRIPE_WEBHOOK_SECRET"),

@@ -21,6 +21,7 @@ from marketplace.catalog.search import get_backend, warm_up
 from marketplace.catalog.search.base import SearchQuery, encode_cursor, price_bucket_bounds
 from marketplace.catalog.search.cache import (
     CHANGES_KEPT,
+    Changes,
     bump_generation,
     changes_between,
     prune_changes,
@@ -191,11 +192,11 @@ def test_ids_not_held_are_left_out_of_the_positions():
 # --- the change log -----------------------------------------------------------------------------
 
 
-def bump(session_factory, ids, monkeypatch=None, slot=None):
+def bump(session_factory, ids, monkeypatch=None, slot=None, text=True):
     if slot is not None:
         monkeypatch.setattr(cache_module, "choose_slot", lambda: slot)
     with session_factory.begin() as session:
-        bump_generation(session, ids)
+        bump_generation(session, ids, text_changed=text)
 
 
 def generation(session_factory):
@@ -212,14 +213,18 @@ def test_the_changes_between_two_generations_are_every_document_bumped_in_betwee
     db, session_factory, monkeypatch
 ):
     start = generation(session_factory)
-    bump(session_factory, [11, 12], monkeypatch, slot=3)
+    bump(session_factory, [11, 12], monkeypatch, slot=3, text=False)
     middle = generation(session_factory)
     bump(session_factory, [13], monkeypatch, slot=3)  # the same slot: a chain of two
-    bump(session_factory, [12, 14], monkeypatch, slot=9)
+    later = generation(session_factory)
+    bump(session_factory, [12, 14], monkeypatch, slot=9, text=False)
     end = generation(session_factory)
-    assert between(session_factory, start, end) == {11, 12, 13, 14}
-    assert between(session_factory, middle, end) == {12, 13, 14}
-    assert between(session_factory, end, end) == set()
+    assert between(session_factory, start, end) == Changes({11, 12, 13, 14}, text=True)
+    assert between(session_factory, middle, end) == Changes({12, 13, 14}, text=True)
+    # Only price or stock changes in between: the full-text index answers as before.
+    assert between(session_factory, start, middle) == Changes({11, 12}, text=False)
+    assert between(session_factory, later, end) == Changes({12, 14}, text=False)
+    assert between(session_factory, end, end) == Changes(set(), text=False)
 
 
 def test_a_bump_that_may_have_changed_anything_cannot_be_followed(db, session_factory, monkeypatch):

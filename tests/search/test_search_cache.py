@@ -342,13 +342,17 @@ def test_a_search_inside_a_writing_transaction_bypasses_the_cache(app, cat, sess
     query = SearchQuery(q="silicone")
     with session_factory() as session:
         assert backend.search(session, query).total == 1
-        assert len(backend.cache) == 2
+        # The page and the facets; in one snapshot (not PostgreSQL's READ COMMITTED, which this
+        # session has there) also the plan and the ranked matches.
+        kept = 4 if sql_module._one_snapshot(session) else 2
+        assert len(backend.cache) == kept
         offer = session.scalar(select(Offer).where(Offer.product_id == product))
         offer.status = OfferStatus.PAUSED
         session.flush()
         product_changed(session, product)
         # Its own uncommitted change is seen, and not filed in the cache.
         assert backend.search(session, query).total == 0
+        assert len(backend.cache) == kept
         session.rollback()
         assert backend.search(session, query).total == 1
 

@@ -47,7 +47,9 @@ def make_backend(settings: Settings, **kwargs: Any) -> SearchBackend:
         return ElasticsearchBackend.from_settings(settings, **kwargs)
     from .sql import SqlSearchBackend
 
-    return SqlSearchBackend(cache_size=settings.search_cache_size, **kwargs)
+    return SqlSearchBackend(
+        cache_size=settings.search_cache_size, cache_mb=settings.search_cache_mb, **kwargs
+    )
 
 
 def get_backend(app: Flask) -> SearchBackend:

@@ -31,6 +31,7 @@ import random
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -57,9 +58,13 @@ def choose_slot() -> int:
     return _random.randrange(GENERATION_SLOTS)
 
 
-def bump_generation(session: Session, document_ids: Iterable[int] | None) -> None:
+def bump_generation(
+    session: Session, document_ids: Iterable[int] | None, text_changed: bool = True
+) -> None:
     """Mark the search documents changed in this transaction (call after changing them), and
-    record which: ``document_ids``, or None when any may have changed (a full rebuild)."""
+    record which: ``document_ids``, or None when any may have changed (a full rebuild); and
+    whether the full-text index changed with them (``text_changed``: a document added or
+    removed, or its text edited)."""
     root = session.get_transaction()
     mark = session.info.get(_BUMPED)
     if mark is not None and mark[0] is root:
@@ -80,7 +85,12 @@ def bump_generation(session: Session, document_ids: Iterable[int] | None) -> Non
     ids = None if document_ids is None else " ".join(map(str, sorted(set(document_ids))))
     session.execute(
         insert(SearchChange.__table__).values(
-            slot=slot, value=value, previous=value - step, document_ids=ids, created_at=utcnow()
+            slot=slot,
+            value=value,
+            previous=value - step,
+            document_ids=ids,
+            text_changed=text_changed or document_ids is None,
+            created_at=utcnow(),
         )
     )
     if _random.random() < PRUNE_CHANCE:
@@ -92,11 +102,18 @@ def prune_changes(session: Session) -> None:
     session.execute(delete(SearchChange).where(SearchChange.created_at < utcnow() - CHANGES_KEPT))
 
 
-def changes_between(session: Session, held: Generation, seen: Generation) -> set[int] | None:
-    """The ids of the documents changed from generation ``held`` to ``seen`` (both read by
-    ``read_generation``), or None when that cannot be told: a slot went back or vanished (the
-    table was emptied or restored), a link of a slot's chain is pruned, or a bump may have
-    changed any document."""
+@dataclass(frozen=True)
+class Changes:
+    """What changed between two generations: the documents, and whether any text did."""
+
+    document_ids: set[int]
+    text: bool
+
+
+def changes_between(session: Session, held: Generation, seen: Generation) -> Changes | None:
+    """What changed from generation ``held`` to ``seen`` (both read by ``read_generation``),
+    or None when that cannot be told: a slot went back or vanished (the table was emptied or
+    restored), a link of a slot's chain is pruned, or a bump may have changed any document."""
     before, after = dict(held), dict(seen)
     if not before.keys() <= after.keys():
         return None
@@ -105,10 +122,16 @@ def changes_between(session: Session, held: Generation, seen: Generation) -> set
     if any(low > high for low, high in moved.values()):
         return None
     if not moved:
-        return set()
+        return Changes(set(), text=False)
     table = SearchChange.__table__
     rows = session.execute(
-        select(table.c.slot, table.c.value, table.c.previous, table.c.document_ids)
+        select(
+            table.c.slot,
+            table.c.value,
+            table.c.previous,
+            table.c.document_ids,
+            table.c.text_changed,
+        )
         .where(
             or_(
                 *(
@@ -121,14 +144,16 @@ def changes_between(session: Session, held: Generation, seen: Generation) -> set
     ).all()
     reached = {slot: low for slot, (low, _high) in moved.items()}
     changed: set[int] = set()
-    for slot, value, previous, document_ids in rows:
+    text = False
+    for slot, value, previous, document_ids, text_changed in rows:
         if previous != reached[slot] or document_ids is None:
             return None
         reached[slot] = value
         changed.update(int(i) for i in document_ids.split())
+        text = text or text_changed
     if any(reached[slot] != high for slot, (_low, high) in moved.items()):
         return None
-    return changed
+    return Changes(changed, text)
 
 
 def changed_documents(session: Session) -> bool:
@@ -146,28 +171,36 @@ def read_generation(session: Session) -> Generation:
 
 
 class SearchCache:
-    """A bounded, thread-safe LRU of values filed under (key, generation). ``size`` 0 turns it
-    off: ``lookup`` then always computes."""
+    """A bounded, thread-safe LRU of values filed under (key, generation): at most ``size``
+    entries, and at most ``max_bytes`` in the arrays of values that have an ``nbytes``
+    (the matches kept for a query); a larger value is not kept. ``size`` 0 turns it off:
+    ``lookup`` then always computes."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, max_bytes: int | None = None):
         self.size = size
-        self._entries: OrderedDict[Hashable, tuple[Generation, Any]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, tuple[Hashable, Any, int]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
         return self.size > 0
 
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
     def __len__(self) -> int:
         return len(self._entries)
 
     def lookup(
-        self, part: str, key: Hashable, generation: Generation | None, compute: Callable[[], T]
+        self, part: str, key: Hashable, generation: Hashable | None, compute: Callable[[], T]
     ) -> T:
         """The value cached for ``key`` under ``generation``, else ``compute()`` (stored).
         ``generation`` None: not cacheable (the cache is off, or the search sees uncommitted
         changes), computed and not stored. Values are shared between threads: never mutate one."""
-        if generation is None:
+        if generation is None or not self.enabled:
             return compute()
         full_key = (part, key)
         with self._lock:
@@ -178,9 +211,17 @@ class SearchCache:
                 return entry[1]
         metrics.search_cache_lookup(part, hit=False)
         value = compute()
+        weight = int(getattr(value, "nbytes", 0))
+        if self.max_bytes is not None and weight > self.max_bytes:
+            return value
         with self._lock:
-            self._entries[full_key] = (generation, value)
-            self._entries.move_to_end(full_key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            old = self._entries.pop(full_key, None)
+            if old is not None:
+                self._bytes -= old[2]
+            self._entries[full_key] = (generation, value, weight)
+            self._bytes += weight
+            while len(self._entries) > self.size or (
+                self.max_bytes is not None and self._bytes > self.max_bytes
+            ):
+                self._bytes -= self._entries.popitem(last=False)[1][2]
         return value

@@ -11,10 +11,16 @@ last few and brings one forward to a newer generation by re-reading only the doc
 in between (``cache.changes_between``), or loads them all when that cannot be told. A search
 uses the snapshot of the generation it read, in the same database snapshot as the rest of the
 search, so the columns always describe exactly the documents its full-text query sees.
+
+Each snapshot also carries a **text epoch**, a number of this process's that stays the same
+from one snapshot to the next while the full-text index answers as before (the same documents,
+none of their text edited: a price or stock change). The matches and relevance scores that a
+search found for a query are kept under it (``sql.py``), as positions into these arrays.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -41,7 +47,7 @@ from sqlalchemy.orm import Session
 
 from ..models import CategoryKind
 from .base import price_bucket_bounds
-from .cache import Generation, changes_between
+from .cache import Changes, Generation, changes_between
 from .models import SearchDocument, SearchDocumentSupplier
 
 D = SearchDocument.__table__
@@ -58,6 +64,7 @@ SNAPSHOTS_KEPT = 2
 PATCH_LIMIT = 0.2
 PATCH_ALWAYS = 1000
 ID_BATCH = 500
+_text_epochs = itertools.count(1)
 
 
 def micros(moment: datetime) -> int:
@@ -89,6 +96,7 @@ class Columns:
     """Every search document at one generation, one array element per document, by id."""
 
     generation: Generation | None
+    text_epoch: int  # the same while the full-text index and ``ids`` are (see above)
     ids: np.ndarray  # int64, ascending
     category: np.ndarray  # int32 index into ``categories``
     kind: np.ndarray  # int8 index into ``KINDS``
@@ -113,8 +121,9 @@ class Columns:
         """Every document, read now."""
         return cls._build(generation, _read(session, None), (), ())
 
-    def patched(self, session: Session, generation: Generation, changed: set[int]) -> Columns:
-        """These columns with the ``changed`` documents read again (gone ones dropped)."""
+    def patched(self, session: Session, generation: Generation, changes: Changes) -> Columns:
+        """These columns with the changed documents read again (gone ones dropped)."""
+        changed = changes.document_ids
         changed_ids = np.fromiter(changed, dtype=np.int64, count=len(changed))
         parts = [
             _read(session, changed_ids[start : start + ID_BATCH].tolist())
@@ -123,7 +132,8 @@ class Columns:
         fresh = Columns._build(generation, _joined(parts), self.categories, self.suppliers)
         held = self.positions(changed_ids)
         if len(fresh) == len(changed_ids) == int(held.sum()):
-            return self._replaced(generation, held, np.searchsorted(self.ids, fresh.ids), fresh)
+            patched = self._replaced(generation, held, np.searchsorted(self.ids, fresh.ids), fresh)
+            return replace(patched, text_epoch=fresh.text_epoch) if changes.text else patched
         return self._merged(generation, ~held, fresh)
 
     def _replaced(
@@ -182,6 +192,7 @@ class Columns:
         price = read.price[order]
         return cls(
             generation=generation,
+            text_epoch=next(_text_epochs),
             ids=ids,
             category=category,
             kind=kind,
@@ -220,6 +231,7 @@ class Columns:
         return replace(
             self,
             generation=generation,
+            text_epoch=fresh.text_epoch,  # documents came or went: positions moved
             ids=ids[order],
             **{name: joined(name) for name in PER_DOCUMENT},
             pair_document=pair_document,
@@ -230,13 +242,19 @@ class Columns:
 
     # -- searching
 
+    def locate(self, document_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The positions of these ids, and a mask of the ids held (ids not held are only
+        possible when the full-text query and these columns come from different snapshots)."""
+        if not len(self.ids):
+            return np.zeros(len(document_ids), dtype=np.int64), np.zeros(len(document_ids), bool)
+        at = np.minimum(np.searchsorted(self.ids, document_ids), len(self.ids) - 1)
+        return at, self.ids[at] == document_ids
+
     def positions(self, document_ids: np.ndarray) -> np.ndarray:
-        """A mask of the documents with these ids (ids not held are left out: only possible
-        when the full-text query and these columns come from different database snapshots)."""
+        """A mask of the documents with these ids (ids not held are left out)."""
         mask = np.zeros(len(self.ids), dtype=bool)
-        if len(self.ids) and len(document_ids):
-            at = np.minimum(np.searchsorted(self.ids, document_ids), len(self.ids) - 1)
-            mask[at[self.ids[at] == document_ids]] = True
+        at, held = self.locate(document_ids)
+        mask[at[held]] = True
         return mask
 
     def filters(
@@ -326,6 +344,68 @@ class Columns:
         return np.zeros(len(self.ids), dtype=bool)
 
 
+@dataclass(frozen=True, eq=False)
+class Matches:
+    """A text query's matches as positions into the columns of one text epoch (so they can be
+    kept while it lasts). Ranked: best first, score descending then id ascending (the id is
+    the tie-break hash), with the scores; otherwise in no order and ``scores`` None."""
+
+    positions: np.ndarray  # int32
+    scores: np.ndarray | None  # float64
+
+    @classmethod
+    def found(
+        cls, columns: Columns, document_ids: np.ndarray, scores: np.ndarray | None = None
+    ) -> Matches:
+        """The matches with these ids (and relevance scores, to rank them), ids unique."""
+        at, held = columns.locate(document_ids)
+        at = at[held].astype(np.int32)
+        if scores is None:
+            return cls(at, None)
+        scores = scores[held]
+        order = np.lexsort((at, -scores))  # positions ascend with ids
+        return cls(at[order], scores[order])
+
+    @property
+    def nbytes(self) -> int:
+        return self.positions.nbytes + (0 if self.scores is None else self.scores.nbytes)
+
+    def with_exact(self, positions: np.ndarray, score: float) -> Matches:
+        """These matches with exact hits (positions) first, at ``score``, in id order."""
+        if not len(positions):
+            return self
+        exact = np.unique(positions).astype(np.int32)
+        rest = ~np.isin(self.positions, exact)
+        scores = None
+        if self.scores is not None:
+            scores = np.concatenate([np.full(len(exact), score), self.scores[rest]])
+        return Matches(np.concatenate([exact, self.positions[rest]]), scores)
+
+    def mask(self, size: int) -> np.ndarray:
+        mask = np.zeros(size, dtype=bool)
+        mask[self.positions] = True
+        return mask
+
+    def ranked_page(
+        self,
+        columns: Columns,
+        selected: np.ndarray,
+        after: tuple[float, int] | None,
+        size: int,
+    ) -> list[tuple[float, int]]:
+        """Up to ``size`` of the ranked matches that are ``selected`` (a mask over the
+        columns), after the cursor's (score, id): (score, id) each, best first."""
+        if self.scores is None:
+            raise ValueError("these matches are not ranked")
+        chosen = selected[self.positions]
+        ids = columns.ids[self.positions]
+        if after is not None:
+            score, document_id = after
+            chosen &= (self.scores < score) | ((self.scores == score) & (ids > document_id))
+        at = np.flatnonzero(chosen)[:size]
+        return [(float(s), int(i)) for s, i in zip(self.scores[at], ids[at], strict=True)]
+
+
 class ColumnStore:
     """A process's ``Columns``: the last few generations' snapshots, thread-safe."""
 
@@ -354,9 +434,10 @@ class ColumnStore:
     @staticmethod
     def _advance(session: Session, newest: Columns | None, generation: Generation) -> Columns:
         if newest is not None and newest.generation is not None:
-            changed = changes_between(session, newest.generation, generation)
-            if changed is not None and len(changed) <= max(PATCH_LIMIT * len(newest), PATCH_ALWAYS):
-                return newest.patched(session, generation, changed)
+            changes = changes_between(session, newest.generation, generation)
+            limit = max(PATCH_LIMIT * len(newest), PATCH_ALWAYS)
+            if changes is not None and len(changes.document_ids) <= limit:
+                return newest.patched(session, generation, changes)
         return Columns.load(session, generation)
 
 
@@ -402,14 +483,14 @@ def _read(session: Session, document_ids: list[int] | None) -> _Read:
     for number in numbers[1:]:
         row_text = row_text.concat(" ").concat(cast(number, Text))
     wanted = [] if document_ids is None else [D.c.id.in_(document_ids)]
-    table = _numbers(session.scalar(select(joined(row_text)).where(*wanted))).reshape(
+    table = parse_numbers(session.scalar(select(joined(row_text)).where(*wanted))).reshape(
         -1, len(numbers)
     )
     ids, price, in_stock, phb_flags, tie_break, created_at = table.T
 
     def grouped(key: Any, member: Any, *where: Any) -> list[tuple[str, np.ndarray]]:
         stmt = select(key, joined(member)).where(*where).group_by(key)
-        return [(str(k), _numbers(text)) for k, text in session.execute(stmt)]
+        return [(str(k), parse_numbers(text)) for k, text in session.execute(stmt)]
 
     supplier_wanted = [] if document_ids is None else [S.c.document_id.in_(document_ids)]
     return _Read(
@@ -446,9 +527,9 @@ def _joined(parts: list[_Read]) -> _Read:
     )
 
 
-def _numbers(text: str | None) -> np.ndarray:
-    """A space-separated list of integers (an aggregate over no rows gives NULL)."""
-    return np.fromstring(text or "", dtype=np.int64, sep=" ")
+def parse_numbers(text: str | None, dtype: Any = np.int64) -> np.ndarray:
+    """A space-separated list of numbers (an aggregate over no rows gives NULL)."""
+    return np.fromstring(text or "", dtype=dtype, sep=" ")
 
 
 def _coded(

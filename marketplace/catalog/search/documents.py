@@ -24,6 +24,8 @@ from .models import SearchDocument, SearchDocumentSupplier, SearchTerm
 from .text import mpn_key, vocabulary_words
 
 BATCH = 1000
+# The columns the full-text index holds (SQLite's search_fts, PostgreSQL's search_fts_vector).
+TEXT_COLUMNS = frozenset({"name", "keywords", "category_text", "description"})
 
 
 def _category_trail(session: Session, paths: Iterable[str]) -> dict[str, tuple[str, str]]:
@@ -194,6 +196,7 @@ def refresh_documents(session: Session, product_ids: list[str]) -> None:
     }
     terms: set[str] = set()
     changed: set[int] = set()  # ids of the documents that really changed
+    text_changed = False  # whether the full-text index changed with them
     for product_id, values in docs.items():
         current = existing.get(product_id)
         if values is None:
@@ -205,17 +208,20 @@ def refresh_documents(session: Session, product_ids: list[str]) -> None:
                 )
                 session.delete(current)
                 changed.add(current.id)
+                text_changed = True
             continue
         if current is None:
             current = SearchDocument(id=document_id(session, product_id), **values)
             session.add(current)
             changed.add(current.id)
+            text_changed = True
         else:
             # Only changed columns are written, so a price change leaves the text index alone.
             for name, value in values.items():
                 if getattr(current, name) != value:
                     setattr(current, name, value)
                     changed.add(current.id)
+                    text_changed = text_changed or name in TEXT_COLUMNS
         session.flush()
         rows = supplier_rows(current.id, values)
         table = SearchDocumentSupplier.__table__
@@ -234,7 +240,7 @@ def refresh_documents(session: Session, product_ids: list[str]) -> None:
         terms |= document_words(values)
     add_terms(session, terms)
     if changed:
-        bump_generation(session, changed)
+        bump_generation(session, changed, text_changed)
     session.flush()
 
 

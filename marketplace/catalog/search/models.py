@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ...accounts.models import enum_column
@@ -149,8 +149,11 @@ class SearchGeneration(Base):
 class SearchChange(Base):
     """One bump of one generation slot (``cache.py``): the slot's value before and after, and
     the documents that the bumping transaction changed (space-separated ids; NULL when it may
-    have changed any, as a full rebuild does). A process holding the documents' columns at one
-    generation reads the changes since (``columns.py``) instead of every document again.
+    have changed any, as a full rebuild does), and whether it changed what the full-text index
+    holds (a document added or removed, or its text edited; not a price or stock change). A
+    process holding the documents' columns at one generation reads the changes since
+    (``columns.py``) instead of every document again, and keeps the matches it found for a
+    query while no text changed (``sql.py``).
 
     A slot's bumps form a chain: writers bumping the same slot wait for each other's row lock,
     so in commit order each one starts from the value the last one left. A reader follows the
@@ -164,6 +167,7 @@ class SearchChange(Base):
     value: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     previous: Mapped[int] = mapped_column(BigInteger)
     document_ids: Mapped[str | None] = mapped_column(Text)
+    text_changed: Mapped[bool] = mapped_column(Boolean, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -1,17 +1,17 @@
 """The SQL search backend: ``search_documents`` with SQLite FTS5 or PostgreSQL full-text search.
 
 One request costs a handful of statements: the spelling check of unknown query words (one
-indexed lookup, plus one per unknown word); with text, the ids of every match from the
-full-text index alone (one string); the page (by relevance, the database's own top limit+1 by
-bm25/ts_rank after the cursor; without text, a walk of that order's index); and the rows of
-the page. The total and the four facets, and a text query's pages in a price or date order,
-are computed in memory from the documents' columns (``columns.py``). Names of categories and
-suppliers come from their own tables at query time, so a renamed supplier shows its new name
-at once.
+indexed lookup, plus one per unknown word); with text, the matches from the full-text index
+alone (one string of ids; by relevance also one string of their bm25 / ts_rank scores);
+without text, a walk of the requested order's index; and the rows of the page. The total and
+the four facets, and a text query's page in any order, are computed in memory from the
+documents' columns (``columns.py``). Names of categories and suppliers come from their own
+tables at query time, so a renamed supplier shows its new name at once.
 
 With the request cache on (``cache.py``), a search first reads the search generation; the page's
 ids and the counts are then taken from the cache when they were computed under that same
-generation, and only the page's rows and the names are read.
+generation, and only the page's rows and the names are read. A query's plan and matches are
+kept longer, under the columns' text epoch: a price or stock change leaves them valid.
 """
 
 from __future__ import annotations
@@ -30,13 +30,11 @@ from sqlalchemy import (
     and_,
     cast,
     func,
-    literal,
     literal_column,
     not_,
     or_,
     select,
     table,
-    union_all,
 )
 from sqlalchemy.dialects.postgresql import REGCONFIG, TSQUERY
 from sqlalchemy.engine import Engine
@@ -65,7 +63,15 @@ from .base import (
     pence_to_nanopence,
 )
 from .cache import Generation, SearchCache, changed_documents, read_generation
-from .columns import Columns, ColumnStore, Filters, from_micros, micros
+from .columns import (
+    Columns,
+    ColumnStore,
+    Filters,
+    Matches,
+    from_micros,
+    micros,
+    parse_numbers,
+)
 from .facets import category_facets, supplier_facets, top_suppliers
 from .models import SearchDocument, SearchDocumentSupplier, SearchTerm
 from .text import (
@@ -105,15 +111,19 @@ class SqliteText:
             return "(" + " OR ".join(self.render(o) for o in node.options) + ")"
         return "(" + " AND ".join(self.render(p) for p in node.parts) + ")"
 
-    def matches(self, plan: Node) -> Any:
-        """(id, score) of every match, ranked by bm25."""
+    def ranked(self, plan: Node) -> Any:
+        """One row: the ids of every match and their bm25 scores, as two strings in the same
+        order. (bm25 cannot be aggregated directly: the LIMIT keeps the subquery whole.)"""
         rowid = literal_column("search_fts.rowid")
         score = -func.bm25(literal_column("search_fts"), *BM25)
-        return (
+        scored = (
             select(rowid.label("id"), cast(score, Double).label("score"))
             .select_from(self.fts)
             .where(literal_column("search_fts").op("MATCH")(self.render(plan)))
+            .limit(-1)
+            .subquery("scored")
         )
+        return select(func.group_concat(scored.c.id, " "), func.group_concat(scored.c.score, " "))
 
     def match_ids(self, plan: Node) -> Any:
         """One row: the ids of every match, space-separated, from the full-text index alone."""
@@ -143,14 +153,15 @@ class PostgresText:
             result = result.op(operator, return_type=TSQUERY)(self._query(child))
         return result
 
-    def matches(self, plan: Node) -> Any:
-        """(id, score) of every match, ranked by ts_rank."""
+    def ranked(self, plan: Node) -> Any:
+        """One row: the ids of every match and their ts_rank scores, as two strings in the same
+        order (a float8's text is exact)."""
         vector = literal_column("search_documents.search_fts_vector")
         tsquery = self._query(plan)
-        score = func.ts_rank(vector, tsquery)
-        return select(D.c.id.label("id"), cast(score, Double).label("score")).where(
-            vector.op("@@")(tsquery)
-        )
+        score = cast(cast(func.ts_rank(vector, tsquery), Double), String)
+        return select(
+            func.string_agg(cast(D.c.id, String), " "), func.string_agg(score, " ")
+        ).where(vector.op("@@")(tsquery))
 
     def match_ids(self, plan: Node) -> Any:
         """One row: the ids of every match, space-separated (one string crosses the wire)."""
@@ -225,6 +236,7 @@ class SqlSearchBackend:
         synonyms: Synonyms | None = None,
         read_engine: Engine | None = None,
         cache_size: int = 0,
+        cache_mb: int = 64,
     ):
         self.synonyms = synonyms or load_synonyms()
         # Searches read through ``read_engine`` in a session of their own, one snapshot each.
@@ -232,7 +244,7 @@ class SqlSearchBackend:
         # warm (the application's engine opens a connection per request, which makes a search
         # re-read every page it touches). PostgreSQL: the application's pool, REPEATABLE READ.
         self.read_engine = read_engine
-        self.cache = SearchCache(cache_size)
+        self.cache = SearchCache(cache_size, max_bytes=cache_mb * 2**20)
         self.columns = ColumnStore()
 
     # -- building blocks
@@ -316,42 +328,26 @@ class SqlSearchBackend:
             exact.append(D.c.mpn_key == key)
         return exact
 
-    def _match_ids(self, session: Session, query: SearchQuery, plan: Node | None) -> Any:
-        """The ids of the text query's matches (and exact hits) as an int64 array, unranked,
-        from the full-text index alone; None when there is no text."""
+    def _exact_positions(self, session: Session, query: SearchQuery, columns: Columns) -> Any:
+        """The positions of the exact GTIN or part-number hits (an index seek, never kept)."""
         exact = self._exact(query)
-        if plan is None and not exact:
-            return None
-        found = [np.empty(0, dtype=np.int64)]
-        if plan is not None:
-            joined = session.execute(self._dialect(session).match_ids(plan)).scalar()
-            found.append(np.fromstring(joined or "", dtype=np.int64, sep=" "))
-        if exact:
-            found.append(np.array(session.scalars(select(D.c.id).where(or_(*exact))).all()))
-        return np.concatenate(found).astype(np.int64)  # in any order; an exact hit may repeat
+        if not exact:
+            return np.empty(0, dtype=np.int64)
+        ids = np.array(session.scalars(select(D.c.id).where(or_(*exact))).all(), dtype=np.int64)
+        at, held = columns.locate(ids)
+        return at[held]
 
-    def _matches(self, session: Session, query: SearchQuery, plan: Node | None) -> Any | None:
-        """A selectable of (id, score) for the text query, or None when there is no text."""
-        exact = self._exact(query)
-        parts = []
-        if plan is not None:
-            parts.append(self._dialect(session).matches(plan))
-        if exact:
-            parts.append(
-                select(D.c.id.label("id"), cast(literal(EXACT_SCORE), Double).label("score")).where(
-                    or_(*exact)
-                )
-            )
-        if not parts:
-            return None
-        if len(parts) == 1:
-            return parts[0].subquery("m")
-        both = union_all(*parts).subquery("u")
-        return (
-            select(both.c.id, func.max(both.c.score).label("score"))
-            .group_by(both.c.id)
-            .subquery("m")
-        )
+    def _text_matches(
+        self, session: Session, plan: Node, columns: Columns, ranked: bool
+    ) -> Matches:
+        """The full-text query's matches, from the full-text index alone: their ids (one
+        string), and with ``ranked`` their relevance scores too (bm25 / ts_rank of each)."""
+        dialect = self._dialect(session)
+        if not ranked:
+            joined = session.execute(dialect.match_ids(plan)).scalar()
+            return Matches.found(columns, parse_numbers(joined))
+        ids, scores = session.execute(dialect.ranked(plan)).one()
+        return Matches.found(columns, parse_numbers(ids), parse_numbers(scores, np.float64))
 
     # -- the search
 
@@ -375,7 +371,7 @@ class SqlSearchBackend:
         category_ids = self._category_ids(session, query.category) if query.category else None
         key = _cache_key(query, category_ids)
         snapshot = generation if _one_snapshot(session) else None
-        work = _Work(self, session, query, category_ids, snapshot)
+        work = _Work(self, session, query, category_ids, snapshot, cacheable is not None)
         page_ids, next_cursor = self.cache.lookup(
             "page",
             (key, query.sort, query.limit, query.cursor),
@@ -397,8 +393,7 @@ class SqlSearchBackend:
         if not work.has_text:
             return self._browse_page(session, query, category_ids)
         if query.sort == "relevance":
-            # Only the page is ranked: the top limit+1 after the cursor, found by the database.
-            return self._ranked_page(session, query, work.matches(), category_ids)
+            return self._ranked_page(query, work)
         return self._text_page(query, work)
 
     def _items(self, session: Session, ids: list[int]) -> list[SearchItem]:
@@ -406,32 +401,16 @@ class SqlSearchBackend:
         rows = {row.id: row for row in self._rows(session, ids)}
         return [_item(rows[i]) for i in ids if i in rows]
 
-    def _ranked_page(
-        self,
-        session: Session,
-        query: SearchQuery,
-        matches: Any,
-        category_ids: list[str] | None,
-    ) -> tuple[list[int], str | None]:
+    def _ranked_page(self, query: SearchQuery, work: _Work) -> tuple[list[int], str | None]:
         """The page by relevance: score descending, then the document id (the tie-break hash)
-        ascending, after the cursor. Without filters the text index alone answers it (a top-k
-        sort of the matches' scores); filters join the documents' filter columns."""
+        ascending, after the cursor; the matches ranked once and filtered in memory."""
         sort = _sort_for(query, has_text=True)
         after = decode_cursor(query, len(sort.columns))
-        score, doc_id = matches.c.score, matches.c.id
-        stmt = select(doc_id, score)
-        filters = [c for cs in self._filters(query, D, category_ids).values() for c in cs]
-        if filters:
-            stmt = stmt.select_from(matches.join(D, D.c.id == doc_id)).where(*filters)
         if after is not None:
-            values = [cursor_value(v, t) for v, t in zip(after, sort.types, strict=True)]
-            stmt = stmt.where(_keyset([score, doc_id], values, sort.descending))
-        stmt = stmt.order_by(score.desc(), doc_id.asc()).limit(query.limit + 1)
-        chosen = [(float(s), i) for i, s in session.execute(stmt)]
-        more = len(chosen) > query.limit
-        chosen = chosen[: query.limit]
-        next_cursor = encode_cursor(query, list(chosen[-1])) if more and chosen else None
-        return [i for _s, i in chosen], next_cursor
+            after = tuple(cursor_value(v, t) for v, t in zip(after, sort.types, strict=True))
+        selected = work.filters.all_but(None, work.matched_mask)
+        rows = work.matches.ranked_page(work.columns, selected, after, query.limit + 1)
+        return _next_page(query, rows)
 
     def _rows(self, session: Session, ids: list[int]) -> list[Any]:
         org = Organisation.__table__
@@ -524,14 +503,35 @@ class _Work:
         query: SearchQuery,
         category_ids: list[str] | None,
         generation: Generation | None,
+        cacheable: bool,
     ):
         self.backend, self.session, self.query = backend, session, query
-        self.category_ids, self.generation = category_ids, generation
+        self.category_ids, self.generation, self.cacheable = category_ids, generation, cacheable
+
+    @cached_property
+    def columns(self) -> Columns:
+        return self.backend.columns.at(self.session, self.generation)
+
+    @cached_property
+    def text_epoch(self) -> int | None:
+        """What a query's plan and matches are kept under: the columns' text epoch, while the
+        full-text index answers as it did (None: not kept, computed afresh)."""
+        if not self.cacheable or self.generation is None:
+            return None
+        return self.columns.text_epoch
 
     @cached_property
     def plan(self) -> Node | None:
         # No searchable word (only stop words or punctuation): search as if there were no text.
-        return self.backend._plan(self.session, self.query) if self.query.text else None
+        if not self.query.text:
+            return None
+        # The spelling corrections depend on the word list, which only text changes change.
+        return self.backend.cache.lookup(
+            "plan",
+            self.query.text,
+            self.text_epoch,
+            lambda: self.backend._plan(self.session, self.query),
+        )
 
     @cached_property
     def has_text(self) -> bool:
@@ -540,22 +540,28 @@ class _Work:
         )
 
     @cached_property
-    def matched(self) -> Any:
-        """The ids of the matches (int64 array); None without text."""
-        if not self.has_text:
-            return None
-        return self.backend._match_ids(self.session, self.query, self.plan)
-
-    @cached_property
-    def columns(self) -> Columns:
-        return self.backend.columns.at(self.session, self.generation)
+    def matches(self) -> Matches:
+        """The text query's matches (ranked when the order is relevance) with the exact hits
+        first; kept per plan while the text epoch lasts. Only with text."""
+        ranked = self.query.sort == "relevance"
+        found = Matches(np.empty(0, dtype=np.int32), np.empty(0) if ranked else None)
+        plan = self.plan
+        if plan is not None:
+            found = self.backend.cache.lookup(
+                "ranked" if ranked else "matched",
+                plan,
+                self.text_epoch,
+                lambda: self.backend._text_matches(self.session, plan, self.columns, ranked),
+            )
+        exact = self.backend._exact_positions(self.session, self.query, self.columns)
+        return found.with_exact(exact, EXACT_SCORE)
 
     @cached_property
     def matched_mask(self) -> Any:
         """The matches as a mask over the columns (every document without text)."""
         if not self.has_text:
             return np.ones(len(self.columns), dtype=bool)
-        return self.columns.positions(self.matched)
+        return self.matches.mask(len(self.columns))
 
     @cached_property
     def filters(self) -> Filters:
@@ -571,9 +577,6 @@ class _Work:
             phb_eligible=query.phb_eligible,
             in_stock=query.in_stock,
         )
-
-    def matches(self) -> Any:
-        return self.backend._matches(self.session, self.query, self.plan)
 
 
 def _one_snapshot(session: Session) -> bool:
