@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY
+from sqlalchemy import event
 
 from marketplace.accounts import service as accounts
 from marketplace.accounts.models import Organisation, OrgType, Role, User
 from marketplace.accounts.service import Principal
 
 SYSTEM = Principal.system("tests")
+
+
+@contextlib.contextmanager
+def statements(engine) -> Iterator[list[str]]:
+    """The SQL statements ``engine`` runs inside the block, in order."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 @dataclass

@@ -3,26 +3,8 @@ per line must fail here, not only show up in the ordering benchmark."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
-from sqlalchemy import event
-
 from tests.orders.conftest import ADDRESS
-
-
-@contextlib.contextmanager
-def statements(engine) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+from tests.support import statements
 
 
 def _basket(shop, keys):

@@ -5,12 +5,11 @@ backend's, and the relevance order computed in memory is the database's own bm25
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from decimal import Decimal
 
 import numpy as np
 import pytest
-from sqlalchemy import event, func, literal_column, select, text
+from sqlalchemy import func, literal_column, select, text
 from sqlalchemy.orm import Session
 
 from marketplace.catalog.models import OfferStatus
@@ -21,6 +20,7 @@ from marketplace.catalog.search.columns import Matches
 from marketplace.catalog.search.documents import TEXT_COLUMNS
 from marketplace.catalog.search.models import SearchChange, SearchDocument
 from marketplace.catalog.search.sql import BM25, SqlSearchBackend
+from tests.support import statements
 
 
 def dialect_of(session_factory) -> str:
@@ -87,20 +87,9 @@ def test_the_text_columns_are_the_full_text_index_s_columns(session_factory):
     assert indexed == TEXT_COLUMNS
 
 
-@contextmanager
-def full_text_statements(engine):
-    """Count the full-text queries run on ``engine`` (SQLite MATCH, PostgreSQL @@)."""
-    seen: list[str] = []
-
-    def record(_conn, _cursor, statement, *_args):
-        if " MATCH " in statement or "@@" in statement:
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+def full_text_queries(seen: list[str]) -> int:
+    """How many of these statements are full-text queries (SQLite MATCH, PostgreSQL @@)."""
+    return sum(" MATCH " in statement or "@@" in statement for statement in seen)
 
 
 def test_a_query_s_matches_are_kept_until_a_text_change(app, cat, session_factory):
@@ -117,16 +106,16 @@ def test_a_query_s_matches_are_kept_until_a_text_change(app, cat, session_factor
         """The backend under test's answer, checked against a fresh backend's without any
         cache, and how many full-text queries the backend under test ran for it."""
         query = SearchQuery(**params)
-        before = len(seen)
+        before = full_text_queries(seen)
         with session_factory() as session:
             kept = backend.search(session, query)
-        asked = len(seen) - before
+        asked = full_text_queries(seen) - before
         with session_factory() as session:
             fresh = SqlSearchBackend(shared.synonyms, shared.read_engine).search(session, query)
         assert (kept.total, kept.facets, kept.items) == (fresh.total, fresh.facets, fresh.items)
         return kept, asked
 
-    with full_text_statements(engine) as seen:
+    with statements(engine) as seen:
         assert both(seen, q="dressing")[1] == 1  # its ranked matches
         assert both(seen, q="dressing", sort="unit_price")[1] == 1  # its matches, unranked
         cat.update_offer(foam, acme, pack_price_pence=100)  # a price change: text as it was
