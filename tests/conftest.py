@@ -79,6 +79,10 @@ def shared_app(migrated: Settings) -> Iterator[Flask]:
     """One application for the run: building one (the OpenAPI document above all) costs more
     than most tests. Tests that need other settings or extra routes build their own."""
     app = create_app(migrated)
+    # Everything alive now (the modules, this application, its OpenAPI document) lives as long
+    # as the run: set it aside from the collector, so that the collection before each test
+    # (``_empty_all_tables``) looks only at what the tests made.
+    gc.freeze()
     yield app
     app.extensions["marketplace"].engine.dispose()
 
