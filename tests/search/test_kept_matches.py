@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
-from sqlalchemy import func, literal_column, select, text
+from sqlalchemy import delete, func, literal_column, select, text
 from sqlalchemy.orm import Session
 
 from marketplace.catalog.models import OfferStatus
@@ -18,7 +18,7 @@ from marketplace.catalog.search.base import SearchQuery
 from marketplace.catalog.search.cache import SearchCache
 from marketplace.catalog.search.columns import Matches
 from marketplace.catalog.search.documents import TEXT_COLUMNS
-from marketplace.catalog.search.models import SearchChange, SearchDocument
+from marketplace.catalog.search.models import SearchChange, SearchDocument, SearchTerm
 from marketplace.catalog.search.sql import BM25, SqlSearchBackend
 from tests.support import statements
 
@@ -68,6 +68,21 @@ def test_each_bump_records_whether_the_full_text_index_changed(cat, session_fact
     with session_factory() as session:
         document = select(SearchDocument).where(SearchDocument.product_id == foam)
         assert session.scalar(document) is None
+
+
+def test_a_word_added_to_the_word_list_counts_as_a_text_change(cat, session_factory):
+    """The spelling corrections a kept plan holds come from the word list: a refresh that adds
+    a word it lacked (here, one deleted behind the catalogue's back) must start a new epoch."""
+    acme = cat.supplier("Acme")
+    foam = cat.product("Foam dressing 10cm", "33141110", [(acme, 900)])
+    with session_factory.begin() as session:
+        session.execute(delete(SearchTerm).where(SearchTerm.term == "foam"))
+    assert new_changes(
+        session_factory, lambda: cat.update_offer(foam, acme, pack_price_pence=800)
+    ) == [True]
+    assert new_changes(
+        session_factory, lambda: cat.update_offer(foam, acme, pack_price_pence=700)
+    ) == [False]  # the word is back: a price change again
 
 
 def test_the_text_columns_are_the_full_text_index_s_columns(session_factory):
@@ -238,6 +253,10 @@ def test_the_cache_keeps_matches_within_its_byte_budget():
     cache.lookup("ranked", "a", 1, lambda: computed.append(1) or Weighed(40))
     assert computed == [1]
     cache.lookup("ranked", "huge", 1, lambda: Weighed(101))  # larger than the budget: not kept
+    assert (len(cache), cache.nbytes) == (2, 80)
+    cache.lookup("ranked", "c", 2, lambda: Weighed(101))  # and an older entry of it is dropped
+    assert (len(cache), cache.nbytes) == (1, 40)
+    cache.lookup("ranked", "c", 2, lambda: Weighed(40))
     assert (len(cache), cache.nbytes) == (2, 80)
     cache.lookup("page", "small", 1, lambda: [1, 2, 3])  # weighs nothing
     assert (len(cache), cache.nbytes) == (3, 80)

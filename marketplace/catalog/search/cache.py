@@ -212,12 +212,12 @@ class SearchCache:
         metrics.search_cache_lookup(part, hit=False)
         value = compute()
         weight = int(getattr(value, "nbytes", 0))
-        if self.max_bytes is not None and weight > self.max_bytes:
-            return value
         with self._lock:
-            old = self._entries.pop(full_key, None)
+            old = self._entries.pop(full_key, None)  # of an older generation: it cannot hit
             if old is not None:
                 self._bytes -= old[2]
+            if self.max_bytes is not None and weight > self.max_bytes:
+                return value  # larger than the whole budget: not kept
             self._entries[full_key] = (generation, value, weight)
             self._bytes += weight
             while len(self._entries) > self.size or (

@@ -181,8 +181,17 @@ def _insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]]) -> 
     session.execute(module.insert(table).on_conflict_do_nothing(), rows)
 
 
-def add_terms(session: Session, terms: Iterable[str]) -> None:
-    _insert_ignore(session, SearchTerm.__table__, [{"term": t} for t in sorted(set(terms))])
+def add_terms(session: Session, terms: Iterable[str]) -> bool:
+    """Add the words the word list lacks; True when there was any (the spelling corrections
+    may then differ, as after a text change)."""
+    wanted = sorted(set(terms))
+    known: set[str] = set()
+    for start in range(0, len(wanted), BATCH):
+        chunk = wanted[start : start + BATCH]
+        known.update(session.scalars(select(SearchTerm.term).where(SearchTerm.term.in_(chunk))))
+    new = [t for t in wanted if t not in known]
+    _insert_ignore(session, SearchTerm.__table__, [{"term": t} for t in new])
+    return bool(new)
 
 
 def refresh_documents(session: Session, product_ids: list[str]) -> None:
@@ -238,9 +247,9 @@ def refresh_documents(session: Session, product_ids: list[str]) -> None:
             session.execute(insert(SearchDocumentSupplier), rows)
             changed.add(current.id)
         terms |= document_words(values)
-    add_terms(session, terms)
-    if changed:
-        bump_generation(session, changed, text_changed)
+    words_added = add_terms(session, terms)
+    if changed or words_added:
+        bump_generation(session, changed, text_changed or words_added)
     session.flush()
 
 
