@@ -282,35 +282,28 @@ class SqlSearchBackend:
             )
         )
 
-    def _filters(
-        self, query: SearchQuery, doc: Any, category_ids: list[str] | None
-    ) -> dict[str, list[Any]]:
-        """Filter clauses by facet ("" for the ones no facet ignores)."""
-        f: dict[str, list[Any]] = defaultdict(list)
+    @staticmethod
+    def _filter_clauses(query: SearchQuery, category_ids: list[str] | None) -> list[Any]:
+        """The query's filters on ``search_documents``, for a page walked without text (the
+        facets and the text pages filter in memory)."""
+        clauses: list[Any] = []
         if category_ids is not None:
-            f["category"].append(doc.c.category_id.in_(category_ids))
+            clauses.append(D.c.category_id.in_(category_ids))
         if query.supplier:
-            f["supplier"].append(
-                doc.c.supplier_id == query.supplier
-                if "supplier_id" in doc.c
-                else doc.c.id.in_(select(S.c.document_id).where(S.c.supplier_id == query.supplier))
-            )
+            suppliers = select(S.c.document_id).where(S.c.supplier_id == query.supplier)
+            clauses.append(D.c.id.in_(suppliers))
         if query.kind:
-            f["kind"].append(doc.c.kind == CategoryKind(query.kind))
+            clauses.append(D.c.kind == CategoryKind(query.kind))
         if query.min_unit_price is not None:
-            f["unit_price"].append(
-                doc.c.min_unit_price_nanopence >= pence_to_nanopence(query.min_unit_price)
-            )
+            clauses.append(D.c.min_unit_price_nanopence >= pence_to_nanopence(query.min_unit_price))
         if query.max_unit_price is not None:
-            f["unit_price"].append(
-                doc.c.min_unit_price_nanopence <= pence_to_nanopence(query.max_unit_price)
-            )
-        if query.phb_eligible is not None and "phb_eligible" in doc.c:
-            eligible = and_(doc.c.phb_eligible, not_(doc.c.phb_excluded))
-            f[""].append(eligible if query.phb_eligible else not_(eligible))
-        if query.in_stock is not None and "in_stock" in doc.c:
-            f[""].append(doc.c.in_stock == query.in_stock)
-        return f
+            clauses.append(D.c.min_unit_price_nanopence <= pence_to_nanopence(query.max_unit_price))
+        if query.phb_eligible is not None:
+            eligible = and_(D.c.phb_eligible, not_(D.c.phb_excluded))
+            clauses.append(eligible if query.phb_eligible else not_(eligible))
+        if query.in_stock is not None:
+            clauses.append(D.c.in_stock == query.in_stock)
+        return clauses
 
     def _plan(self, session: Session, query: SearchQuery) -> Node | None:
         dialect = self._dialect(session)
@@ -332,9 +325,10 @@ class SqlSearchBackend:
             exact.append(D.c.mpn_key == key)
         return exact
 
-    def _exact_positions(self, session: Session, query: SearchQuery, columns: Columns) -> Any:
-        """The positions of the exact GTIN or part-number hits (an index seek, never kept)."""
-        exact = self._exact(query)
+    @staticmethod
+    def _exact_positions(session: Session, exact: list[Any], columns: Columns) -> Any:
+        """The positions of the exact GTIN or part-number hits (``_exact``'s conditions; an
+        index seek, never kept)."""
         if not exact:
             return np.empty(0, dtype=np.int64)
         ids = np.array(session.scalars(select(D.c.id).where(or_(*exact))).all(), dtype=np.int64)
@@ -444,9 +438,7 @@ class SqlSearchBackend:
         that order, walked from the cursor."""
         sort = _sort_for(query, has_text=False)
         order = [D.c[name] for name in sort.columns]
-        keys = select(*order)
-        for clauses in self._filters(query, D, category_ids).values():
-            keys = keys.where(*clauses)
+        keys = select(*order).where(*self._filter_clauses(query, category_ids))
         after = decode_cursor(query, len(sort.columns))
         if after is not None:
             values = [cursor_value(v, t) for v, t in zip(after, sort.types, strict=True)]
@@ -538,10 +530,13 @@ class _Work:
         )
 
     @cached_property
+    def exact(self) -> list[Any]:
+        """Conditions for an exact GTIN or part-number hit (none without one in the text)."""
+        return self.backend._exact(self.query) if self.query.text else []
+
+    @cached_property
     def has_text(self) -> bool:
-        return bool(self.query.text) and (
-            self.plan is not None or bool(self.backend._exact(self.query))
-        )
+        return bool(self.query.text) and (self.plan is not None or bool(self.exact))
 
     @cached_property
     def matches(self) -> Matches:
@@ -557,7 +552,7 @@ class _Work:
                 self.text_epoch,
                 lambda: self.backend._text_matches(self.session, plan, self.columns, ranked),
             )
-        exact = self.backend._exact_positions(self.session, self.query, self.columns)
+        exact = self.backend._exact_positions(self.session, self.exact, self.columns)
         return found.with_exact(exact, EXACT_SCORE)
 
     @cached_property
