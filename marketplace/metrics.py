@@ -14,8 +14,9 @@ What is measured, and when:
   cache, per part of a search (``part="facets"``: the total and facet counts; ``"page"``: a
   page's ids; ``"plan"``, ``"matched"`` and ``"ranked"``: a query's spelling-corrected plan,
   its matches, and its matches with their relevance scores, kept while no document's text
-  changes) and ``outcome`` (``hit`` or ``miss``; a miss includes an entry of an older search
-  generation). Nothing is counted when the cache is off.
+  changes; ``"shared"``: those matches looked up in Redis, shared by every process, when a
+  process does not hold them yet) and ``outcome`` (``hit`` or ``miss``; a miss includes an
+  entry of an older search generation). Nothing is counted when the cache is off.
 - ``marketplace_import_rows_total{import_kind, outcome}``: rows read by the offer and purchase
   imports (``outcome="processed"``: every row read; ``"rejected"``: the rows refused), counted
   as the import goes; ``marketplace_imports_in_progress{import_kind}``.
@@ -97,10 +98,11 @@ IMPORTS_RUNNING = Gauge(
 )
 SEARCH_CACHE_LOOKUPS = Counter(
     "marketplace_search_cache_lookups",
-    "Search request cache lookups, by part (facets, page, plan, matched, ranked) and outcome.",
+    "Search request cache lookups, by part (facets, page, plan, matched, ranked, shared) and"
+    " outcome.",
     ["part", "outcome"],
 )
-SEARCH_CACHE_PARTS = ("facets", "page", "plan", "matched", "ranked")
+SEARCH_CACHE_PARTS = ("facets", "page", "plan", "matched", "ranked", "shared")
 _processed = {kind: IMPORT_ROWS.labels(kind, "processed") for kind in IMPORT_KINDS}
 _rejected = {kind: IMPORT_ROWS.labels(kind, "rejected") for kind in IMPORT_KINDS}
 _running = {kind: IMPORTS_RUNNING.labels(kind) for kind in IMPORT_KINDS}

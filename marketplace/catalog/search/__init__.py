@@ -45,8 +45,14 @@ def make_backend(settings: Settings, **kwargs: Any) -> SearchBackend:
         from .elasticsearch import ElasticsearchBackend
 
         return ElasticsearchBackend.from_settings(settings, **kwargs)
+    from .shared import SharedMatches
     from .sql import SqlSearchBackend
 
+    if settings.redis_url and "shared" not in kwargs:
+        # every worker and server of this deployment shares the queries' full-text matches
+        kwargs["shared"] = SharedMatches.from_url(
+            settings.redis_url, prefix=settings.rate_limit_key_prefix
+        )
     return SqlSearchBackend(
         cache_size=settings.search_cache_size, cache_mb=settings.search_cache_mb, **kwargs
     )

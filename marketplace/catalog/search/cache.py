@@ -75,11 +75,14 @@ def bump_generation(
     table = SearchGeneration.__table__
     module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     step = _random.randint(1, MAX_STEP)
+    text = text_changed or document_ids is None
     # An upsert: a slot that has no row yet (a new or emptied table) starts at its first step.
-    stmt = module.insert(table).values(slot=slot, value=step)
+    stmt = module.insert(table).values(slot=slot, value=step, text_value=step if text else 0)
+    bumped = table.c.value + stmt.excluded.value
     value = session.execute(
         stmt.on_conflict_do_update(
-            index_elements=[table.c.slot], set_={"value": table.c.value + stmt.excluded.value}
+            index_elements=[table.c.slot],
+            set_={"value": bumped, "text_value": bumped} if text else {"value": bumped},
         ).returning(table.c.value)
     ).scalar_one()
     ids = None if document_ids is None else " ".join(map(str, sorted(set(document_ids))))
@@ -89,7 +92,7 @@ def bump_generation(
             value=value,
             previous=value - step,
             document_ids=ids,
-            text_changed=text_changed or document_ids is None,
+            text_changed=text,
             created_at=utcnow(),
         )
     )
@@ -167,6 +170,16 @@ def read_generation(session: Session) -> Generation:
     rows = session.execute(
         select(SearchGeneration.slot, SearchGeneration.value).order_by(SearchGeneration.slot)
     )
+    return tuple((slot, value) for slot, value in rows)
+
+
+def read_text_version(session: Session) -> Generation:
+    """The **text version**: every slot's value at its last text change. Two snapshots with
+    the same text version see the same full-text index (the same matches and scores for any
+    query), in any process; a bump that changes no text leaves it as it was (a slot whose
+    bumps never changed text, ``text_value`` 0, is left out, as if it had no row)."""
+    g = SearchGeneration
+    rows = session.execute(select(g.slot, g.text_value).where(g.text_value != 0).order_by(g.slot))
     return tuple((slot, value) for slot, value in rows)
 
 

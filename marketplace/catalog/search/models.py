@@ -144,6 +144,8 @@ class SearchGeneration(Base):
 
     slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     value: Mapped[int] = mapped_column(BigInteger)
+    # the value when a bump of this slot last changed a document's text (the text version)
+    text_value: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class SearchChange(Base):

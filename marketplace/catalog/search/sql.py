@@ -40,6 +40,7 @@ from sqlalchemy.dialects.postgresql import REGCONFIG, TSQUERY
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from ... import metrics
 from ...accounts.models import Organisation
 from ...errors import ValidationFailed
 from ...money import unit_price
@@ -62,7 +63,13 @@ from .base import (
     encode_cursor,
     pence_to_nanopence,
 )
-from .cache import Generation, SearchCache, changed_documents, read_generation
+from .cache import (
+    Generation,
+    SearchCache,
+    changed_documents,
+    read_generation,
+    read_text_version,
+)
 from .columns import (
     Columns,
     ColumnStore,
@@ -74,6 +81,7 @@ from .columns import (
 )
 from .facets import category_facets, supplier_facets, top_suppliers
 from .models import SearchDocument, SearchDocumentSupplier, SearchTerm
+from .shared import SharedMatches
 from .text import (
     AnyOf,
     Node,
@@ -241,6 +249,7 @@ class SqlSearchBackend:
         read_engine: Engine | None = None,
         cache_size: int = 0,
         cache_mb: int = 64,
+        shared: SharedMatches | None = None,
     ):
         self.synonyms = synonyms or load_synonyms()
         # Searches read through ``read_engine`` in a session of their own, one snapshot each.
@@ -249,6 +258,8 @@ class SqlSearchBackend:
         # re-read every page it touches). PostgreSQL: the application's pool, REPEATABLE READ.
         self.read_engine = read_engine
         self.cache = SearchCache(cache_size, max_bytes=cache_mb * 2**20)
+        # Matches shared with the other processes (``shared.py``), for the queries kept here.
+        self.shared = shared if self.cache.enabled else None
         self.columns = ColumnStore()
 
     # -- building blocks
@@ -336,16 +347,42 @@ class SqlSearchBackend:
         return at[held]
 
     def _text_matches(
-        self, session: Session, plan: Node, columns: Columns, ranked: bool
+        self, session: Session, plan: Node, columns: Columns, ranked: bool, kept: bool
     ) -> Matches:
-        """The full-text query's matches, from the full-text index alone: their ids (one
-        string), and with ``ranked`` their relevance scores too (bm25 / ts_rank of each)."""
+        """The full-text query's matches (ranked: with their relevance scores), from the
+        processes' shared matches when this one is to keep them (``kept``) and another one
+        filed them under the same text version, else from the full-text index."""
+        if kept and self.shared is not None:
+            ids, scores = self._shared_full_text(session, plan, ranked)
+        else:
+            ids, scores = self._full_text(session, plan, ranked)
+        return Matches.found(columns, ids, scores)
+
+    def _full_text(
+        self, session: Session, plan: Node, ranked: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The full-text index alone: the ids of every match (one string), and with ``ranked``
+        their relevance scores too (bm25 / ts_rank of each, a second string)."""
         dialect = self._dialect(session)
         if not ranked:
-            joined = session.execute(dialect.match_ids(plan)).scalar()
-            return Matches.found(columns, parse_numbers(joined))
+            return parse_numbers(session.execute(dialect.match_ids(plan)).scalar()), None
         ids, scores = session.execute(dialect.ranked(plan)).one()
-        return Matches.found(columns, parse_numbers(ids), parse_numbers(scores, np.float64))
+        return parse_numbers(ids), parse_numbers(scores, np.float64)
+
+    def _shared_full_text(
+        self, session: Session, plan: Node, ranked: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``_full_text`` through the shared matches, filed under the text version that this
+        session's snapshot sees."""
+        assert self.shared is not None
+        dialect = session.get_bind().dialect.name
+        key = self.shared.key(dialect, plan, ranked, read_text_version(session))
+        found = self.shared.get(key)
+        metrics.search_cache_lookup("shared", hit=found is not None)
+        if found is None:
+            found = self._full_text(session, plan, ranked)
+            self.shared.put(key, *found)
+        return found
 
     # -- the search
 
@@ -546,11 +583,12 @@ class _Work:
         found = Matches(np.empty(0, dtype=np.int32), np.empty(0) if ranked else None)
         plan = self.plan
         if plan is not None:
+            kept = self.text_epoch is not None
             found = self.backend.cache.lookup(
                 "ranked" if ranked else "matched",
                 plan,
                 self.text_epoch,
-                lambda: self.backend._text_matches(self.session, plan, self.columns, ranked),
+                lambda: self.backend._text_matches(self.session, plan, self.columns, ranked, kept),
             )
         exact = self.backend._exact_positions(self.session, self.exact, self.columns)
         return found.with_exact(exact, EXACT_SCORE)
