@@ -13,13 +13,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import redis
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
+from marketplace.catalog.models import Product
 from marketplace.catalog.search import get_backend, make_backend
 from marketplace.catalog.search.base import SearchQuery
 from marketplace.catalog.search.cache import bump_generation, read_text_version
-from marketplace.catalog.search.models import SearchDocument
-from marketplace.catalog.search.shared import SharedMatches, decode, encode
+from marketplace.catalog.search.documents import refresh_documents
+from marketplace.catalog.search.models import SearchDocument, SearchGeneration
+from marketplace.catalog.search.shared import SharedMatches, decode, encode, version_digest
 from marketplace.catalog.search.sql import SqlSearchBackend
 from tests.search.test_kept_matches import full_text_queries
 from tests.support import statements
@@ -124,6 +126,7 @@ def test_a_second_worker_takes_the_matches_the_first_filed(
         assert renamed.total == first.total + 1
         _, asked = search(worker(app, shared), session_factory, seen, q="dressing")
         assert asked == 0
+    assert len(store.values) == 2  # one entry per query and order, overwritten, whatever changed
 
 
 def test_the_text_version_moves_only_with_text(session_factory):
@@ -135,8 +138,12 @@ def test_the_text_version_moves_only_with_text(session_factory):
         with session_factory.begin() as session:
             bump_generation(session, ids, text_changed=text_changed)
 
+    assert version() is None  # no text change recorded: nothing to vouch for the text
+    bump([1], text_changed=False)
+    assert version() is None
     bump([1], text_changed=True)
     start = version()
+    assert start is not None
     for _ in range(3):  # each transaction picks a slot at random: try several
         bump([1], text_changed=False)
         assert version() == start
@@ -144,7 +151,74 @@ def test_the_text_version_moves_only_with_text(session_factory):
     moved = version()
     assert moved != start
     bump(None, text_changed=False)  # a full rebuild may change any text
-    assert version() not in (start, moved)
+    assert version() not in (start, moved, None)
+    with session_factory.begin() as session:  # the generations emptied (or restored)
+        session.execute(delete(SearchGeneration))
+    assert version() is None
+
+
+def test_a_text_change_by_an_older_release_stops_the_sharing(
+    app, cat, dressings, session_factory, store
+):
+    """During a rolling deploy a worker of the release before text versions bumps a slot and
+    records its text change without moving the slot's text value: the text version cannot
+    vouch for the text, so nothing is shared until a text change of this release moves it."""
+    acme, foam, gloves = dressings
+    shared = SharedMatches(store, prefix=f"test-{uuid.uuid4().hex}")
+    engine = get_backend(app).read_engine or session_factory.kw["bind"]
+    with statements(engine) as seen:
+        first, _ = search(worker(app, shared), session_factory, seen, q="dressing")
+        with session_factory.begin() as session:  # the older release's rename, bump and log
+            before = dict(
+                session.execute(select(SearchGeneration.slot, SearchGeneration.text_value)).all()
+            )
+            session.execute(
+                update(Product).where(Product.id == gloves).values(name="Nitrile dressing gloves")
+            )
+            refresh_documents(session, [gloves])
+            for slot, text_value in before.items():  # as if it had kept no text values
+                session.execute(
+                    update(SearchGeneration)
+                    .where(SearchGeneration.slot == slot)
+                    .values(text_value=text_value)
+                )
+            session.execute(
+                update(SearchGeneration)
+                .where(SearchGeneration.slot.not_in(list(before)))
+                .values(text_value=0)
+            )
+        with session_factory() as session:
+            assert read_text_version(session) is None
+        calls = len(store.calls)
+        renamed, asked = search(worker(app, shared), session_factory, seen, q="dressing")
+        assert asked == 1
+        assert store.calls[calls:] == []
+        assert renamed.total == first.total + 1
+        cat.update_offer(foam, acme, pack_price_pence=123)  # a price change: still not shared
+        _, asked = search(worker(app, shared), session_factory, seen, q="dressing")
+        assert asked == 1
+        assert store.calls[calls:] == []
+        # Sharing resumes once this release's text changes have moved every slot's text value
+        # past the older release's bumps (each moves the slot it bumps; here all at once).
+        with session_factory.begin() as session:
+            session.execute(update(SearchGeneration).values(text_value=SearchGeneration.value))
+        _, asked = search(worker(app, shared), session_factory, seen, q="dressing")
+        assert asked == 1
+        assert store.calls[calls:] == ["get", "set"]
+
+
+def test_a_read_committed_search_shares_nothing(
+    app, dressings, session_factory, store, is_postgres
+):
+    """On PostgreSQL each statement of a READ COMMITTED session sees its own snapshot: the text
+    version it reads may not be the text its full-text query sees."""
+    if not is_postgres:
+        pytest.skip("READ COMMITTED is PostgreSQL's: set MARKETPLACE_TEST_DATABASE_URL")
+    backend = worker(app, SharedMatches(store, prefix=f"test-{uuid.uuid4().hex}"))
+    with session_factory() as session:
+        result = backend._search(session, SearchQuery(q="dressing"))
+    assert result.total == 3
+    assert store.calls == []
 
 
 def test_a_search_that_sees_its_own_changes_shares_nothing(app, dressings, session_factory, store):
@@ -181,44 +255,58 @@ def test_an_unreadable_entry_is_a_miss(app, dressings, session_factory, store, c
     with session_factory() as session:
         expected = worker(app, shared).search(session, SearchQuery(q="dressing"))
     (key,) = store.values
-    store.values[key] = store.values[key][:-3]  # truncated
-    with caplog.at_level(logging.WARNING), session_factory() as session:
-        again = worker(app, shared).search(session, SearchQuery(q="dressing"))
-    assert again.items == expected.items
-    assert "unreadable" in caplog.text
-    assert decode(store.values[key])  # filed again, whole
+    for damaged in (store.values[key][:-3], "text, as a client decoding responses returns"):
+        store.values[key] = damaged
+        with caplog.at_level(logging.WARNING), session_factory() as session:
+            again = worker(app, shared).search(session, SearchQuery(q="dressing"))
+        assert again.items == expected.items
+        assert "unreadable" in caplog.text
+        assert decode(store.values[key])  # filed again, whole
 
 
 def test_values_round_trip():
+    version = ((3, 17), (9, 2**40))
     ids = np.array([3, 1, 2**40], dtype=np.int64)
     scores = np.array([0.5, -1.25, 1e-300])
-    back_ids, back_scores = decode(encode(ids, scores))
+    digest, back_ids, back_scores = decode(encode(version, ids, scores))
+    assert digest == version_digest(version)
+    assert digest != version_digest(((3, 18), (9, 2**40)))
     assert back_ids.tolist() == ids.tolist()
     assert back_scores.tolist() == scores.tolist()
-    assert decode(encode(ids, None))[1] is None
-    assert decode(encode(np.empty(0, dtype=np.int64), None))[0].tolist() == []
+    assert decode(encode(version, ids, None))[2] is None
+    assert decode(encode(version, np.empty(0, dtype=np.int64), None))[1].tolist() == []
     with pytest.raises(ValueError, match="expected"):
-        decode(encode(ids, scores)[:-1])
+        decode(encode(version, ids, scores)[:-1])
 
 
-def test_keys_differ_by_plan_order_text_version_and_database(app, session_factory):
+def test_another_version_s_entry_is_a_miss_and_oversized_answers_are_not_filed(monkeypatch):
+    store = MemoryRedis()
+    shared = SharedMatches(store, prefix="p")
+    ids, scores = np.arange(4, dtype=np.int64), np.ones(4)
+    shared.put("k", ((0, 5),), ids, scores)
+    assert shared.get("k", ((0, 6),)) is None
+    assert shared.get("k", ((0, 5),))[0].tolist() == [0, 1, 2, 3]
+    monkeypatch.setattr("marketplace.catalog.search.shared.MAX_VALUE_BYTES", 100)
+    shared.put("big", ((0, 5),), ids, scores)  # 64 bytes of matches and the header: too big
+    assert "big" not in store.values
+
+
+def test_keys_differ_by_plan_order_and_database(app, session_factory):
     backend = get_backend(app)
     shared = SharedMatches(MemoryRedis(), prefix="p")
     with session_factory() as session:
         dressing = backend._plan(session, SearchQuery(q="dressing"))
         gloves = backend._plan(session, SearchQuery(q="gloves"))
-    version = ((0, 5),)
     keys = {
-        shared.key("sqlite", dressing, True, version),
-        shared.key("sqlite", gloves, True, version),
-        shared.key("sqlite", dressing, False, version),
-        shared.key("sqlite", dressing, True, ((0, 6),)),
-        shared.key("postgresql", dressing, True, version),
+        shared.key("sqlite", dressing, True),
+        shared.key("sqlite", gloves, True),
+        shared.key("sqlite", dressing, False),
+        shared.key("postgresql", dressing, True),
     }
-    assert len(keys) == 5
+    assert len(keys) == 4
     assert all(key.startswith("p:search-matches:") for key in keys)
-    assert shared.key("sqlite", dressing, True, version) == SharedMatches(None, prefix="p").key(
-        "sqlite", dressing, True, version
+    assert shared.key("sqlite", dressing, True) == SharedMatches(None, prefix="p").key(
+        "sqlite", dressing, True
     )  # the same in every process
 
 

@@ -173,14 +173,22 @@ def read_generation(session: Session) -> Generation:
     return tuple((slot, value) for slot, value in rows)
 
 
-def read_text_version(session: Session) -> Generation:
+def read_text_version(session: Session) -> Generation | None:
     """The **text version**: every slot's value at its last text change. Two snapshots with
     the same text version see the same full-text index (the same matches and scores for any
     query), in any process; a bump that changes no text leaves it as it was (a slot whose
-    bumps never changed text, ``text_value`` 0, is left out, as if it had no row)."""
-    g = SearchGeneration
-    rows = session.execute(select(g.slot, g.text_value).where(g.text_value != 0).order_by(g.slot))
-    return tuple((slot, value) for slot, value in rows)
+    bumps never changed text, ``text_value`` 0, is left out, as if it had no row).
+
+    None when it cannot vouch for the text: no slot holds a text change (the table is new or
+    was emptied, so an earlier empty version may have seen other text), or a slot's change
+    log holds a text change above its text value (a bump by a release that did not keep text
+    values yet, during a rolling deploy)."""
+    g, c = SearchGeneration, SearchChange
+    behind = select(c.slot).where(c.slot == g.slot, c.value > g.text_value, c.text_changed).exists()
+    rows = session.execute(select(g.slot, g.text_value, behind).order_by(g.slot)).all()
+    if any(stale for _slot, _value, stale in rows):
+        return None
+    return tuple((slot, value) for slot, value, _stale in rows if value != 0) or None
 
 
 class SearchCache:

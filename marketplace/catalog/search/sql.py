@@ -40,7 +40,6 @@ from sqlalchemy.dialects.postgresql import REGCONFIG, TSQUERY
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from ... import metrics
 from ...accounts.models import Organisation
 from ...errors import ValidationFailed
 from ...money import unit_price
@@ -346,18 +345,6 @@ class SqlSearchBackend:
         at, held = columns.locate(ids)
         return at[held]
 
-    def _text_matches(
-        self, session: Session, plan: Node, columns: Columns, ranked: bool, kept: bool
-    ) -> Matches:
-        """The full-text query's matches (ranked: with their relevance scores), from the
-        processes' shared matches when this one is to keep them (``kept``) and another one
-        filed them under the same text version, else from the full-text index."""
-        if kept and self.shared is not None:
-            ids, scores = self._shared_full_text(session, plan, ranked)
-        else:
-            ids, scores = self._full_text(session, plan, ranked)
-        return Matches.found(columns, ids, scores)
-
     def _full_text(
         self, session: Session, plan: Node, ranked: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -372,16 +359,16 @@ class SqlSearchBackend:
     def _shared_full_text(
         self, session: Session, plan: Node, ranked: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """``_full_text`` through the shared matches, filed under the text version that this
-        session's snapshot sees."""
-        assert self.shared is not None
-        dialect = session.get_bind().dialect.name
-        key = self.shared.key(dialect, plan, ranked, read_text_version(session))
-        found = self.shared.get(key)
-        metrics.search_cache_lookup("shared", hit=found is not None)
+        """``_full_text`` through the processes' shared matches, under the text version this
+        session's snapshot sees (straight from the index when there is none to trust)."""
+        version = None if self.shared is None else read_text_version(session)
+        if self.shared is None or version is None:
+            return self._full_text(session, plan, ranked)
+        key = self.shared.key(session.get_bind().dialect.name, plan, ranked)
+        found = self.shared.get(key, version)
         if found is None:
             found = self._full_text(session, plan, ranked)
-            self.shared.put(key, *found)
+            self.shared.put(key, version, *found)
         return found
 
     # -- the search
@@ -583,12 +570,14 @@ class _Work:
         found = Matches(np.empty(0, dtype=np.int32), np.empty(0) if ranked else None)
         plan = self.plan
         if plan is not None:
-            kept = self.text_epoch is not None
-            found = self.backend.cache.lookup(
+            # Matches this process may keep may also be shared with the others.
+            backend = self.backend
+            full_text = backend._full_text if self.text_epoch is None else backend._shared_full_text
+            found = backend.cache.lookup(
                 "ranked" if ranked else "matched",
                 plan,
                 self.text_epoch,
-                lambda: self.backend._text_matches(self.session, plan, self.columns, ranked, kept),
+                lambda: Matches.found(self.columns, *full_text(self.session, plan, ranked)),
             )
         exact = self.backend._exact_positions(self.session, self.exact, self.columns)
         return found.with_exact(exact, EXACT_SCORE)
