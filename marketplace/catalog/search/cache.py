@@ -13,8 +13,9 @@ read transaction; a REPEATABLE READ transaction on PostgreSQL), so the generatio
 computed under it agree exactly. Reading it *first* keeps this safe even in a session whose
 statements each see a newer snapshot (PostgreSQL's READ COMMITTED): a cached part then holds
 data as new as, or newer than, its generation, and a search that sees a newer generation never
-gets it. Nothing is shared between processes: each worker has its own cache, and every hit is
-checked against the database.
+gets it. Nothing of this cache is shared between processes: each worker has its own, and every
+hit is checked against the database (a query's full-text matches may also be shared through
+Redis, under the text version: ``shared.py``).
 
 The generation is spread over ``GENERATION_SLOTS`` rows. A transaction bumps one slot, picked
 at random when it first changes a document and kept for the rest of that transaction, so

@@ -11,7 +11,8 @@ tables at query time, so a renamed supplier shows its new name at once.
 With the request cache on (``cache.py``), a search first reads the search generation; the page's
 ids and the counts are then taken from the cache when they were computed under that same
 generation, and only the page's rows and the names are read. A query's plan and matches are
-kept longer, under the columns' text epoch: a price or stock change leaves them valid.
+kept longer, under the columns' text epoch: a price or stock change leaves them valid; with
+``REDIS_URL`` the matches are also shared between processes (``shared.py``).
 """
 
 from __future__ import annotations
