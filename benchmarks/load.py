@@ -23,6 +23,10 @@ up, the backlog grows and so does every percentile: the sustained rate is then b
 Closed loop (``--rate 0``): CLIENTS threads send back to back, which measures the most the
 server sustains, not latency at a given load.
 
+With ``--redis-url``, the server gets that ``REDIS_URL`` (as a deployment of several workers
+should have: they share the search's full-text matches and the rate-limit counters), and that
+Redis database is emptied before each run, so that each run starts cold.
+
 Every run is bounded by DURATION and by MAX_REQUESTS, and only ever talks to 127.0.0.1. It
 prints sustained requests per second, p50/p95/p99 per endpoint class and the error rate for
 each worker count, and exits non-zero if any response was an error (4xx or 5xx) or failed.
@@ -48,6 +52,7 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import redis
 from orders import (
     ADDRESS,
     Client,
@@ -304,7 +309,16 @@ def main() -> None:
     parser.add_argument("--reset", action="store_true")
     parser.add_argument("--seed", type=int, default=20261201)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="REDIS_URL for the server (the workers share the search's full-text matches); "
+        "that Redis database is emptied before each run, so that each starts cold: use one "
+        "kept for this",
+    )
     args = parser.parse_args()
+    if args.redis_url:
+        os.environ["REDIS_URL"] = args.redis_url  # start_gunicorn passes the environment on
 
     settings, state, tokens, offers, history, n_offers = prepare(args)
     world = World(state, offers, args.seed)
@@ -312,6 +326,8 @@ def main() -> None:
     runs = []
     for workers in (args.workers, 2 * args.workers):
         port = free_port()
+        if args.redis_url:
+            redis.Redis.from_url(args.redis_url).flushdb()
         server = start_gunicorn(settings.database_url, port, workers)
         try:
             if args.warmup > 0:
