@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
 import uuid
 from dataclasses import replace
 
@@ -23,13 +21,7 @@ from marketplace.catalog.search.base import SearchQuery
 from marketplace.catalog.search.cache import bump_generation, read_text_version
 from marketplace.catalog.search.documents import refresh_documents
 from marketplace.catalog.search.models import SearchDocument, SearchGeneration
-from marketplace.catalog.search.shared import (
-    WAIT_SECONDS,
-    SharedMatches,
-    decode,
-    encode,
-    version_digest,
-)
+from marketplace.catalog.search.shared import SharedMatches, decode, encode, version_digest
 from marketplace.catalog.search.sql import SqlSearchBackend
 from tests.search.test_kept_matches import full_text_queries
 from tests.support import statements
@@ -38,8 +30,7 @@ REDIS_URL_ENV = "MARKETPLACE_TEST_REDIS_URL"
 
 
 class MemoryRedis:
-    """The Redis commands the shared matches use, in memory, with the calls named: ``get``,
-    ``set`` (an entry), ``lock`` (a set if absent, which expires), ``unlock`` and ``exists``."""
+    """The two Redis commands the shared matches use, in memory, with the calls counted."""
 
     def __init__(self):
         self.values: dict[str, bytes] = {}
@@ -49,38 +40,22 @@ class MemoryRedis:
         self.calls.append("get")
         return self.values.get(key)
 
-    def set(self, key, value, ex=None, nx=False, px=None):
-        if nx:
-            assert px
-            assert px > 0  # a lock expires
-            self.calls.append("lock")
-            if key in self.values:
-                return None
-        else:
-            assert ex
-            assert ex > 0  # every entry expires
-            self.calls.append("set")
+    def set(self, key, value, ex=None):
+        assert ex
+        assert ex > 0
+        self.calls.append("set")
         self.values[key] = value
-        return True
-
-    def delete(self, key):
-        self.calls.append("unlock")
-        self.values.pop(key, None)
-
-    def exists(self, key):
-        self.calls.append("exists")
-        return int(key in self.values)
 
 
 class DownRedis:
     def __init__(self):
         self.calls = 0
 
-    def get(self, *args, **kwargs):
+    def get(self, key):
         self.calls += 1
         raise redis.ConnectionError("Connection refused")
 
-    set = delete = exists = get
+    set = get
 
 
 @pytest.fixture
@@ -121,10 +96,10 @@ def test_a_second_worker_takes_the_matches_the_first_filed(
     with statements(engine) as seen:
         first, asked = search(worker(app, shared), session_factory, seen, q="dressing")
         assert asked == 1
-        assert store.calls == ["get", "lock", "set", "unlock"]
+        assert store.calls == ["get", "set"]
         second, asked = search(worker(app, shared), session_factory, seen, q="dressing")
         assert asked == 0
-        assert store.calls[4:] == ["get"]
+        assert store.calls[2:] == ["get"]
         assert (second.total, second.items, second.facets) == (
             first.total,
             first.items,
@@ -229,7 +204,7 @@ def test_a_text_change_by_an_older_release_stops_the_sharing(
             session.execute(update(SearchGeneration).values(text_value=SearchGeneration.value))
         _, asked = search(worker(app, shared), session_factory, seen, q="dressing")
         assert asked == 1
-        assert store.calls[calls:] == ["get", "lock", "set", "unlock"]
+        assert store.calls[calls:] == ["get", "set"]
 
 
 def test_a_read_committed_search_shares_nothing(
@@ -308,85 +283,12 @@ def test_another_version_s_entry_is_a_miss_and_oversized_answers_are_not_filed(m
     store = MemoryRedis()
     shared = SharedMatches(store, prefix="p")
     ids, scores = np.arange(4, dtype=np.int64), np.ones(4)
-    ranked = []
-
-    def rank():
-        ranked.append(1)
-        return np.array([7], dtype=np.int64), np.ones(1)
-
     shared.put("k", ((0, 5),), ids, scores)
-    assert shared.take("k", ((0, 5),), rank)[0].tolist() == [0, 1, 2, 3]
-    assert ranked == []
-    assert shared.take("k", ((0, 6),), rank)[0].tolist() == [7]  # another version's: ranked
-    assert ranked == [1]
-    assert shared.take("k", ((0, 6),), rank)[0].tolist() == [7]  # and filed over it
-    assert ranked == [1]
+    assert shared.get("k", ((0, 6),)) is None
+    assert shared.get("k", ((0, 5),))[0].tolist() == [0, 1, 2, 3]
     monkeypatch.setattr("marketplace.catalog.search.shared.MAX_VALUE_BYTES", 100)
     shared.put("big", ((0, 5),), ids, scores)  # 64 bytes of matches and the header: too big
     assert "big" not in store.values
-
-
-class Ranking:
-    """A ranking that counts its calls."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self):
-        self.calls += 1
-        return np.array([1, 2], dtype=np.int64), np.array([2.0, 1.0])
-
-
-def another_process_ranks(store, shared, key, version, *, files_after, files=True):
-    """Another process holding the lock for ``key``: it files its answer (or, without
-    ``files``, gives the lock up without one) ``files_after`` seconds from now."""
-    lock = f"{key}:ranking:{version_digest(version).hex()[:16]}"
-    store.values[lock] = b"1"
-
-    def finish():
-        time.sleep(files_after)
-        if files:
-            shared.put(key, version, np.array([5], dtype=np.int64), np.array([9.0]))
-        store.values.pop(lock, None)
-
-    thread = threading.Thread(target=finish)
-    thread.start()
-    return thread
-
-
-def test_a_process_waits_for_the_ranking_another_is_doing():
-    store = MemoryRedis()
-    shared = SharedMatches(store, prefix="p")
-    version = ((1, 2),)
-    thread = another_process_ranks(store, shared, "k", version, files_after=0.1)
-    rank = Ranking()
-    ids, _scores = shared.take("k", version, rank)
-    thread.join()
-    assert (ids.tolist(), rank.calls) == ([5], 0)
-    assert store.calls[:2] == ["get", "lock"]
-    assert "exists" in store.calls  # it watched the lock while it waited
-
-
-def test_a_process_ranks_itself_when_the_other_gives_up_or_takes_too_long(monkeypatch):
-    store = MemoryRedis()
-    shared = SharedMatches(store, prefix="p")
-    version = ((1, 2),)
-    # the other gives its lock up without an answer (too large to file, say): no long wait
-    thread = another_process_ranks(store, shared, "k", version, files_after=0.05, files=False)
-    rank = Ranking()
-    started = time.monotonic()
-    assert shared.take("k", version, rank)[0].tolist() == [1, 2]
-    thread.join()
-    assert rank.calls == 1
-    assert time.monotonic() - started < WAIT_SECONDS / 2
-    # the other holds its lock past the wait (it died, say): rank without it
-    monkeypatch.setattr("marketplace.catalog.search.shared.WAIT_SECONDS", 0.1)
-    store.values.clear()
-    store.values[f"k:ranking:{version_digest(version).hex()[:16]}"] = b"1"
-    assert shared.take("k", version, rank)[0].tolist() == [1, 2]
-    assert rank.calls == 2
-    assert shared.take("k", version, rank)[0].tolist() == [1, 2]  # and filed it
-    assert rank.calls == 2
 
 
 def test_keys_differ_by_plan_order_and_database(app, session_factory):

@@ -13,11 +13,6 @@ filed, so Redis holds at most one answer per query however often the text change
 not written for ``TTL_SECONDS`` expires. An entry is only ever used under the text version it
 was computed at, so it cannot be stale. Redis is an optimisation only: when it fails, searches
 go on without it (one warning, then no attempt for ``BACKOFF_SECONDS``).
-
-Processes that miss the same query at once (every worker, right after a start or a text change,
-for each popular query) would all rank it. The first takes a short lock for that query and
-version and ranks it; the others wait for its answer, up to ``WAIT_SECONDS``, and rank it
-themselves only if it does not come (the lock expires by itself if its holder dies).
 """
 
 from __future__ import annotations
@@ -26,7 +21,6 @@ import hashlib
 import logging
 import struct
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,16 +38,11 @@ TTL_SECONDS = 3600
 BACKOFF_SECONDS = 30.0
 TIMEOUT_SECONDS = 0.2
 MAX_VALUE_BYTES = 8 * 2**20  # half a million matches: larger answers are not shared
-LOCK_MS = 2000  # a ranking takes well under this; a holder that died frees it then
-WAIT_SECONDS = 1.0  # how long a process waits for another's ranking before doing its own
-POLL_SECONDS = 0.02
 # Of the keys and the values. Change it whenever the full-text statements change what they
 # return (their rendering of a plan, the bm25 weights, the ts_rank call), so that a rolling
 # deploy never mixes two releases' answers.
 FORMAT = 1
 _HEADER = struct.Struct("<32sQB")  # text version digest; number of matches; 1 if scored
-NOT_ASKED = object()  # Redis could not be asked
-Matched = tuple[np.ndarray, np.ndarray | None]  # ids, and scores when ranked
 
 
 def version_digest(text_version: Generation) -> bytes:
@@ -107,57 +96,25 @@ class SharedMatches:
         what = repr((FORMAT, dialect, ranked, plan)).encode()
         return f"{self.prefix}:search-matches:{hashlib.sha256(what).hexdigest()}"
 
-    def take(self, key: str, text_version: Generation, rank: Callable[[], Matched]) -> Matched:
-        """The matches filed under ``key`` at ``text_version``; else ``rank()``'s, filed for
-        the others. While another process holds the lock for them, wait for its answer."""
-        found = self._fetch(key, text_version)
-        if found is NOT_ASKED:
-            return rank()
-        lock = f"{key}:ranking:{version_digest(text_version).hex()[:16]}"
-        mine = False
-        if found is None:
-            answered, mine = self._call(self.client.set, lock, b"1", nx=True, px=LOCK_MS)
-            if answered and not mine:
-                found = self._wait_for(key, lock, text_version)
-        metrics.search_cache_lookup("shared", hit=found is not None)
-        if found is not None:
-            return found
-        try:
-            found = rank()
-            self.put(key, text_version, *found)
-        finally:
-            if mine:
-                self._call(self.client.delete, lock)
-        return found
-
-    def _wait_for(self, key: str, lock: str, text_version: Generation) -> Matched | None:
-        """Another process's answer, once it files it; None if it gives up its lock without
-        one (an answer too large to file, a failure) or takes longer than ``WAIT_SECONDS``."""
-        deadline = time.monotonic() + WAIT_SECONDS
-        while time.monotonic() < deadline:
-            time.sleep(POLL_SECONDS)
-            found = self._fetch(key, text_version)
-            if found is not None:
-                return None if found is NOT_ASKED else found
-            answered, held = self._call(self.client.exists, lock)
-            if not answered or not held:
-                found = self._fetch(key, text_version)  # filed just before the lock went
-                return None if found is NOT_ASKED else found
-        return None
-
-    def _fetch(self, key: str, text_version: Generation) -> Any:
-        """The matches at ``text_version``, None, or ``NOT_ASKED`` (Redis unavailable)."""
+    def get(
+        self, key: str, text_version: Generation
+    ) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The matches filed under ``key`` at ``text_version``, or None (none there, another
+        version's, unreadable, or Redis unavailable)."""
         answered, value = self._call(self.client.get, key)
         if not answered:
-            return NOT_ASKED
-        if value is None:
             return None
-        try:
-            digest, ids, scores = decode(value)
-        except ValueError as error:
-            log.warning("shared search matches under %s unreadable: %s", key, error)
-            return None
-        return (ids, scores) if digest == version_digest(text_version) else None
+        found = None
+        if value is not None:
+            try:
+                digest, ids, scores = decode(value)
+            except ValueError as error:
+                log.warning("shared search matches under %s unreadable: %s", key, error)
+            else:
+                if digest == version_digest(text_version):
+                    found = ids, scores
+        metrics.search_cache_lookup("shared", hit=found is not None)
+        return found
 
     def put(
         self, key: str, text_version: Generation, ids: np.ndarray, scores: np.ndarray | None

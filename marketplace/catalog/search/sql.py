@@ -366,7 +366,11 @@ class SqlSearchBackend:
         if self.shared is None or version is None:
             return self._full_text(session, plan, ranked)
         key = self.shared.key(session.get_bind().dialect.name, plan, ranked)
-        return self.shared.take(key, version, lambda: self._full_text(session, plan, ranked))
+        found = self.shared.get(key, version)
+        if found is None:
+            found = self._full_text(session, plan, ranked)
+            self.shared.put(key, version, *found)
+        return found
 
     # -- the search
 
