@@ -362,8 +362,10 @@ class SqlSearchBackend:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """``_full_text`` through the processes' shared matches, under the text version this
         session's snapshot sees (straight from the index when there is none to trust)."""
-        version = None if self.shared is None else read_text_version(session)
-        if self.shared is None or version is None:
+        if self.shared is None:
+            return self._full_text(session, plan, ranked)
+        version = read_text_version(session)
+        if version is None:
             return self._full_text(session, plan, ranked)
         key = self.shared.key(session.get_bind().dialect.name, plan, ranked)
         found = self.shared.get(key, version)
