@@ -105,15 +105,22 @@ def test_search_open_and_read_a_product(server, browser, product):
     assert label.is_displayed()
     assert label.text == "Product name or GTIN"
     box = browser.find_element(By.ID, "q")
+    # The home page already links the product (under "Where prices differ most"), so wait for
+    # the results page itself before looking for the link.
+    home = browser.find_element(By.TAG_NAME, "html")
     box.send_keys("examination gloves", Keys.ENTER)
+    wait.until(ec.staleness_of(home))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "results-heading"), "Results for"))
 
     link = wait.until(ec.element_to_be_clickable((By.LINK_TEXT, product.name)))
     result = browser.find_element(By.CSS_SELECTOR, ".result")
     assert "£0.0256 per unit" in result.text
     assert "Small Medical Supplies Ltd" in result.text
     browser.save_screenshot(str(ARTIFACTS / "search-results.png"))
+    results_page = browser.find_element(By.TAG_NAME, "html")
     link.send_keys(Keys.ENTER)  # follow it with the keyboard
 
+    wait.until(ec.staleness_of(results_page))
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "table.trusts")))
     assert browser.find_element(By.TAG_NAME, "h1").text == product.name
     chart = browser.find_element(By.CSS_SELECTOR, "figure.chart svg[role=img]")
@@ -132,7 +139,9 @@ def test_search_open_and_read_a_product(server, browser, product):
 
     # On a phone: nothing wider than the screen (tables scroll inside their own region).
     browser.set_window_size(390, 844)
+    desktop_page = browser.find_element(By.TAG_NAME, "html")
     browser.refresh()
+    wait.until(ec.staleness_of(desktop_page))
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "table.trusts")))
     overflow = browser.execute_script(
         "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
