@@ -13,7 +13,10 @@ figure against ``numpy.percentile`` on the same data.
 5. Outlier: unit price above median x (1 + threshold).
 6. Reported only with at least ``min_trusts`` trusts.
 
-Rounding happens once, at the end: savings to whole pence (half to even) when published.
+Figures are exact decimals (28 significant digits): each percentile interpolates between two
+trusts' unit prices, the mean is the exact mean of the trusts' unit prices rounded once.
+Rounding to a published precision happens once, at the end: savings to whole pence (half to
+even).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from fractions import Fraction
+from functools import cache
+from itertools import chain
 from operator import truediv
 from typing import NamedTuple
 
@@ -98,17 +104,53 @@ def percentile(sorted_values: Sequence[Decimal], q: Decimal) -> Decimal:
     n = len(sorted_values)
     if n == 0:
         raise ValueError("percentile of no values")
-    position = (n - 1) * q
-    lower = int(position)  # floor: position is never negative
-    fraction = position - lower
-    if lower + 1 >= n or fraction == 0:
+    lower, fraction = _position(n, q)
+    if fraction is None:
         return sorted_values[lower]
     low, high = sorted_values[lower], sorted_values[lower + 1]
     return low + (high - low) * fraction
 
 
-@dataclass(frozen=True)
-class Distribution:
+@cache
+def _position(n: int, q: Decimal) -> tuple[int, Decimal | None]:
+    """Where the q-th percentile of n sorted values sits: the lower rank and the fraction of
+    the way to the next one (None when it is that rank's value)."""
+    position = (n - 1) * q
+    lower = int(position)  # floor: position is never negative
+    fraction = position - lower
+    return (lower, None) if lower + 1 >= n or fraction == 0 else (lower, fraction)
+
+
+# The exact mean of n unit prices s/u is bracketed by sum(floor(s * 10**36 / u)) / 10**36 and
+# that plus n / 10**36; when both ends round to the same 28 digits, so does the mean.
+_LIMB = 10**9  # the batch's long division takes nine decimal places at a step
+_LIMBS = 4
+_MEAN_SCALE = _LIMB**_LIMBS
+
+
+def _mean_between(lower: int, n: int) -> Decimal | None:
+    """The mean whose n-fold sum, in units of 10**-36, lies in [lower, lower + n); None when the
+    two ends round differently."""
+    low = Decimal(lower) / Decimal(n * _MEAN_SCALE)
+    high = Decimal(lower + n) / Decimal(n * _MEAN_SCALE)
+    return low if low == high else None
+
+
+def exact_mean(spends: Sequence[int], units: Sequence[int]) -> Decimal:
+    """The mean of the unit prices spends[i] / units[i], exact and then rounded once."""
+    n = len(spends)
+    lower = sum(s * _MEAN_SCALE // u for s, u in zip(spends, units, strict=True))
+    mean = _mean_between(lower, n)
+    if mean is None:
+        total = sum(map(Fraction, spends, units), Fraction(0)) / n
+        mean = Decimal(total.numerator) / Decimal(total.denominator)
+    return mean
+
+
+class Distribution(NamedTuple):
+    """One product's trusts' unit prices summarised (a tuple: the refreshes make one per
+    product)."""
+
     n_trusts: int
     min: Decimal
     p10: Decimal
@@ -121,31 +163,40 @@ class Distribution:
     iqr_over_median: Decimal
 
     def centile(self, name: str) -> Decimal:
-        return {"p10": self.p10, "p25": self.p25, "median": self.median}[name]
+        if name not in BENCHMARKS:
+            raise KeyError(name)
+        return getattr(self, name)
 
 
-def distribution(unit_prices: Iterable[Decimal]) -> Distribution:
-    values = sorted(unit_prices)
-    if not values:
-        raise ValueError("distribution of no values")
-    return _sorted_distribution(values)
+_QUARTILES = (Decimal("0.1"), Decimal("0.25"), Decimal("0.5"), Decimal("0.75"))
 
 
-def _sorted_distribution(values: Sequence[Decimal]) -> Distribution:
-    n = len(values)
-    median = percentile(values, Decimal("0.5"))
-    p25 = percentile(values, Decimal("0.25"))
-    p75 = percentile(values, Decimal("0.75"))
+def _sorted_distribution(values: Sequence[Decimal], mean: Decimal) -> Distribution:
+    """The distribution of the trusts' sorted unit prices, whose exact mean is ``mean``."""
+    p10, p25, median, p75 = (percentile(values, q) for q in _QUARTILES)
+    return _distribution(len(values), values[0], p10, p25, median, p75, values[-1], mean)
+
+
+def _distribution(
+    n: int,
+    low: Decimal,
+    p10: Decimal,
+    p25: Decimal,
+    median: Decimal,
+    p75: Decimal,
+    high: Decimal,
+    mean: Decimal,
+) -> Distribution:
     return Distribution(
         n_trusts=n,
-        min=values[0],
-        p10=percentile(values, Decimal("0.1")),
+        min=low,
+        p10=p10,
         p25=p25,
         median=median,
         p75=p75,
-        max=values[-1],
-        mean=sum(values, Decimal(0)) / n,
-        spread=values[-1] / values[0] - 1,
+        max=high,
+        mean=mean,
+        spread=high / low - 1,
         iqr_over_median=(p75 - p25) / median,
     )
 
@@ -220,7 +271,8 @@ def analyse(
     if not rows:
         return None
     priced = sorted(((t.unit_price, t) for t in rows), key=lambda pair: (pair[0], pair[1].trust_id))
-    dist = distribution(price for price, _ in priced)
+    mean = exact_mean([t.spend_pence for t in rows], [t.units for t in rows])
+    dist = _sorted_distribution([price for price, _ in priced], mean)
     benchmark = dist.centile(method.benchmark)
     outlier_above = dist.median * (1 + method.outlier_threshold)
     trusts = []
@@ -263,8 +315,7 @@ def verdict(unit_price: Decimal, dist: Distribution, method: Method = DEFAULT_ME
     return "typical"
 
 
-@dataclass(frozen=True)
-class Summary:
+class Summary(NamedTuple):
     """What the cache keeps per product: the distribution, totals, the outlier count and the
     counted savings for each benchmark centile, all under the default method."""
 
@@ -287,22 +338,25 @@ def summarise_columns(
 
 def summarise_many(products: Sequence[Columns], method: Method = DEFAULT_METHOD) -> list[Summary]:
     """``analyse`` for every benchmark centile at once, for a batch of products, without
-    per-trust objects (the refreshes call this for thousands of products).
+    per-trust objects (the refreshes call this for thousands of products), to the same figures.
 
-    The distribution is computed in exact decimals, as ``distribution`` does. The per-trust
-    decisions (is a trust an outlier; do its savings reach the minimum) are made for the whole
-    batch in floating point, and again in decimals for the rare trusts that floating point
-    puts too close to the line to call. A product's counted savings are then its counted
-    trusts' spend minus their units times the benchmark, in decimals."""
+    Unit prices are ordered in floating point (a correctly rounded division never reverses
+    two prices' order; prices it makes equal are compared exactly) and only the few a
+    product's percentiles need become decimals; the exact mean comes from integer long
+    division. The per-trust decisions (is a trust an outlier; do its savings reach the
+    minimum) and the rounding of the counted savings to pence are made for the whole batch in
+    floating point, and again in decimals for the rare values that floating point puts too
+    close to the line to call. A product with a price beyond the fast path's integer range
+    is computed in decimals throughout."""
     if not products:
         return []
     batch = _Batch(products)
-    distributions = [_sorted_distribution(prices) for prices in batch.sorted_prices()]
+    distributions = batch.distributions()
     outlier_lines = [d.median * (1 + method.outlier_threshold) for d in distributions]
     outliers = batch.count_above(outlier_lines)
     minimum = method.min_savings_pence
     savings = {
-        name: batch.counted_savings([d.centile(name) for d in distributions], minimum)
+        name: batch.counted_savings_pence([getattr(d, name) for d in distributions], minimum)
         for name in BENCHMARKS
     }
     return [
@@ -311,7 +365,7 @@ def summarise_many(products: Sequence[Columns], method: Method = DEFAULT_METHOD)
             units=batch.units_total[i],
             spend_pence=batch.spend_total[i],
             outliers=outliers[i],
-            savings_pence={name: round_pence(savings[name][i]) for name in BENCHMARKS},
+            savings_pence={name: savings[name][i] for name in BENCHMARKS},
         )
         for i, dist in enumerate(distributions)
     ]
@@ -320,24 +374,30 @@ def summarise_many(products: Sequence[Columns], method: Method = DEFAULT_METHOD)
 # A decision in floating point is trusted only this far (relative) from its line: far above
 # float64's rounding of the figures involved, far below anything a penny could tell apart.
 _FLOAT_MARGIN = 1e-9
+# Counted savings (spend - units x benchmark) in float64 are within 3 x 2**-53 of the decimal
+# figure, relative to spend + units x benchmark; this leaves a tenfold margin.
+_ROUNDING_MARGIN = 2.0**-48
+# Spends and units below this have int64 cross products and 10**9-step long division.
+_SMALL = 2**31
 
 
 class _Batch:
     """Many products' trusts' units and spends as flat arrays, one product after another."""
 
     def __init__(self, products: Sequence[Columns]):
-        units = [u for product_units, _ in products for u in product_units]
-        spends = [s for _, product_spends in products for s in product_spends]
-        owners = [i for i, (product_units, _) in enumerate(products) for _ in product_units]
-        if any(u <= 0 for u in units):  # a pair with no units left is no purchase
+        units = list(chain.from_iterable(u for u, _ in products))
+        spends = list(chain.from_iterable(s for _, s in products))
+        owners = np.repeat(np.arange(len(products)), [len(u) for u, _ in products])
+        if units and min(units) <= 0:  # a pair with no units left is no purchase
             kept = [k for k, u in enumerate(units) if u > 0]
-            units, spends, owners = ([v[k] for k in kept] for v in (units, spends, owners))
-        counts = np.bincount(np.array(owners, dtype=np.int64), minlength=len(products))
+            units, spends = [units[k] for k in kept], [spends[k] for k in kept]
+            owners = owners[kept]
+        counts = np.bincount(owners, minlength=len(products))
         if not counts.all():
             raise ValueError("no purchases")
         self.units, self.spends = units, spends
         self.starts = [0, *np.cumsum(counts).tolist()]
-        self.owner = np.array(owners, dtype=np.int64)
+        self.owner = owners
         self.units_f = np.array(units, dtype=np.float64)
         self.spends_f = np.array(spends, dtype=np.float64)
         self.prices_f = self.spends_f / self.units_f
@@ -364,13 +424,83 @@ class _Batch:
     def price(self, k: int) -> Decimal:
         return Decimal(self.spends[k]) / Decimal(self.units[k])
 
-    def sorted_prices(self) -> Iterator[list[Decimal]]:
-        for a, b in self._segments():
-            prices = list(
-                map(truediv, map(Decimal, self.spends[a:b]), map(Decimal, self.units[a:b]))
+    def distributions(self) -> list[Distribution]:
+        all_spends, all_units = self.spends_i, self.units_i
+        if all_spends is None or all_units is None:
+            return [self._decimal_distribution(a, b) for a, b in self._segments()]
+        small_pairs = (all_units < _SMALL) & (np.abs(all_spends) < _SMALL)
+        small = np.logical_and.reduceat(small_pairs, self.starts[:-1])
+        order = np.lexsort((self.prices_f, self.owner))
+        spends, units, prices = all_spends[order], all_units[order], self.prices_f[order]
+        # prices that float64 makes equal but are not: that product is ordered in decimals
+        level = np.flatnonzero((prices[1:] == prices[:-1]) & (self.owner[1:] == self.owner[:-1]))
+        level = level[small[self.owner[level]]]
+        differ = spends[level] * units[level + 1] != spends[level + 1] * units[level]
+        small[self.owner[level[differ]]] = False
+        lowers = self._mean_lower_bounds(all_spends, all_units, small_pairs)
+        counts = np.diff(self.starts)
+        means = [
+            _mean_between(lower, n) if fast else None
+            for lower, n, fast in zip(lowers, counts.tolist(), small.tolist(), strict=True)
+        ]
+        # the few sorted prices each product's figures need, as decimals, each once
+        plans = {n: [_position(n, q) for q in _QUARTILES] for n in set(counts.tolist())}
+        starts = np.array(self.starts[:-1])
+        wanted = [starts, starts + counts - 1]
+        for j in range(len(_QUARTILES)):
+            lower = starts + np.array([plans[n][j][0] for n in counts.tolist()], dtype=np.int64)
+            wanted += [lower, np.minimum(lower + 1, starts + counts - 1)]
+        positions, where = np.unique(np.concatenate(wanted), return_inverse=True)
+        decimals = list(
+            map(
+                truediv,
+                map(Decimal, spends[positions].tolist()),
+                map(Decimal, units[positions].tolist()),
             )
-            prices.sort()
-            yield prices
+        )
+        at = [[decimals[k] for k in part.tolist()] for part in np.split(where, len(wanted))]
+        quartiles = []
+        for j in range(len(_QUARTILES)):
+            fractions = [plans[n][j][1] for n in counts.tolist()]
+            lows, highs = at[2 + 2 * j], at[3 + 2 * j]
+            quartiles.append(
+                [
+                    low if fraction is None else low + (high - low) * fraction
+                    for low, high, fraction in zip(lows, highs, fractions, strict=True)
+                ]
+            )
+        return [
+            self._decimal_distribution(a, b)
+            if mean is None
+            else _distribution(b - a, low, p10, p25, median, p75, high, mean)
+            for (a, b), mean, low, high, p10, p25, median, p75 in zip(
+                self._segments(), means, at[0], at[1], *quartiles, strict=True
+            )
+        ]
+
+    def _decimal_distribution(self, a: int, b: int) -> Distribution:
+        spends, units = self.spends[a:b], self.units[a:b]
+        prices = sorted(map(truediv, map(Decimal, spends), map(Decimal, units)))
+        return _sorted_distribution(prices, exact_mean(spends, units))
+
+    def _mean_lower_bounds(
+        self, spends: np.ndarray, units: np.ndarray, small_pairs: np.ndarray
+    ) -> list[int]:
+        """Per product, the sum of floor(spend x 10**36 / units) over its trusts (products
+        with a pair outside ``small_pairs`` get a meaningless figure)."""
+        spends = np.where(small_pairs, spends, 0)
+        units = np.where(small_pairs, units, 1)
+        quotient, remainder = np.divmod(spends, units)
+        digits = [quotient]
+        for _ in range(_LIMBS):
+            quotient, remainder = np.divmod(remainder * _LIMB, units)
+            digits.append(quotient)
+        sums = [np.add.reduceat(d, self.starts[:-1]).tolist() for d in digits]
+        b = _LIMB
+        return [
+            (((q * b + d1) * b + d2) * b + d3) * b + d4
+            for q, d1, d2, d3, d4 in zip(*sums, strict=True)
+        ]
 
     def count_above(self, lines: Sequence[Decimal]) -> list[int]:
         """Per product, how many of its trusts' unit prices are above its line."""
@@ -381,11 +511,11 @@ class _Batch:
             above[k] = self.price(k) > lines[self.owner[k]]
         return np.bincount(self.owner, weights=above, minlength=len(lines)).astype(int).tolist()
 
-    def counted_savings(self, benchmarks: Sequence[Decimal], minimum: int) -> list[Decimal]:
-        """Per product, the exact sum of its trusts' savings (spend - units x benchmark) that
-        are positive and reach ``minimum``."""
-        benchmark = np.array([float(b) for b in benchmarks])[self.owner]
-        cost_at_benchmark = self.units_f * benchmark
+    def counted_savings_pence(self, benchmarks: Sequence[Decimal], minimum: int) -> list[int]:
+        """Per product, the sum of its trusts' savings (spend - units x benchmark) that are
+        positive and reach ``minimum``, in decimals rounded to whole pence (half to even)."""
+        benchmark = np.array([float(b) for b in benchmarks])
+        cost_at_benchmark = self.units_f * benchmark[self.owner]
         saving = self.spends_f - cost_at_benchmark
         counted = saving >= minimum if minimum > 0 else saving > 0
         scale = np.abs(self.spends_f) + np.abs(cost_at_benchmark)
@@ -395,6 +525,21 @@ class _Batch:
             counted[k] = exact > 0 and exact >= minimum
         spends = self._sums(self.spends, self.spends_i, counted)
         units = self._sums(self.units, self.units_i, counted)
-        return [
-            Decimal(s) - Decimal(u) * b for s, u, b in zip(spends, units, benchmarks, strict=True)
-        ]
+        return _savings_pence(spends, units, benchmarks, benchmark)
+
+
+def _savings_pence(
+    spends: list[int], units: list[int], benchmarks: Sequence[Decimal], benchmark: np.ndarray
+) -> list[int]:
+    """round_pence(spends[i] - units[i] x benchmarks[i]) for each i (``benchmark``: the
+    benchmarks as floats), in floating point where no half penny is within its error."""
+    spends_f, units_f = np.array(spends, dtype=np.float64), np.array(units, dtype=np.float64)
+    cost = units_f * benchmark
+    saving = spends_f - cost
+    margin = _ROUNDING_MARGIN * (np.abs(spends_f) + np.abs(cost))
+    unsure = np.abs(saving - (np.floor(saving) + 0.5)) <= margin
+    unsure |= (np.abs(spends_f) >= 2.0**53) | (np.abs(units_f) >= 2.0**53)
+    pence = np.rint(np.where(unsure, 0, saving)).astype(np.int64).tolist()
+    for k in np.flatnonzero(unsure).tolist():
+        pence[k] = round_pence(Decimal(spends[k]) - Decimal(units[k]) * benchmarks[k])
+    return pence

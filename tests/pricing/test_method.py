@@ -5,7 +5,9 @@ savings in floating point first, so these cases sit exactly on the lines it must
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,12 +31,15 @@ def _expected(units: list[int], spends: list[int], method: m.Method) -> m.Summar
     )
 
 
+# Near 2**31 (the batch's integer fast path ends there) float64 rounds different prices alike.
+EDGE = [2**31 - 3, 2**31 - 2, 2**31 - 1, 2**31]
 a_trust = st.tuples(
-    st.sampled_from([1, 2, 3, 10, 100, 7_000_000]),  # units
+    st.one_of(st.sampled_from([1, 2, 3, 10, 100, 7_000_000]), st.sampled_from(EDGE)),  # units
     st.one_of(
         st.sampled_from([1, 100, 1000, 1100, 2000, 10**10]),  # spends that tie and sit on lines
         st.integers(1, 10**7),
         st.integers(2**53, 2**60),  # beyond float64's exact integers
+        st.sampled_from(EDGE),
     ),
 )
 a_product = st.lists(a_trust, min_size=1, max_size=12)
@@ -81,3 +86,53 @@ def test_pairs_without_units_are_left_out_and_a_product_without_any_is_refused()
     with pytest.raises(ValueError, match="no purchases"):
         m.summarise_many([([10], [100]), ([0], [0])])
     assert m.summarise_many([]) == []
+
+
+def _rounded(value: Fraction) -> Decimal:
+    return Decimal(value.numerator) / Decimal(value.denominator)
+
+
+def test_prices_float64_rounds_alike_are_still_ordered_exactly():
+    # 2147483647/2147483646 and 2147483646/2147483645 differ by 2e-19: one float64
+    units = [2147483645, 2147483646, 2147483646, 1, 1]
+    spends = [2147483646, 2147483647, 2147483647, 3, 5]
+    assert spends[0] / units[0] == spends[1] / units[1]
+    summary = m.summarise_columns(units, spends)
+    assert summary.distribution.min == Decimal(2147483647) / Decimal(2147483646)
+    assert summary.distribution.p25 == Decimal(2147483647) / Decimal(2147483646)
+    assert summary == _expected(units, spends, m.DEFAULT_METHOD)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 2**31 - 1), st.integers(1, 2**31 - 1)), min_size=1, max_size=40
+    )
+)
+def test_the_mean_is_the_exact_mean_rounded_once(pairs):
+    units, spends = [u for u, _ in pairs], [s for _, s in pairs]
+    exact = _rounded(sum(map(Fraction, spends, units), Fraction(0)) / len(pairs))
+    assert m.exact_mean(spends, units) == exact
+    assert m.summarise_columns(units, spends).distribution.mean == exact
+
+
+def test_a_mean_too_close_to_call_from_its_bounds_is_computed_in_fractions(monkeypatch):
+    # 1.000…001 (28 digits) plus just under half its last place: the bounds round either way
+    lower = 10**36 + 10**9 + 5 * 10**8 - 1
+    assert m._mean_between(lower, 1) is None
+    assert m._mean_between(10**36 + 10**9, 1) == Decimal("1.000000000000000000000000001")
+    monkeypatch.setattr(m, "_mean_between", lambda lower, n: None)
+    assert m.exact_mean([1, 2], [3, 3]) == Decimal("0.5")
+    assert m.exact_mean([1, 1, 1], [3, 7, 11]) == _rounded(
+        (Fraction(1, 3) + Fraction(1, 7) + Fraction(1, 11)) / 3
+    )
+
+
+def test_savings_on_a_half_penny_round_half_to_even():
+    benchmark = [Decimal("500.25")] * 3
+    pence = m._savings_pence(
+        [2001, 2003, 1830], [2, 2, 0], benchmark, np.array([float(b) for b in benchmark])
+    )
+    assert pence == [1000, 1002, 1830]  # 1000.5 and 1002.5 go to the even penny
+    tricky = [Decimal("8.3")]  # 1830 - 100 x 8.3 is 1000 exactly; float64 says 999.99999…
+    assert m._savings_pence([1830], [100], tricky, np.array([8.3])) == [1000]
