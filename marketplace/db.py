@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event
+from sqlalchemy import DateTime, Engine, MetaData, String, any_, bindparam, create_engine, event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 from .config import Settings
@@ -170,3 +172,13 @@ def lock_row(session: Session, model: type, object_id: str) -> Any:
 
     stmt = select(model).where(model.id == object_id).with_for_update()
     return session.execute(stmt).scalar_one_or_none()
+
+
+def among(session: Session, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+    """``column IN values`` for a long list of values. On PostgreSQL the list goes as one
+    array parameter (``column = ANY(:values)``): the statement's text is then the same however
+    many values there are, so neither SQLAlchemy nor psycopg renders and parses a placeholder
+    per value each time. Elsewhere a plain ``IN`` (SQLite: at most 32,766 values)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from .. import audit
 from ..accounts.models import Organisation, OrgType, Role
 from ..accounts.service import Principal, require_role
+from ..db import among
 from ..errors import Conflict, Forbidden, NotFound, ValidationFailed, not_found
 from .gtin import gtin_problem, normalise_gtin
 from .models import Category, CategoryKind, Offer, OfferPriceHistory, OfferStatus, Product
@@ -120,7 +121,8 @@ def product_summaries(session: Session, product_ids: Iterable[str]) -> dict[str,
     ids = list(dict.fromkeys(product_ids))
     found: dict[str, ProductSummary] = {}
     for start in range(0, len(ids), 1000):
-        rows = session.execute(_summaries().where(Product.id.in_(ids[start : start + 1000])))
+        chunk = ids[start : start + 1000]
+        rows = session.connection().execute(_summaries().where(among(session, Product.id, chunk)))
         for row in rows:
             found[row.id] = ProductSummary(*row)
     return found

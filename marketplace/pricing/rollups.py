@@ -36,7 +36,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ..catalog import service as catalog
-from ..db import utcnow
+from ..db import among, utcnow
 from . import bulk
 from . import method as m
 from .models import (
@@ -442,12 +442,12 @@ def recompute_products(session: Session, product_ids: Sequence[str]) -> None:
     """Recompute these products' cached distributions from their per-trust window totals."""
     totals = TrustWindowTotal.__table__
     for chunk in _chunks(sorted(product_ids), PRODUCT_CHUNK):
-        where = totals.c.product_id.in_(chunk)
+        where = among(session, totals.c.product_id, chunk)
         rows = session.connection().execute(_columns_query(session, totals, where))
         columns = list(_parse_columns(rows, as_text=_dialect(session) != "postgresql"))
         removed = session.execute(
             delete(ProductStats)
-            .where(ProductStats.product_id.in_(chunk))
+            .where(among(session, ProductStats.product_id, chunk))
             .returning(*(getattr(ProductStats, c) for c in SAVED_COLUMNS))
         ).all()
         catalogue = catalog.product_summaries(session, chunk)
