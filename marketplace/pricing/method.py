@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from fractions import Fraction
-from functools import cache
+from functools import lru_cache
 from itertools import chain
 from operator import truediv
 from typing import NamedTuple
@@ -111,7 +111,7 @@ def percentile(sorted_values: Sequence[Decimal], q: Decimal) -> Decimal:
     return low + (high - low) * fraction
 
 
-@cache
+@lru_cache(maxsize=4096)
 def _position(n: int, q: Decimal) -> tuple[int, Decimal | None]:
     """Where the q-th percentile of n sorted values sits: the lower rank and the fraction of
     the way to the next one (None when it is that rank's value)."""
