@@ -15,6 +15,7 @@ import click
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..accounts.service import Principal
+from ..catalog.search.outbox import documents_deferred
 from ..db import unit_of_work
 
 DEMO_ACTOR = Principal.system("demo")
@@ -50,7 +51,7 @@ def load_demo(
 ) -> DemoContext:
     context = DemoContext(progress=progress)
     for seed in seeders():
-        with unit_of_work(session_factory) as session:
+        with unit_of_work(session_factory) as session, documents_deferred(session):
             seed(session, context)
     return context
 
