@@ -356,7 +356,7 @@ def summarise_many(products: Sequence[Columns], method: Method = DEFAULT_METHOD)
     outliers = batch.count_above(outlier_lines)
     minimum = method.min_savings_pence
     savings = {
-        name: batch.counted_savings_pence([getattr(d, name) for d in distributions], minimum)
+        name: batch.counted_savings_pence([d.centile(name) for d in distributions], minimum)
         for name in BENCHMARKS
     }
     return [
@@ -431,12 +431,8 @@ class _Batch:
         small_pairs = (all_units < _SMALL) & (np.abs(all_spends) < _SMALL)
         small = np.logical_and.reduceat(small_pairs, self.starts[:-1])
         order = np.lexsort((self.prices_f, self.owner))
-        spends, units, prices = all_spends[order], all_units[order], self.prices_f[order]
-        # prices that float64 makes equal but are not: that product is ordered in decimals
-        level = np.flatnonzero((prices[1:] == prices[:-1]) & (self.owner[1:] == self.owner[:-1]))
-        level = level[small[self.owner[level]]]
-        differ = spends[level] * units[level + 1] != spends[level + 1] * units[level]
-        small[self.owner[level[differ]]] = False
+        spends, units = all_spends[order], all_units[order]
+        small &= self._float_order_is_exact(spends, units, self.prices_f[order], small)
         lowers = self._mean_lower_bounds(all_spends, all_units, small_pairs)
         counts = np.diff(self.starts)
         means = [
@@ -450,15 +446,7 @@ class _Batch:
         for j in range(len(_QUARTILES)):
             lower = starts + np.array([plans[n][j][0] for n in counts.tolist()], dtype=np.int64)
             wanted += [lower, np.minimum(lower + 1, starts + counts - 1)]
-        positions, where = np.unique(np.concatenate(wanted), return_inverse=True)
-        decimals = list(
-            map(
-                truediv,
-                map(Decimal, spends[positions].tolist()),
-                map(Decimal, units[positions].tolist()),
-            )
-        )
-        at = [[decimals[k] for k in part.tolist()] for part in np.split(where, len(wanted))]
+        at = _prices_at(spends, units, wanted)
         quartiles = []
         for j in range(len(_QUARTILES)):
             fractions = [plans[n][j][1] for n in counts.tolist()]
@@ -478,6 +466,18 @@ class _Batch:
             )
         ]
 
+    def _float_order_is_exact(
+        self, spends: np.ndarray, units: np.ndarray, prices: np.ndarray, small: np.ndarray
+    ) -> np.ndarray:
+        """Per product (of those ``small``), False when float64 makes two of its sorted prices
+        equal that are not: that product is then ordered in decimals."""
+        exact = np.ones(len(small), dtype=bool)
+        level = np.flatnonzero((prices[1:] == prices[:-1]) & (self.owner[1:] == self.owner[:-1]))
+        level = level[small[self.owner[level]]]
+        differ = spends[level] * units[level + 1] != spends[level + 1] * units[level]
+        exact[self.owner[level[differ]]] = False
+        return exact
+
     def _decimal_distribution(self, a: int, b: int) -> Distribution:
         spends, units = self.spends[a:b], self.units[a:b]
         prices = sorted(map(truediv, map(Decimal, spends), map(Decimal, units)))
@@ -495,12 +495,10 @@ class _Batch:
         for _ in range(_LIMBS):
             quotient, remainder = np.divmod(remainder * _LIMB, units)
             digits.append(quotient)
-        sums = [np.add.reduceat(d, self.starts[:-1]).tolist() for d in digits]
-        b = _LIMB
-        return [
-            (((q * b + d1) * b + d2) * b + d3) * b + d4
-            for q, d1, d2, d3, d4 in zip(*sums, strict=True)
-        ]
+        lowers, *places = (np.add.reduceat(d, self.starts[:-1]).tolist() for d in digits)
+        for place in places:
+            lowers = [low * _LIMB + d for low, d in zip(lowers, place, strict=True)]
+        return lowers
 
     def count_above(self, lines: Sequence[Decimal]) -> list[int]:
         """Per product, how many of its trusts' unit prices are above its line."""
@@ -526,6 +524,22 @@ class _Batch:
         spends = self._sums(self.spends, self.spends_i, counted)
         units = self._sums(self.units, self.units_i, counted)
         return _savings_pence(spends, units, benchmarks, benchmark)
+
+
+def _prices_at(
+    spends: np.ndarray, units: np.ndarray, wanted: list[np.ndarray]
+) -> list[list[Decimal]]:
+    """For each array of positions in ``wanted``, the unit prices there as decimals (each
+    distinct position divided once)."""
+    positions, where = np.unique(np.concatenate(wanted), return_inverse=True)
+    decimals = list(
+        map(
+            truediv,
+            map(Decimal, spends[positions].tolist()),
+            map(Decimal, units[positions].tolist()),
+        )
+    )
+    return [[decimals[k] for k in part.tolist()] for part in np.split(where, len(wanted))]
 
 
 def _savings_pence(
