@@ -21,11 +21,14 @@ refresh to its commit, so concurrent writers cannot lose each other's updates th
 from __future__ import annotations
 
 import calendar
+import gc
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import partial
 from itertools import islice
 from threading import BoundedSemaphore
 from typing import Any
@@ -188,6 +191,7 @@ def raw_window_totals(window: Window) -> Select[Any]:
             r.order_date.between(window.start, window.end),
         )
         .group_by(r.product_id, r.trust_id)
+        .order_by(r.product_id, r.trust_id)
     )
 
 
@@ -306,8 +310,15 @@ class Changes:
 
     def flush(self, session: Session) -> None:
         """Apply the collected deltas to the daily and monthly rollups."""
+        for write in self.flush_later(session):
+            write()
+
+    def flush_later(self, session: Session) -> list[Callable[[], None]]:
+        """``flush``, but return the rollups' writes instead of making them: the locks are
+        taken and the window's deltas kept now, the calls (in order, with the session not
+        otherwise in use) write them."""
         if not self._deltas:
-            return
+            return []
         share_rollups(session, (trust_id for _, trust_id, _ in self._deltas))
         daily = sorted(self._deltas.items())
         monthly: dict[tuple[str, str, date], list[int]] = {}
@@ -323,43 +334,94 @@ class Changes:
                 if len(self.window_deltas) > self.MAX_PAIRS:
                     self.overflow = True
                     self.window_deltas.clear()
-        for model, key_name, rows in (
-            (DailyTotal, "day", daily),
-            (MonthlyTotal, "month", sorted(monthly.items())),
-        ):
-            values = [(p, t, k, u, s, n) for (p, t, k), (u, s, n) in rows if (u, s, n) != (0, 0, 0)]
-            bulk.add_totals(session, model.__tablename__, key_name, values)
-            emptied = [v[:3] for v in values if v[5] < 0]
-            key = getattr(model, key_name)
-            for chunk in _chunks(emptied):
-                session.execute(
-                    delete(model).where(
-                        tuple_(model.product_id, model.trust_id, key).in_(chunk), model.lines <= 0
-                    )
-                )
         self._deltas.clear()
+        return [
+            partial(_add_to_rollup, session, model, key_name, rows)
+            for model, key_name, rows in (
+                (DailyTotal, "day", daily),
+                (MonthlyTotal, "month", sorted(monthly.items())),
+            )
+        ]
+
+
+def _add_to_rollup(
+    session: Session,
+    model: type[DailyTotal] | type[MonthlyTotal],
+    key_name: str,
+    rows: Sequence[tuple[tuple[str, str, date], list[int]]],
+) -> None:
+    """Add ``((product, trust, period), [units, spend, lines])`` deltas to a rollup; a row
+    left with no lines goes."""
+    values = [(p, t, k, u, s, n) for (p, t, k), (u, s, n) in rows if (u, s, n) != (0, 0, 0)]
+    bulk.add_totals(session, model.__tablename__, key_name, values)
+    emptied = [v[:3] for v in values if v[5] < 0]
+    key = getattr(model, key_name)
+    for chunk in _chunks(emptied):
+        session.execute(
+            delete(model).where(
+                tuple_(model.product_id, model.trust_id, key).in_(chunk), model.lines <= 0
+            )
+        )
 
 
 def refresh(session: Session, changes: Changes) -> None:
-    """Apply ``changes`` and bring the default-window caches up to date, incrementally."""
-    changes.flush(session)
-    state, outcome = ensure_current(session, changes.today)
-    window = Window(state.window_from, state.window_to)
-    if outcome == "rebuilt":
-        pass  # the caches were just built from the raw lines, changes included
-    elif changes.overflow:
-        rebuild_caches(session, window)
-    elif changes.window_deltas:
-        pairs = changes.pairs
-        if outcome in ("rolled", "ahead"):
-            # the window moved since the deltas were collected: these pairs' totals are
-            # re-summed from the rollups for the window the caches describe
-            recompute_pairs(session, window, pairs)
-        else:
-            add_window_deltas(session, changes.window_deltas)
-        recompute_products(session, sorted({p for p, _ in pairs}))
-    changes.window_deltas.clear()
-    changes.overflow = False
+    """Apply ``changes`` and bring the default-window caches up to date, incrementally.
+
+    In the usual case (the window has not moved, the changes are few) the rollups' writes
+    wait until the touched products' totals have been read, and then run while their
+    statistics are computed: nothing in between reads the rollups."""
+    with _collector_paused():
+        rollup_writes = changes.flush_later(session)
+        if not (
+            changes.window_deltas
+            and not changes.overflow
+            and _window_is_current(session, changes.today)
+        ):
+            for write in rollup_writes:
+                write()
+            rollup_writes = []
+        state, outcome = ensure_current(session, changes.today)
+        window = Window(state.window_from, state.window_to)
+        if outcome == "rebuilt":
+            pass  # the caches were just built from the raw lines, changes included
+        elif changes.overflow:
+            rebuild_caches(session, window)
+        elif changes.window_deltas:
+            pairs = changes.pairs
+            if outcome in ("rolled", "ahead"):
+                # the window moved since the deltas were collected: these pairs' totals are
+                # re-summed from the rollups for the window the caches describe
+                recompute_pairs(session, window, pairs)
+            else:
+                add_window_deltas(session, changes.window_deltas)
+            recompute_products(
+                session, sorted({p for p, _ in pairs}), before_statistics=rollup_writes
+            )
+        changes.window_deltas.clear()
+        changes.overflow = False
+
+
+def _window_is_current(session: Session, today: date) -> bool:
+    """Whether the caches describe the default window ending ``today`` already, so that
+    ``ensure_current`` will leave them be (taking the caches lock, as it does)."""
+    lock_caches(session)
+    state = session.get(PricingState, 1, populate_existing=True)
+    return state is not None and Window(state.window_from, state.window_to) == Window.default(today)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a bounded piece of work that makes many
+    small objects and no reference cycles worth collecting: otherwise its collections,
+    triggered by the allocations alone, take a tenth or more of a refresh. Objects without
+    cycles are freed as always; the collector resumes afterwards (unless it was off)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def add_window_deltas(session: Session, deltas: dict[tuple[str, str], list[int]]) -> None:
@@ -438,9 +500,16 @@ def recompute_pairs(session: Session, window: Window, pairs: Sequence[tuple[str,
                 session.execute(insert(TrustWindowTotal), values)
 
 
-def recompute_products(session: Session, product_ids: Sequence[str]) -> None:
-    """Recompute these products' cached distributions from their per-trust window totals."""
+def recompute_products(
+    session: Session,
+    product_ids: Sequence[str],
+    before_statistics: Sequence[Callable[[], None]] = (),
+) -> None:
+    """Recompute these products' cached distributions from their per-trust window totals.
+    ``before_statistics``: database writes (reading nothing this reads) that run, in order,
+    while the first products' statistics are computed, before any of them is written."""
     totals = TrustWindowTotal.__table__
+    pending = list(before_statistics)
     for chunk in _chunks(sorted(product_ids), PRODUCT_CHUNK):
         where = among(session, totals.c.product_id, chunk)
         rows = session.connection().execute(_columns_query(session, totals, where))
@@ -453,12 +522,17 @@ def recompute_products(session: Session, product_ids: Sequence[str]) -> None:
         catalogue = catalog.product_summaries(session, chunk)
         added: list[dict[str, Any]] = []
         with _DatabaseThread(session) as database:
+            for write in pending:
+                database.submit(write)
+            pending = []
             _write_stats(session, columns, catalogue, database, written=added)
         _adjust_totals(
             session,
             [r for r in removed if not r.benchmark_excluded],
             [tuple(v[c] for c in SAVED_COLUMNS) for v in added if not v["benchmark_excluded"]],
         )
+    for write in pending:  # no products at all
+        write()
 
 
 ProductColumns = tuple[str, list[int], list[int]]  # product id, its trusts' units and spends

@@ -4,13 +4,14 @@ as days pass."""
 
 from __future__ import annotations
 
+import gc
 import random
 import threading
 import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from marketplace.catalog.service import ProductSummary
 from marketplace.pricing import bulk, rollups, service
@@ -713,3 +714,67 @@ def test_a_full_refresh_swapping_its_tables_in_does_not_deadlock_a_reader(
     assert not refresh.is_alive()
     assert errors == []
     _assert_exact(session_factory)
+
+
+@pytest.mark.postgres
+def test_the_rebuilt_window_table_lies_in_key_order(world, import_as, session_factory, settings):
+    """The incremental refresh reads a product's trusts together: the rebuilt table keeps
+    them on neighbouring pages, in (product, trust) order."""
+    _needs_postgres(settings)
+    products = [make_gtin(1), make_gtin(2)]
+    for t in range(6):
+        import_as(
+            world.trust(t),
+            [line(f"PO-K{t}", n + 1, gtin=g, quantity=t + n + 1) for n, g in enumerate(products)],
+        )
+    with session_factory.begin() as session:
+        # hash the aggregate, as the planner does for millions of lines, so that only an
+        # explicit order can give this one
+        session.execute(text("SET LOCAL enable_sort = off"))
+        rollups.refresh_all(session)
+    with session_factory() as session:
+        stored = session.execute(
+            text("SELECT product_id, trust_id FROM pricing_trust_window ORDER BY ctid")
+        ).all()
+    assert len(stored) == 12
+    assert stored == sorted(stored)
+
+
+def test_the_collector_is_paused_only_while_a_refresh_runs():
+    assert gc.isenabled()
+    with rollups._collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), rollups._collector_paused():
+        raise RuntimeError("failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with rollups._collector_paused():
+            pass
+        assert not gc.isenabled(), "a collector switched off elsewhere stays off"
+    finally:
+        gc.enable()
+
+
+def test_a_failed_rollup_write_fails_the_import_and_writes_nothing(
+    world, import_as, session_factory, monkeypatch
+):
+    # the rollups' writes run beside the statistics (PostgreSQL): their failure must still
+    # reach the importer, whose transaction then leaves everything as it was
+    import_as(world.trust(0), [line("PO-F0", 1, gtin=make_gtin(1))])
+    with session_factory() as session:
+        before = snapshot(session), session.scalar(select(func.count(PurchaseRecord.id)))
+    real_add_totals = bulk.add_totals
+
+    def failing_add_totals(session, table, key, rows):
+        if table == MonthlyTotal.__tablename__:
+            raise RuntimeError("disk full")
+        real_add_totals(session, table, key, rows)
+
+    monkeypatch.setattr(bulk, "add_totals", failing_add_totals)
+    with pytest.raises(RuntimeError, match="disk full"):
+        import_as(world.trust(1), [line("PO-F1", 1, gtin=make_gtin(1))])
+    with session_factory() as session:
+        after = snapshot(session), session.scalar(select(func.count(PurchaseRecord.id)))
+    assert after == before
