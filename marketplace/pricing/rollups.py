@@ -852,7 +852,8 @@ def refresh_all(
     state.window_from, state.window_to = window.start, window.end
     state.full_refresh_at = utcnow()
     session.flush()
-    return rebuild_caches(session, window, progress)
+    with _collector_paused():
+        return rebuild_caches(session, window, progress)
 
 
 def cached_window(session: Session) -> Window | None:

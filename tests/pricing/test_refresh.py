@@ -778,3 +778,21 @@ def test_a_failed_rollup_write_fails_the_import_and_writes_nothing(
     with session_factory() as session:
         after = snapshot(session), session.scalar(select(func.count(PurchaseRecord.id)))
     assert after == before
+
+
+def test_refreshes_run_with_the_collector_paused_and_resume_it(
+    world, import_as, session_factory, monkeypatch
+):
+    seen: list[bool] = []
+    real_write_stats = rollups._write_stats
+
+    def recording_write_stats(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return real_write_stats(*args, **kwargs)
+
+    monkeypatch.setattr(rollups, "_write_stats", recording_write_stats)
+    import_as(world.trust(0), [line("PO-G0", 1, gtin=make_gtin(1))])
+    with session_factory.begin() as session:
+        rollups.refresh_all(session)
+    assert seen == [False, False]  # the import's refresh, then the full one
+    assert gc.isenabled()
