@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from ..accounts import service as accounts
 from ..catalog import service as catalog
-from ..db import new_id, utcnow
+from ..db import utcnow
 from ..errors import NotFound
 from ..pricing import rollups
 from ..pricing.models import PurchaseRecord, PurchaseSource, PurchaseStatus
@@ -137,7 +137,7 @@ def seed(session: Session, context: DemoContext, today: date | None = None) -> N
                 units = packs * product.units_per_pack
                 rows.append(
                     {
-                        "id": new_id(PurchaseRecord.id_prefix),
+                        "id": PurchaseRecord.make_id(),
                         "trust_id": trust.id,
                         "order_date": day,
                         "product_id": product_id,

@@ -26,7 +26,7 @@ from ..accounts.models import Organisation, OrgType, Role
 from ..accounts.service import Principal
 from ..catalog import service as catalog
 from ..catalog.models import Offer
-from ..db import new_id, utcnow
+from ..db import utcnow
 from ..errors import Forbidden, NotFound, Problem, ValidationFailed
 from ..pagination import decode_cursor, encode_cursor
 from . import bulk
@@ -366,7 +366,7 @@ def _write_lines(
         # in bulk.PURCHASE_COLUMNS order, converted for the driver
         rows.append(
             (
-                new_id(PurchaseRecord.id_prefix),
+                PurchaseRecord.make_id(),
                 trust_id,
                 day,
                 match.product_id if matched else None,

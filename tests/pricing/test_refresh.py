@@ -8,6 +8,7 @@ import gc
 import random
 import threading
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -796,3 +797,11 @@ def test_refreshes_run_with_the_collector_paused_and_resume_it(
         rollups.refresh_all(session)
     assert seen == [False, False]  # the import's refresh, then the full one
     assert gc.isenabled()
+
+
+def test_imported_lines_get_ids_that_sort_by_creation(world, import_as, session_factory):
+    import_as(world.trust(0), [line("PO-I", n + 1, gtin=make_gtin(1)) for n in range(3)])
+    with session_factory() as session:
+        ids = session.scalars(select(PurchaseRecord.id)).all()
+    assert len(ids) == 3
+    assert {uuid.UUID(i.removeprefix("pur_")).version for i in ids} == {7}
