@@ -411,10 +411,12 @@ def _window_is_current(session: Session, today: date) -> bool:
 
 @contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector for a bounded piece of work that makes many
-    small objects and no reference cycles worth collecting: otherwise its collections,
-    triggered by the allocations alone, take a tenth or more of a refresh. Objects without
-    cycles are freed as always; the collector resumes afterwards (unless it was off)."""
+    """Pause Python's cyclic garbage collector for a refresh, which makes many small objects
+    and no reference cycles worth collecting: otherwise its collections, triggered by the
+    allocations alone, take a tenth or more of it. Objects without cycles are freed as always;
+    the collector resumes afterwards (unless it was off). The pause is the whole process's: a
+    threaded server's other requests collect nothing meanwhile, which costs them no more
+    than memory held a little longer (workers run one thread unless `GUNICORN_THREADS`)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:

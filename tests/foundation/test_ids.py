@@ -33,8 +33,12 @@ def test_ordered_ids_sort_by_creation_and_keep_74_random_bits():
     later = [new_ordered_id("pur") for _ in range(200)]
     assert max(first) < min(later)
     assert len(set(first + later)) == 400
-    randoms = {uuid.UUID(i[4:]).int & (2**62 - 1) for i in first}
-    assert len(randoms) == 200  # within one millisecond, ids differ in their random bits
+    values = [uuid.UUID(i[4:]).int for i in first]
+    low = {v & (2**62 - 1) for v in values}
+    high = {v >> 64 & 0xFFF for v in values}
+    assert len(low) == 200  # within one millisecond, ids differ in their random bits
+    assert len(high) > 150  # the 12 bits after the version are random too
+    assert any(v >> 64 & 0xFFF != v & 0xFFF for v in values)  # nor copied from the low bits
 
 
 def test_purchase_lines_get_ordered_ids():

@@ -801,7 +801,12 @@ def test_refreshes_run_with_the_collector_paused_and_resume_it(
 
 def test_imported_lines_get_ids_that_sort_by_creation(world, import_as, session_factory):
     import_as(world.trust(0), [line("PO-I", n + 1, gtin=make_gtin(1)) for n in range(3)])
+    time.sleep(0.002)
+    import_as(world.trust(1), [line("PO-J", n + 1, gtin=make_gtin(1)) for n in range(3)])
     with session_factory() as session:
-        ids = session.scalars(select(PurchaseRecord.id)).all()
-    assert len(ids) == 3
-    assert {uuid.UUID(i.removeprefix("pur_")).version for i in ids} == {7}
+        rows = session.execute(select(PurchaseRecord.id, PurchaseRecord.trust_id)).all()
+    first = [i for i, t in rows if t == world.trust(0).id]
+    later = [i for i, t in rows if t == world.trust(1).id]
+    assert len(first) == len(later) == 3
+    assert {uuid.UUID(i.removeprefix("pur_")).version for i in first + later} == {7}
+    assert max(first) < min(later)
