@@ -254,6 +254,10 @@ def _chunks(items: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
 # --- incremental changes ----------------------------------------------------------------------
 
 
+class ChangesLost(RuntimeError):
+    """A ``Changes`` used again after one of its writes failed."""
+
+
 class Changes:
     """Deltas to the rollups collected while purchase lines change, and the (product, trust)
     pairs whose default-window totals they touch.
@@ -262,6 +266,11 @@ class Changes:
     their sum per pair for the default window; ``refresh`` then brings the caches up to date.
     Past ``MAX_PAIRS`` touched pairs it stops remembering them and the caches are rebuilt
     whole instead.
+
+    A write that fails leaves the collected deltas half applied (the rollups' part handed
+    over, the window's kept, or the reverse), so the object is then spent: using it again
+    raises ``ChangesLost`` instead of applying the rest twice or not at all. The transaction
+    is to be rolled back and the lines changed again with new ``Changes``.
     """
 
     MAX_PAIRS = 100_000
@@ -273,6 +282,7 @@ class Changes:
         # (product, trust) -> [units, spend] added to the default window, once flushed
         self.window_deltas: dict[tuple[str, str], list[int]] = {}
         self.overflow = False
+        self._lost = False
 
     def __bool__(self) -> bool:
         return bool(self._deltas or self.window_deltas or self.overflow)
@@ -285,6 +295,7 @@ class Changes:
     def add(
         self, product_id: str, trust_id: str, day: date, units: int, spend_pence: int, sign: int = 1
     ) -> None:
+        self.check_usable()
         delta = self._deltas.setdefault((product_id, trust_id, day), [0, 0, 0])
         delta[0] += sign * units
         delta[1] += sign * spend_pence
@@ -308,15 +319,33 @@ class Changes:
     def pending(self) -> int:
         return len(self._deltas)
 
+    def check_usable(self) -> None:
+        if self._lost:
+            raise ChangesLost(
+                "these changes were half applied by a write that failed: roll the transaction "
+                "back and make the changes again"
+            )
+
+    @contextmanager
+    def spent_on_failure(self) -> Iterator[None]:
+        """Mark these changes spent if the block fails (see the class's docstring)."""
+        try:
+            yield
+        except BaseException:
+            self._lost = True
+            raise
+
     def flush(self, session: Session) -> None:
         """Apply the collected deltas to the daily and monthly rollups."""
-        for write in self.flush_later(session):
-            write()
+        with self.spent_on_failure():
+            for write in self.flush_later(session):
+                write()
 
     def flush_later(self, session: Session) -> list[Callable[[], None]]:
         """``flush``, but return the rollups' writes instead of making them: the locks are
         taken and the window's deltas kept now, the calls (in order, with the session not
         otherwise in use) write them."""
+        self.check_usable()
         if not self._deltas:
             return []
         share_rollups(session, (trust_id for _, trust_id, _ in self._deltas))
@@ -370,7 +399,8 @@ def refresh(session: Session, changes: Changes) -> None:
     In the usual case (the window has not moved, the changes are few) the rollups' writes
     wait until the touched products' totals have been read, and then run while their
     statistics are computed: nothing in between reads the rollups."""
-    with _collector_paused():
+    changes.check_usable()
+    with _collector_paused(), changes.spent_on_failure():
         rollup_writes = changes.flush_later(session)
         if not (
             changes.window_deltas

@@ -781,6 +781,48 @@ def test_a_failed_rollup_write_fails_the_import_and_writes_nothing(
     assert after == before
 
 
+@pytest.mark.parametrize("apply", ["refresh", "flush"])
+def test_changes_whose_write_failed_cannot_be_applied_again(
+    world, import_as, session_factory, monkeypatch, apply
+):
+    # a failed write leaves the deltas half handed over: applying the same Changes again
+    # (say, after rolling back to a savepoint) would count the window's part twice or the
+    # rollups' part not at all, so it is refused and the caches stay as they were
+    import_as(world.trust(0), [line("PO-L0", 1, gtin=make_gtin(1))])
+    with session_factory() as session:
+        before = snapshot(session)
+    real_add_totals = bulk.add_totals
+    failing = [True]
+
+    def failing_add_totals(session, table, key, rows):
+        if failing[0] and table == DailyTotal.__tablename__:
+            raise RuntimeError("disk full")
+        real_add_totals(session, table, key, rows)
+
+    monkeypatch.setattr(bulk, "add_totals", failing_add_totals)
+    changes = rollups.Changes()
+    changes.add(world.gloves.id, world.trust(1).id, days_ago(3), 100, 900)
+    with session_factory() as session:
+        savepoint = session.begin_nested()
+        first_try = {
+            "refresh": lambda: rollups.refresh(session, changes),
+            "flush": lambda: changes.flush(session),
+        }[apply]
+        with pytest.raises(RuntimeError, match="disk full"):
+            first_try()
+        savepoint.rollback()
+        failing[0] = False
+        with pytest.raises(rollups.ChangesLost):
+            rollups.refresh(session, changes)
+        with pytest.raises(rollups.ChangesLost):
+            changes.flush(session)
+        with pytest.raises(rollups.ChangesLost):
+            changes.add(world.gloves.id, world.trust(1).id, days_ago(3), 1, 9)
+        session.commit()
+    with session_factory() as session:
+        assert snapshot(session) == before
+
+
 def test_refreshes_run_with_the_collector_paused_and_resume_it(
     world, import_as, session_factory, monkeypatch
 ):
