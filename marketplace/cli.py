@@ -89,10 +89,17 @@ def db() -> None:
 @click.option("--revision", default="heads", show_default=True)
 @handle_errors
 def db_upgrade(revision: str) -> None:
-    """Migrate the database to the latest schema."""
+    """Migrate the database to the latest schema; a new database also gets the bundled
+    category tree (CPV and EMDN codes mapped to the marketplace's categories)."""
     from . import migrate
+    from .catalog import service as catalog
 
     migrate.upgrade(app_state().settings, revision)
+    if revision == "heads":
+        with session_scope() as session:
+            created = catalog.seed_categories(session)
+        if created:
+            click.echo(f"loaded {created} categories")
     click.echo(f"database at {', '.join(sorted(migrate.current_revisions(app_state().engine)))}")
 
 

@@ -31,6 +31,25 @@ def catalog() -> None:
     """Catalogue: products, offers and bulk price lists."""
 
 
+@catalog.command("load-categories")
+def load_categories_command() -> None:
+    """Create or update the category tree from the bundled file (CPV and EMDN codes mapped to
+    the marketplace's categories): names, parents, kinds and PHB flags as shipped. Categories
+    the file does not list are left alone. `db upgrade` does this once, for a new database."""
+    from ..cli import handle_errors, session_scope
+
+    @handle_errors
+    def run() -> None:
+        from . import service
+
+        rows = service.bundled_category_rows()
+        with session_scope() as session:
+            created = service.load_categories(session, rows)
+        click.echo(f"categories: {created} created, {len(rows) - created} updated or unchanged")
+
+    run()
+
+
 @catalog.command("import-offers", help=IMPORT_HELP)
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--supplier", "supplier_ref", required=True, help="Supplier id or exact name.")

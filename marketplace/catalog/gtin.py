@@ -13,7 +13,9 @@ def check_digit(body: str) -> int:
 
 def gtin_problem(value: str) -> str | None:
     """Why ``value`` is not a valid GTIN, or None when it is."""
-    if not value.isdigit():
+    if not (
+        value.isascii() and value.isdigit()
+    ):  # isdigit() alone accepts superscript and full-width digits
         return "A GTIN has digits only."
     if len(value) not in VALID_LENGTHS:
         return "A GTIN has 8, 12, 13 or 14 digits."

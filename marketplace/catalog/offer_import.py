@@ -1,6 +1,7 @@
 """Bulk listing: a supplier's price list as CSV (DESIGN §9), shared by the API and the CLI.
 
-Columns, exactly (any order, names case-insensitive; cells may be empty where optional)::
+Columns, exactly (any order, names case-insensitive; cells may be empty where optional: an
+existing offer then keeps its value, a new one takes ``DEFAULTS``)::
 
     gtin, name, manufacturer, brand, mpn, category_code, unit_of_measure, units_per_pack,
     pack_price_pence, vat_rate_percent, stock, lead_time_days, min_order_qty, supplier_sku
@@ -9,7 +10,8 @@ The file is read row by row. A row is matched to the supplier's existing offer b
 ``supplier_sku``, else to a product by ``gtin``; a row whose product is not in the catalogue
 creates it (``name``, ``category_code`` and ``units_per_pack`` then required). Valid rows are
 applied, each in its own savepoint; invalid rows are reported with their row number (the
-header is row 1), column and reason. Re-uploading the same file changes nothing. A file that
+header is row 1), column and reason. A file lists each product and supplier SKU once (a later
+row repeating one is rejected), so re-uploading the same file changes nothing. A file that
 cannot be read as such a CSV at all raises ``MalformedFile`` and nothing is written.
 """
 
@@ -20,6 +22,7 @@ import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import IO, Any
 
 from sqlalchemy import select
@@ -51,13 +54,38 @@ COLUMNS = (
     "supplier_sku",
 )
 MAX_ROWS = 50_000
-DEFAULTS = {"vat_rate_percent": "20", "stock": "0", "lead_time_days": "0", "min_order_qty": "1"}
+# A new offer's values for empty optional cells; an existing offer keeps its own.
+DEFAULTS: dict[str, Any] = {
+    "vat_rate_percent": Decimal(20),
+    "stock": 0,
+    "lead_time_days": 0,
+    "min_order_qty": 1,
+}
+OFFER_COLUMNS = (
+    "pack_price_pence",
+    "vat_rate_percent",
+    "stock",
+    "lead_time_days",
+    "min_order_qty",
+    "supplier_sku",
+)
+# The longest text each column may hold (the product and offer fields' limits).
+MAX_LENGTHS = {
+    "name": 300,
+    "manufacturer": 200,
+    "brand": 200,
+    "mpn": 100,
+    "category_code": 32,
+    "unit_of_measure": 3,
+    "supplier_sku": 100,
+}
 _WHOLE = re.compile(r"[0-9]{1,12}")
 # Service field names that the CSV spells differently.
 FIELD_COLUMNS = {
     "manufacturer_part_number": "mpn",
     "product_id": "gtin",
     "supplier_id": "supplier_sku",
+    "price_breaks": "pack_price_pence",  # a new pack price must stay above the volume breaks
 }
 CONFLICT_COLUMNS = {
     "duplicate-gtin": "gtin",
@@ -156,8 +184,18 @@ def _check_header(header: list[str]) -> list[str]:
 
 
 def _parse(cells: dict[str, str]) -> dict[str, Any]:
-    """Cells → typed values; every problem is collected as (column, reason)."""
-    errors: list[tuple[str, str]] = []
+    """Cells → typed values; every problem is collected as (column, reason). An empty optional
+    offer cell is left out (see ``DEFAULTS``)."""
+    errors: list[tuple[str, str]] = [
+        (column, "Contains a NUL character.") for column, cell in cells.items() if "\x00" in cell
+    ]
+    errors += [
+        (column, f"At most {limit} characters ({len(cells[column])} given).")
+        for column, limit in MAX_LENGTHS.items()
+        if len(cells[column]) > limit
+    ]
+    if errors:
+        raise RowRejected(errors)
     values: dict[str, Any] = {}
     gtin = cells["gtin"] or None
     if gtin is not None:
@@ -174,7 +212,9 @@ def _parse(cells: dict[str, str]) -> dict[str, Any]:
         "lead_time_days",
         "min_order_qty",
     ):
-        raw = cells[column] or DEFAULTS.get(column, "")
+        raw = cells[column]
+        if not raw and column in DEFAULTS:
+            continue
         if not raw:
             errors.append((column, "Required: a positive whole number."))
         elif not _WHOLE.fullmatch(raw):
@@ -184,12 +224,14 @@ def _parse(cells: dict[str, str]) -> dict[str, Any]:
     for column in ("units_per_pack", "pack_price_pence"):
         if values.get(column) == 0:
             errors.append((column, "Must be positive."))
-    rate = service.vat_rate(cells["vat_rate_percent"] or DEFAULTS["vat_rate_percent"])
-    if rate is None:
-        errors.append(("vat_rate_percent", "Must be 0, 5 or 20."))
-    values["vat_rate_percent"] = rate
-    values["supplier_sku"] = cells["supplier_sku"] or None
-    if gtin is None and values["supplier_sku"] is None and not cells["gtin"]:
+    if cells["vat_rate_percent"]:
+        rate = service.vat_rate(cells["vat_rate_percent"])
+        if rate is None:
+            errors.append(("vat_rate_percent", "Must be 0, 5 or 20."))
+        values["vat_rate_percent"] = rate
+    if cells["supplier_sku"]:
+        values["supplier_sku"] = cells["supplier_sku"]
+    if gtin is None and not cells["supplier_sku"] and not cells["gtin"]:
         errors.append(
             (
                 "supplier_sku",
@@ -203,11 +245,20 @@ def _parse(cells: dict[str, str]) -> dict[str, Any]:
     return values
 
 
-def _apply(session: Session, actor: Principal, supplier_id: str, values: dict[str, Any]) -> str:
-    """Create or update the row's product and offer; return the outcome's name."""
+def _apply(
+    session: Session,
+    actor: Principal,
+    supplier_id: str,
+    values: dict[str, Any],
+    seen: _SeenRows,
+) -> tuple[str, list[tuple[str, str | None]]]:
+    """Create or update the row's product and offer; return the outcome's name and what the
+    row listed (for ``seen``, once the row is applied)."""
+    sku = values.get("supplier_sku")
+    seen.check("supplier_sku", sku)
     offer = None
-    if values["supplier_sku"]:
-        offer = service.find_offer_by_supplier_sku(session, supplier_id, values["supplier_sku"])
+    if sku:
+        offer = service.find_offer_by_supplier_sku(session, supplier_id, sku)
     product = service.find_product_by_gtin(session, values["gtin"]) if values["gtin"] else None
     if offer is not None and values["gtin"] and offer.product.gtin != values["gtin"]:
         raise RowRejected(
@@ -257,24 +308,41 @@ def _apply(session: Session, actor: Principal, supplier_id: str, values: dict[st
                 )
             ]
         )
-    offer_values = {
-        name: values[name]
-        for name in (
-            "pack_price_pence",
-            "vat_rate_percent",
-            "stock",
-            "lead_time_days",
-            "min_order_qty",
-            "supplier_sku",
-        )
-    }
+    seen.check("gtin", product.id)
+    listed = [("supplier_sku", sku), ("gtin", product.id)]
+    offer_values = {name: values[name] for name in OFFER_COLUMNS if name in values}
     if offer is None:
         service.create_offer(
-            session, actor, product_id=product.id, supplier_id=supplier_id, **offer_values
+            session,
+            actor,
+            product_id=product.id,
+            supplier_id=supplier_id,
+            **(DEFAULTS | offer_values),
         )
-        return outcome if outcome == "created_product" else "created_offer"
+        return (outcome if outcome == "created_product" else "created_offer"), listed
     changed = service.apply_offer_changes(session, actor, offer, offer_values)
-    return "updated" if changed else "unchanged"
+    return ("updated" if changed else "unchanged"), listed
+
+
+class _SeenRows:
+    """The products and supplier SKUs that the file's applied rows listed, with their row
+    numbers: a file lists each at most once, or every upload would apply its rows in turn."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], int] = {}
+
+    def check(self, column: str, key: str | None) -> None:
+        earlier = self._rows.get((column, key)) if key else None
+        if earlier is not None:
+            what = "product" if column == "gtin" else "supplier_sku"
+            raise RowRejected(
+                [(column, f"Row {earlier} already lists this {what}; list it once per file.")]
+            )
+
+    def add(self, row_number: int, listed: list[tuple[str, str | None]]) -> None:
+        for column, key in listed:
+            if key:
+                self._rows.setdefault((column, key), row_number)
 
 
 def _problem_errors(problem: Problem) -> list[tuple[str, str]]:
@@ -300,13 +368,14 @@ def import_offers(
     a savepoint that is then rolled back, so the report says exactly what would happen."""
     supplier = service.acting_supplier_id(session, actor, supplier_id)
     report = ImportReport(supplier_id=supplier, dry_run=dry_run)
+    seen = _SeenRows()
     outer = session.begin_nested()
     try:
         with metrics.import_running("offers"):
             for row_number, cells in read_rows(stream, max_rows=max_rows):
                 report.rows += 1
                 rejected_before = report.rejected
-                _import_row(session, actor, supplier, row_number, cells, report)
+                _import_row(session, actor, supplier, row_number, cells, report, seen)
                 metrics.import_row("offers", rejected=report.rejected > rejected_before)
                 if on_row is not None:
                     on_row(row_number)
@@ -327,6 +396,7 @@ def _import_row(
     row_number: int,
     cells: dict[str, str],
     report: ImportReport,
+    seen: _SeenRows,
 ) -> None:
     savepoint = session.begin_nested()
     try:
@@ -334,7 +404,7 @@ def _import_row(
             raise RowRejected(
                 [("row", f"Has {cells[None]} cells; the header has {len(COLUMNS)}.")]  # type: ignore[index]
             )
-        outcome = _apply(session, actor, supplier_id, _parse(cells))
+        outcome, listed = _apply(session, actor, supplier_id, _parse(cells), seen)
         savepoint.commit()
     except RowRejected as rejected:
         savepoint.rollback()
@@ -348,6 +418,7 @@ def _import_row(
         savepoint.rollback()
         _reject(report, row_number, [("row", "Conflicts with data already in the catalogue.")])
         return
+    seen.add(row_number, listed)
     if outcome == "created_product":
         report.created_products += 1
         report.created_offers += 1

@@ -225,6 +225,15 @@ def load_categories(session: Session, rows: Iterable[dict[str, str]]) -> int:
     return created
 
 
+def seed_categories(session: Session) -> int:
+    """Load the bundled category tree into a database that has no categories yet (a new
+    install: products and offers need it). Returns how many were created; 0 when the tree is
+    there already, whatever an operator changed in it since."""
+    if session.scalar(select(Category.id).limit(1)) is not None:
+        return 0
+    return load_categories(session, bundled_category_rows())
+
+
 def bundled_category_rows() -> list[dict[str, str]]:
     with (
         resources.files("marketplace.data").joinpath("categories.csv").open(encoding="utf-8") as fh

@@ -376,3 +376,113 @@ def test_a_file_with_too_many_rows_is_refused_whole_through_the_api(
     body = assert_problem(response, 400, code="malformed-csv")
     assert "more than 2 rows" in body["detail"]
     assert counts(db) == before
+
+
+def test_a_file_listing_a_product_or_sku_twice_rejects_the_repeat(client, db, supplier, existing):
+    # the later row would overwrite the earlier one on every upload, so it is refused and a
+    # second upload of the same file changes nothing
+    rows = [
+        f"{GTIN_BANDAGE},Bandage,,,,33141113,H87,1,391,20,100,2,1,SKU-A",
+        f"{GTIN_BANDAGE},Bandage,,,,33141113,H87,1,350,20,100,2,1,SKU-B",  # same product
+        f"{GTIN_OTHER},,,,,,,1,250,0,40,3,5,SKU-A",  # same SKU, another product
+        f"{GTIN_OTHER},,,,,,,1,250,0,40,3,5,SKU-C",
+    ]
+    report = upload(client, supplier, csv_bytes(rows)).get_json()
+    assert (report["created_products"], report["created_offers"], report["rejected"]) == (1, 2, 2)
+    errors = {(e["row"], e["column"]): e["reason"] for e in report["errors"]}
+    assert set(errors) == {(3, "gtin"), (4, "supplier_sku")}
+    assert "Row 2 already lists this product" in errors[(3, "gtin")]
+    assert "Row 2 already lists this supplier_sku" in errors[(4, "supplier_sku")]
+    after_first = counts(db)
+    offers = {o.supplier_sku: o.pack_price_pence for o in db.scalars(select(Offer))}
+    assert offers == {"SKU-A": 391, "SKU-C": 250}
+    again = upload(client, supplier, csv_bytes(rows)).get_json()
+    assert (again["unchanged"], again["updated_offers"], again["rejected"]) == (2, 0, 2)
+    assert counts(db) == after_first
+
+
+def test_a_rejected_row_does_not_claim_its_product_for_the_file(client, db, supplier, existing):
+    rows = [
+        f"{GTIN_OTHER},,,,,,,1,250,17,40,3,5,SKU-X",  # bad VAT: rejected
+        f"{GTIN_OTHER},,,,,,,1,250,0,40,3,5,SKU-X",
+    ]
+    report = upload(client, supplier, csv_bytes(rows)).get_json()
+    assert (report["created_offers"], report["rejected"]) == (1, 1)
+    assert [(e["row"], e["column"]) for e in report["errors"]] == [(2, "vat_rate_percent")]
+
+
+def test_empty_optional_cells_keep_an_existing_offers_values(client, db, supplier, existing):
+    first = upload(
+        client, supplier, csv_bytes([f"{GTIN_OTHER},,,,,,,1,990,0,500,7,10,KEEP"])
+    ).get_json()
+    assert first["created_offers"] == 1
+    # the price moves; VAT, stock, lead time, minimum quantity and SKU are left empty
+    report = upload(client, supplier, csv_bytes([f"{GTIN_OTHER},,,,,,,1,950,,,,,"])).get_json()
+    assert (report["updated_offers"], report["rejected"]) == (1, 0), report
+    db.rollback()
+    offer = db.scalar(select(Offer).where(Offer.product_id == existing.id))
+    assert (offer.pack_price_pence, str(offer.vat_rate_percent), offer.stock) == (950, "0.00", 500)
+    assert (offer.lead_time_days, offer.min_order_qty, offer.supplier_sku) == (7, 10, "KEEP")
+    # a new offer takes the defaults for the same empty cells
+    new = upload(
+        client, supplier, csv_bytes([",Gauze swab,,,,33141110,H87,5,120,,,,,NEW-1"])
+    ).get_json()
+    assert new["created_offers"] == 1
+    db.rollback()
+    created = db.scalar(select(Offer).where(Offer.supplier_sku == "NEW-1"))
+    assert (str(created.vat_rate_percent), created.stock) == ("20.00", 0)
+    assert (created.lead_time_days, created.min_order_qty) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "reason"),
+    [
+        (f"{GTIN_BANDAGE},Band\x00age,,,,33141113,H87,1,391,20,1,1,1,NUL-1", "name", "NUL"),
+        (f"{GTIN_BANDAGE},{'n' * 301},,,,33141113,H87,1,391,20,1,1,1,LONG-1", "name", "300"),
+        (
+            f"{GTIN_BANDAGE},Bandage,,,,33141113,H87,1,391,20,1,1,1,{'S' * 101}",
+            "supplier_sku",
+            "100",
+        ),
+        (
+            f"{GTIN_BANDAGE},Bandage,{'m' * 201},,,33141113,H87,1,391,20,1,1,1,L3",
+            "manufacturer",
+            "200",
+        ),
+        (f"{GTIN_BANDAGE},Bandage,,,{'9' * 101},33141113,H87,1,391,20,1,1,1,L4", "mpn", "100"),
+        ("1234567\u00b2,Bandage,,,,33141113,H87,1,391,20,1,1,1,DIG-1", "gtin", "digits only"),
+        (
+            # the same GTIN in full-width digits
+            "".join(chr(0xFF10 + int(d)) for d in GTIN_BANDAGE)
+            + ",Bandage,,,,33141113,H87,1,391,20,1,1,1,DIG-2",
+            "gtin",
+            "digits only",
+        ),
+    ],
+)
+def test_cells_the_catalogue_cannot_hold_are_row_errors(
+    client, db, supplier, existing, row, column, reason
+):
+    before = counts(db)
+    report = upload(client, supplier, csv_bytes([row])).get_json()
+    assert report["rejected"] == 1, report
+    assert any(e["column"] == column and reason in e["reason"] for e in report["errors"]), report
+    assert counts(db) == before
+
+
+def test_a_price_below_a_volume_break_names_the_price_column(client, db, supplier, existing):
+    created = client.post(
+        "/api/v1/offers",
+        json={
+            "product_id": existing.id,
+            "pack_price_pence": 1000,
+            "vat_rate_percent": 20,
+            "supplier_sku": "BRK-1",
+            "price_breaks": [{"min_qty": 10, "pack_price_pence": 900}],
+        },
+        headers=supplier.headers,
+    )
+    assert created.status_code == 201, created.get_json()["errors"]
+    report = upload(client, supplier, csv_bytes([f"{GTIN_OTHER},,,,,,,1,800,,,,,BRK-1"])).get_json()
+    assert report["rejected"] == 1
+    assert {e["column"] for e in report["errors"]} == {"pack_price_pence"}

@@ -57,6 +57,8 @@ def test_valid_gtins_of_each_length(gtin):
         ("12345678901", "8, 12, 13 or 14"),
         ("123456789012345", "8, 12, 13 or 14"),
         ("50002234560AB", "digits only"),
+        ("1234567\u00b2", "digits only"),  # str.isdigit() says yes
+        ("".join(chr(0xFF10 + int(d)) for d in "5000223456030"), "digits only"),  # full-width
     ],
 )
 def test_invalid_gtins_are_explained(gtin, reason):
@@ -357,3 +359,15 @@ def test_unchanged_product_patch_writes_no_audit(client, factory, make, db):
     )
     assert response.status_code == 200
     assert db.scalar(select(func.count()).select_from(AuditEvent)) == before
+
+
+def test_a_gtin_in_other_digits_is_a_422_and_cannot_duplicate_one(client, factory, categories, db):
+    supplier = factory.actor(Role.SUPPLIER)
+    full_width = "".join(chr(0xFF10 + int(d)) for d in GTIN_BANDAGE)
+    for gtin in ("1234567\u00b2", full_width):
+        response = client.post(
+            "/api/v1/products", json={**PRODUCT, "gtin": gtin}, headers=supplier.headers
+        )
+        assert_problem(response, 422)
+        assert "gtin" in response.get_json()["errors"]
+    assert db.scalar(select(func.count()).select_from(Product)) == 0

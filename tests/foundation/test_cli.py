@@ -137,3 +137,52 @@ def test_db_current_and_check(run):
     check = run("db", "check")
     assert check.exit_code == 0, check.output
     assert "agree" in check.stdout
+
+
+def test_db_upgrade_gives_a_new_database_the_category_tree_once(tmp_path, monkeypatch):
+    from sqlalchemy import create_engine
+
+    from marketplace.catalog.models import Category
+
+    url = f"sqlite:///{tmp_path / 'new.sqlite3'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+
+    def invoke(*args: str):
+        monkeypatch.setattr(cli, "_state", None)
+        try:
+            return CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
+        finally:
+            if cli._state is not None:
+                cli._state.engine.dispose()
+
+    def categories() -> dict[str, str]:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                rows = connection.execute(select(Category.code, Category.name))
+                return {code: name for code, name in rows}
+        finally:
+            engine.dispose()
+
+    first = invoke("db", "upgrade")
+    assert first.exit_code == 0, first.output
+    tree = categories()
+    assert len(tree) > 20
+    assert f"loaded {len(tree)} categories" in first.stdout
+    assert "33140000" in tree  # CPV medical consumables
+    # an operator's own change survives a later upgrade; load-categories restores the file's
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            Category.__table__.update().where(Category.code == "33140000").values(name="Ours")
+        )
+    engine.dispose()
+    again = invoke("db", "upgrade")
+    assert again.exit_code == 0, again.output
+    assert "categories" not in again.stdout
+    assert categories()["33140000"] == "Ours"
+    reload = invoke("catalog", "load-categories")
+    assert reload.exit_code == 0, reload.output
+    assert reload.stdout.strip().splitlines()[-1].startswith("categories: 0 created")
+    assert categories() == tree

@@ -171,6 +171,13 @@ def test_gtin_8_and_12_are_normalised(client, cat, shop):
     assert ids(search(client, q=g12))[0] == p12
 
 
+def test_digits_other_than_0_to_9_are_text_not_a_gtin(client, shop):
+    # a superscript two is a digit to str.isdigit(), not to GS1 (nor to int())
+    response = client.get("/api/v1/search", query_string={"q": "1234567\u00b2"})
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["total"] == 0
+
+
 def test_manufacturer_part_number_returns_that_product_first(client, shop):
     for q in ("NG-100-M", "ng100m", "NG 100 M"):
         assert ids(search(client, q=q))[0] == shop["nitrile"]

@@ -101,7 +101,7 @@ def gtin_in_query(q: str) -> str | None:
     """The query as a 14-digit GTIN when it is one (8/12/13/14 digits, valid check digit;
     spaces and hyphens ignored)."""
     compact = re.sub(r"[\s\-]", "", q)
-    if compact.isdigit() and is_valid_gtin(compact):
+    if is_valid_gtin(compact):
         return normalise_gtin(compact)
     return None
 
