@@ -3,7 +3,9 @@ offers up through these functions, never through the tables.
 
 Every change to a product or one of its offers calls ``search.outbox.product_changed`` in the same
 transaction (stock only when an offer runs out or comes back into stock, the only thing search
-knows of it), and records an audit event. Services flush; they never commit.
+knows of it), and records an audit event; a change to what price variance shows of a product
+(its name, category or benchmark exclusion) also refreshes its statistics
+(``pricing.service.product_changed``). Services flush; they never commit.
 """
 
 from __future__ import annotations
@@ -290,6 +292,10 @@ PRODUCT_FIELDS = (
     "assurance",
     "benchmark_excluded",
     "benchmark_excluded_reason",
+)
+# What the price-variance statistics keep of a product: a change to one refreshes them.
+PRICED_FIELDS = frozenset(
+    {"name", "category_id", "benchmark_excluded", "benchmark_excluded_reason"}
 )
 MAX_UNITS_PER_PACK = 1_000_000
 MAX_ATTRIBUTES = 50
@@ -610,6 +616,11 @@ def update_product(
             after=changed,
         )
         product_changed(session, product.id)
+        if PRICED_FIELDS & changed.keys():
+            # pricing reads the catalogue (names, categories), so it is imported here, not above
+            from ..pricing import service as pricing
+
+            pricing.product_changed(session, product.id)
     return product
 
 

@@ -402,15 +402,13 @@ def refresh(session: Session, changes: Changes) -> None:
     changes.check_usable()
     with _collector_paused(), changes.spent_on_failure():
         rollup_writes = changes.flush_later(session)
-        if not (
-            changes.window_deltas
-            and not changes.overflow
-            and _window_is_current(session, changes.today)
-        ):
+        # The window rolls before the writes: it finds the pairs to re-sum through the daily
+        # rows of the days leaving it, which a write removing a pair's last line would delete.
+        state, outcome = ensure_current(session, changes.today)
+        if not (changes.window_deltas and not changes.overflow and outcome == "current"):
             for write in rollup_writes:
                 write()
             rollup_writes = []
-        state, outcome = ensure_current(session, changes.today)
         window = Window(state.window_from, state.window_to)
         if outcome == "rebuilt":
             pass  # the caches were just built from the raw lines, changes included
@@ -429,14 +427,6 @@ def refresh(session: Session, changes: Changes) -> None:
             )
         changes.window_deltas.clear()
         changes.overflow = False
-
-
-def _window_is_current(session: Session, today: date) -> bool:
-    """Whether the caches describe the default window ending ``today`` already, so that
-    ``ensure_current`` will leave them be (taking the caches lock, as it does)."""
-    lock_caches(session)
-    state = session.get(PricingState, 1, populate_existing=True)
-    return state is not None and Window(state.window_from, state.window_to) == Window.default(today)
 
 
 @contextmanager

@@ -852,3 +852,113 @@ def test_imported_lines_get_ids_that_sort_by_creation(world, import_as, session_
     assert len(first) == len(later) == 3
     assert {uuid.UUID(i.removeprefix("pur_")).version for i in first + later} == {7}
     assert max(first) < min(later)
+
+
+def _catalogue_snapshot(session):
+    return snapshot(session) | {
+        "named": sorted(
+            session.execute(
+                select(
+                    ProductStats.product_id,
+                    ProductStats.product_name,
+                    ProductStats.category_id,
+                    ProductStats.benchmark_excluded_reason,
+                )
+            ).all()
+        )
+    }
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"benchmark_excluded": True, "benchmark_excluded_reason": "Made to measure"},
+        {"category_code": "other"},
+        {"name": "Nitrile examination gloves, medium, box of 100"},
+    ],
+    ids=["excluded", "category", "name"],
+)
+def test_a_catalogue_change_to_a_product_reaches_its_statistics(
+    world, import_as, session_factory, change
+):
+    # the statistics keep the product's name, category and exclusion: a change to any of them
+    # in the catalogue leaves exactly what a full refresh computes, in the same transaction
+    from marketplace.catalog import service as catalog
+
+    for t, price in enumerate([10_000, 20_000, 40_000]):
+        import_as(
+            world.trust(t),
+            [line("PO-C", 1, gtin=make_gtin(1), quantity=10, total_price_pence=price)],
+        )
+    if change.get("category_code") == "other":
+        change = {"category_code": world.other_category.code}
+    with session_factory.begin() as session:
+        catalog.update_product(session, SYSTEM, world.gloves.id, change)
+    with session_factory() as session:
+        incremental = _catalogue_snapshot(session)
+        ranking = service.variance_ranking(session)
+        rollups.refresh_all(session)
+        assert _catalogue_snapshot(session) == incremental
+        assert [i["product_id"] for i in service.variance_ranking(session).items] == [
+            i["product_id"] for i in ranking.items
+        ]
+        session.rollback()
+    if "benchmark_excluded" in change:
+        assert ranking.items == []
+        assert incremental["totals"] == []
+    else:
+        assert [i["product_id"] for i in ranking.items] == [world.gloves.id]
+
+
+@pytest.mark.parametrize("change", ["exclude", "rematch"])
+def test_the_first_write_after_midnight_removing_a_line_of_the_day_leaving_the_window(
+    world, import_as, session_factory, change
+):
+    # trust 0's only line is dated on the window's first day; tomorrow that day leaves the
+    # window. The first write of tomorrow takes the line out: the window rolls (finding the
+    # pair through that day's daily row) before the write deletes the row, so the pair's old
+    # total does not linger in the window
+    import_as(
+        world.trust(0),
+        [
+            line(
+                "PO-D",
+                1,
+                gtin=make_gtin(1),
+                quantity=10,
+                total_price_pence=90_000,
+                when=days_ago(364),
+            )
+        ],
+    )
+    for t, price in ((1, 10_000), (2, 20_000)):
+        import_as(
+            world.trust(t),
+            [
+                line(
+                    "PO-D",
+                    1,
+                    gtin=make_gtin(1),
+                    quantity=10,
+                    total_price_pence=price,
+                    when=days_ago(5),
+                )
+            ],
+        )
+    tomorrow = TODAY + timedelta(days=1)
+    with session_factory.begin() as session:
+        record = session.scalars(
+            select(PurchaseRecord).where(PurchaseRecord.trust_id == world.trust(0).id)
+        ).one()
+        if change == "exclude":
+            service.set_benchmark_exclusion(
+                session, SYSTEM, record.id, excluded=True, reason="Special order", today=tomorrow
+            )
+        else:
+            service.match_purchase(session, SYSTEM, record.id, world.stockings.id, today=tomorrow)
+    with session_factory() as session:
+        incremental = snapshot(session)
+        rollups.refresh_all(session, today=tomorrow, rebuild=True)
+        assert snapshot(session) == incremental
+        session.rollback()
+    assert {t for _, t, _, _ in incremental["window"]} == {world.trust(1).id, world.trust(2).id}
