@@ -13,10 +13,10 @@ from sqlalchemy import func, select
 from marketplace import create_app
 from marketplace.catalog.search import EXTENSION
 from marketplace.catalog.search.base import SearchQuery, encode_cursor, tie_break
-from marketplace.catalog.search.elasticsearch import ElasticsearchBackend
+from marketplace.catalog.search.elasticsearch import ElasticsearchBackend, search_text
 from marketplace.catalog.search.models import SearchDocument, SearchOutbox
 from marketplace.catalog.search.outbox import product_changed
-from marketplace.catalog.search.text import load_synonyms
+from marketplace.catalog.search.text import MAX_QUERY_WORDS, load_synonyms, query_words, words
 from tests.search.conftest import Catalogue
 from tests.search.fake_es import FakeServer, fake_client
 from tests.support import Factory, assert_problem
@@ -100,14 +100,14 @@ def test_index_settings_and_mapping(backend, es_sf, stock, server):
     (create,) = server.of("PUT", rf"/{ALIAS}_v1")
     body = create.json()
     analysis = body["settings"]["analysis"]
-    assert analysis["filter"]["marketplace_synonyms"] == {
-        "type": "synonym_graph",
-        "synonyms": list(load_synonyms().lines),
-    }
-    assert (
-        "dvt stockings, anti-embolism stockings"
-        in analysis["filter"]["marketplace_synonyms"]["synonyms"][0]
-    )
+    rules = analysis["filter"]["marketplace_synonyms"]
+    assert rules["type"] == "synonym_graph"
+    assert len(rules["synonyms"]) == len(load_synonyms().lines)
+    assert "dvt stockings, anti-embolism stockings" in rules["synonyms"][0]
+    # The rules lose their stop words, as the query text does (and as SQL reads them).
+    disposal = next(r for r in rules["synonyms"] if "disposal unit" in r)
+    assert disposal.endswith("disposal unit hypodermic")
+    assert not any(" for " in r for r in rules["synonyms"])
     assert analysis["filter"]["english_stemmer"] == {"type": "stemmer", "language": "english"}
     search = analysis["analyzer"]["product_search"]
     assert search["tokenizer"] == "standard"
@@ -246,6 +246,73 @@ def test_exact_gtin_and_part_number_are_boosted_terms(backend, es_sf):
     should = body["query"]["bool"]["must"][0]["bool"]["should"]
     assert {"term": {"gtin": {"value": "05012345678900", "boost": 1000.0}}} in should
     assert {"term": {"mpn_key": {"value": "5012345678900", "boost": 1000.0}}} in should
+
+
+def _text_clause(backend, es_sf, q, **params):
+    with es_sf() as session:
+        body = backend.build_request(session, SearchQuery(q=q, **params))
+    return body, body["query"]["bool"]["must"][0]
+
+
+def test_stop_words_are_dropped_from_the_query_text(backend, es_sf):
+    # The analyzer has no stop filter and the match is AND: "for" would have to be indexed.
+    _body, clause = _text_clause(backend, es_sf, "Gloves for the Surgery")
+    cross, fuzzy = clause["bool"]["should"][:2]
+    assert cross["multi_match"]["query"] == fuzzy["multi_match"]["query"] == "gloves surgery"
+    assert all(c["multi_match"]["operator"] == "and" for c in (cross, fuzzy))
+    # Nothing sent holds them (no part-number term either: these words have no digit).
+    assert "for" not in str(clause).lower()
+    assert "the" not in str(clause).lower()
+
+
+@pytest.mark.parametrize("q", ["the", "for the", "  With, the!  ", "--"])
+def test_a_query_of_stop_words_searches_as_if_it_had_no_text(backend, es_sf, q):
+    body, clause = _text_clause(backend, es_sf, q)
+    plain, _ = _text_clause(backend, es_sf, None)
+    assert clause == {"match_all": {}}
+    # The same request as no text at all: no score in the sort (ties by the stable hash).
+    assert body == plain
+    assert body["sort"] == [{"tie_break": "asc"}, {"product_id": "asc"}]
+
+
+def test_the_query_text_has_the_sql_backends_words():
+    queries = [
+        "gloves for surgery",
+        "3.5mm needles for the O'Neill frame",
+        "Bébé wipes, with aloe",
+        "a an the",
+        "  With, the!  ",
+        " ".join(f"w{n}" for n in range(MAX_QUERY_WORDS + 5)),
+        "for " * 30 + "gloves",
+    ]
+    for q in queries:
+        assert words(search_text(q)) == query_words(q), q
+    # What joins two kept words stays, so the standard tokenizer sees the indexed token.
+    assert search_text("3.5mm needles for the O'Neill frame") == "3.5mm needles o'neill frame"
+    assert search_text("for " * 30 + "gloves") == "gloves"
+
+
+def test_only_a_key_with_digits_is_a_part_number(backend, es_sf):
+    _body, clause = _text_clause(backend, es_sf, "gloves")
+    assert not any("mpn_key" in c.get("term", {}) for c in clause["bool"]["should"])
+    _body, clause = _text_clause(backend, es_sf, "AB-1234")
+    assert {"term": {"mpn_key": {"value": "AB1234", "boost": 1000.0}}} in clause["bool"]["should"]
+
+
+def test_an_exact_part_number_still_comes_first(backend, es_sf):
+    _body, clause = _text_clause(backend, es_sf, "NG-100")
+    should = clause["bool"]["should"]
+    assert should[0]["multi_match"]["query"] == "ng-100"
+    assert {"term": {"mpn_key": {"value": "NG100", "boost": 1000.0}}} in should
+
+
+def test_non_ascii_digits_do_not_raise(backend, es_sf):
+    # "²" is a digit to str.isdigit() but not to int(): never a GTIN, still searchable text.
+    body, clause = _text_clause(backend, es_sf, "1234567²")
+    should = clause["bool"]["should"]
+    assert should[0]["multi_match"]["query"] == "12345672"
+    assert not any("gtin" in c.get("term", {}) for c in should)
+    assert body["sort"][0] == {"_score": "desc"}
 
 
 def _hit(product_id, *, name="Anti-embolism stockings thigh length", sort=None, **overrides):

@@ -80,6 +80,9 @@ def test_live_search_scenarios(live):
     assert speaker in ids(q="alexa")[0]
     assert ids(q=gtin13(1))[0][0] == ae
     assert ids(q="NG-100-M")[0][0] == gloves
+    # Stop words are dropped (the index keeps them; the query AND-matches what is left).
+    assert gloves in ids(q="gloves for examination")[0]
+    assert ids(q="for the")[1]["total"] == ids()[1]["total"] == 29
     assert ids(category="33193000")[0] == [chair]
     found, body = ids(supplier=bexley.id, kind="device")
     assert found == [chair]

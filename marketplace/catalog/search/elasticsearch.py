@@ -12,7 +12,10 @@
   state can never overwrite a newer one, whatever order deliveries arrive in.
 - Search: ``bool`` of a cross-field match (synonyms) and a fuzzy best-field match (typos), an
   exact GTIN / part-number term boosted to the top; facet filters go in ``post_filter`` and each
-  facet aggregation applies all filters but its own; ``search_after`` on a unique sort.
+  facet aggregation applies all filters but its own; ``search_after`` on a unique sort. The
+  text sent is the SQL backend's query words (``text.query_words``: stop words dropped, at most
+  ``MAX_QUERY_WORDS``); a query left with no word and no exact identifier searches as if it had
+  no text, as in SQL.
 """
 
 from __future__ import annotations
@@ -55,7 +58,16 @@ from .facets import (
     supplier_refs,
 )
 from .models import SearchDocument, SearchOutbox
-from .text import Synonyms, gtin_in_query, load_synonyms, mpn_key
+from .text import (
+    MAX_QUERY_WORDS,
+    STOPWORDS,
+    WORD,
+    Synonyms,
+    fold,
+    gtin_in_query,
+    load_synonyms,
+    mpn_key,
+)
 
 log = logging.getLogger(__name__)
 TEXT_FIELDS = ["name^4", "keywords^2", "category_text^1.5", "description"]
@@ -65,6 +77,38 @@ SYNC_BATCH = 500
 OUTBOX_RETENTION_HOURS = 24
 # Bulk item statuses that mean "the index holds this change or a newer one".
 DELIVERED = {200, 201, 404, 409}
+_ASCII_DIGITS = frozenset("0123456789")
+
+
+def search_text(text: str, limit: int | None = MAX_QUERY_WORDS) -> str:
+    """``text`` with the words the SQL backend ignores taken out: accent-folded, stop words
+    dropped and, with ``limit``, cut after that many words, so that ``words(search_text(q)) ==
+    query_words(q)``. What joins two kept words stays ("3.5mm", "o'neill" remain one token for
+    the standard tokenizer, as in the index); a dropped word leaves a space."""
+    folded = fold(text)
+    pieces: list[str] = []
+    position = kept = 0
+    for match in WORD.finditer(folded):
+        if match.group() in STOPWORDS:
+            pieces.append(folded[position : match.start()] + " ")
+        elif limit is not None and kept >= limit:
+            break
+        else:
+            kept += 1
+            pieces.append(folded[position : match.end()])
+        position = match.end()
+    return " ".join("".join(pieces).split()) if kept else ""  # punctuation alone is no text
+
+
+def synonym_rule(line: str) -> str:
+    """A ``synonyms.txt`` rule for ``synonym_graph`` with its stop words dropped, as the SQL
+    backend reads it (``parse_synonyms``): the query text no longer holds them, so a rule
+    written "disposal unit for hypodermic" must read "disposal unit hypodermic" to match."""
+    sides = []
+    for side in line.split("=>"):
+        terms = (search_text(term, limit=None) for term in side.split(","))
+        sides.append(", ".join(t for t in terms if t))
+    return " => ".join(sides)
 
 
 @dataclass
@@ -129,7 +173,7 @@ class ElasticsearchBackend:
                         # one, so "dvt stockings" matches "DVT stocking" too.
                         "marketplace_synonyms": {
                             "type": "synonym_graph",
-                            "synonyms": list(self.synonyms.lines),
+                            "synonyms": [synonym_rule(line) for line in self.synonyms.lines],
                         },
                     },
                     "analyzer": {
@@ -273,50 +317,65 @@ class ElasticsearchBackend:
             f[""].append({"term": {"in_stock": query.in_stock}})
         return f
 
-    def _sort(self, query: SearchQuery) -> list[dict[str, str]]:
+    def _sort(self, query: SearchQuery, has_text: bool) -> list[dict[str, str]]:
         tail = [{"tie_break": "asc"}, {"product_id": "asc"}]
         head = {
-            "relevance": [{"_score": "desc"}] if query.text else [],
+            "relevance": [{"_score": "desc"}] if has_text else [],
             "unit_price": [{"min_unit_price_nanopence": "asc"}],
             "-unit_price": [{"min_unit_price_nanopence": "desc"}],
             "newest": [{"created_at": "desc"}],
         }[query.sort]
         return head + tail
 
-    def _text_query(self, q: str) -> dict[str, Any]:
-        should: list[dict[str, Any]] = [
-            {
-                "multi_match": {
-                    "query": q,
-                    "type": "cross_fields",
-                    "fields": TEXT_FIELDS,
-                    "operator": "and",
-                    "boost": 2.0,
-                }
-            },
-            {
-                "multi_match": {
-                    "query": q,
-                    "type": "best_fields",
-                    "fields": TEXT_FIELDS,
-                    "operator": "and",
-                    "fuzziness": "AUTO",
-                    "prefix_length": 1,
-                }
-            },
-        ]
+    @staticmethod
+    def _exact(q: str) -> list[dict[str, Any]]:
+        """Boosted terms for an exact GTIN or part-number hit (``SqlSearchBackend._exact``)."""
+        exact: list[dict[str, Any]] = []
         gtin = gtin_in_query(q)
         if gtin:
-            should.append({"term": {"gtin": {"value": gtin, "boost": EXACT_BOOST}}})
+            exact.append({"term": {"gtin": {"value": gtin, "boost": EXACT_BOOST}}})
         key = mpn_key(q)
-        if key:
-            should.append({"term": {"mpn_key": {"value": key, "boost": EXACT_BOOST}}})
+        if key and not _ASCII_DIGITS.isdisjoint(key):  # part numbers have digits; words do not
+            exact.append({"term": {"mpn_key": {"value": key, "boost": EXACT_BOOST}}})
+        return exact
+
+    def _text_query(self, q: str) -> dict[str, Any] | None:
+        """The text clause for ``q``, or None when it has no searchable word and no exact
+        identifier (only stop words or punctuation): searched as if there were no text."""
+        should: list[dict[str, Any]] = []
+        text = search_text(q)
+        if text:
+            should += [
+                {
+                    "multi_match": {
+                        "query": text,
+                        "type": "cross_fields",
+                        "fields": TEXT_FIELDS,
+                        "operator": "and",
+                        "boost": 2.0,
+                    }
+                },
+                {
+                    "multi_match": {
+                        "query": text,
+                        "type": "best_fields",
+                        "fields": TEXT_FIELDS,
+                        "operator": "and",
+                        "fuzziness": "AUTO",
+                        "prefix_length": 1,
+                    }
+                },
+            ]
+        should += self._exact(q)
+        if not should:
+            return None
         return {"bool": {"should": should, "minimum_should_match": 1}}
 
     def build_request(self, session: Session, query: SearchQuery) -> dict[str, Any]:
         """The body of the ``_search`` request for this query."""
         filters = self._filters(session, query)
-        sort = self._sort(query)
+        text_query = self._text_query(query.text) if query.text else None
+        sort = self._sort(query, has_text=text_query is not None)
         after = decode_cursor(query, len(sort))
         if after is not None and not all(
             isinstance(v, int | float | str) and not isinstance(v, bool) for v in after
@@ -343,7 +402,7 @@ class ElasticsearchBackend:
             "track_total_hits": True,
             "query": {
                 "bool": {
-                    "must": [self._text_query(query.text) if query.text else {"match_all": {}}],
+                    "must": [text_query or {"match_all": {}}],
                     "filter": filters[""],
                 }
             },
@@ -600,11 +659,8 @@ class ElasticsearchBackend:
 
     def _next_index_name(self) -> str:
         existing = self.client.indices.get(index=f"{self.alias}_v*", allow_no_indices=True)
-        versions = [
-            int(name.rsplit("_v", 1)[1])
-            for name in existing.body
-            if name.rsplit("_v", 1)[-1].isdigit()
-        ]
+        suffixes = (name.rsplit("_v", 1)[-1] for name in existing.body)
+        versions = [int(s) for s in suffixes if s.isascii() and s.isdigit()]
         return f"{self.alias}_v{max(versions, default=0) + 1}"
 
     def _snapshot(self, session: Session, high_water: int) -> Iterator[dict[str, Any]]:

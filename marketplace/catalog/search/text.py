@@ -54,7 +54,7 @@ STOPWORDS = frozenset(
         "without",
     ]
 )
-_WORD = re.compile(r"[^\W_]+")
+WORD = re.compile(r"[^\W_]+")  # a word as SQLite's unicode61 tokenizer sees one
 
 
 def fold(text: str) -> str:
@@ -65,7 +65,7 @@ def fold(text: str) -> str:
 
 def words(text: str) -> list[str]:
     """The words of a text as SQLite's unicode61 tokenizer sees them: runs of letters/digits."""
-    return _WORD.findall(fold(text))
+    return WORD.findall(fold(text))
 
 
 def query_words(text: str) -> list[str]:
