@@ -61,14 +61,8 @@ DEFAULTS: dict[str, Any] = {
     "lead_time_days": 0,
     "min_order_qty": 1,
 }
-OFFER_COLUMNS = (
-    "pack_price_pence",
-    "vat_rate_percent",
-    "stock",
-    "lead_time_days",
-    "min_order_qty",
-    "supplier_sku",
-)
+# The offer's own columns (those before them describe the product).
+OFFER_COLUMNS = COLUMNS[COLUMNS.index("pack_price_pence") :]
 # The longest text each column may hold (the product and offer fields' limits).
 MAX_LENGTHS = {
     "name": 300,
