@@ -8,9 +8,26 @@ HMRC allows for line-level VAT.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, getcontext, localcontext
 
 UNIT_PRICE_PLACES = Decimal("0.0001")
+
+
+def _quantize(value: Decimal, exp: Decimal, rounding: str) -> Decimal:
+    """``value.quantize(exp)`` with enough precision for every digit of the result.
+
+    Decimal's default context carries 28 significant digits, and ``quantize`` refuses
+    (``InvalidOperation``) a result that needs more: a spread of 10**27 to 4 places needs 32.
+    The precision here grows with the value, so any finite figure can be rounded.
+    """
+    if not value.is_finite():
+        return value.quantize(exp, rounding=rounding)
+    exponent = exp.as_tuple().exponent
+    assert isinstance(exponent, int)
+    needed = max(value.adjusted(), 0) + 1 - min(exponent, 0) + 2
+    with localcontext() as ctx:
+        ctx.prec = max(getcontext().prec, needed)
+        return value.quantize(exp, rounding=rounding)
 
 
 def require_pence(value: object, name: str = "amount") -> int:
@@ -37,7 +54,7 @@ def per_unit(total_pence: int, units: int) -> Decimal:
 
 def round_unit_price(value: Decimal) -> Decimal:
     """The one rounding of a per-unit price: 4 places, half to even."""
-    return value.quantize(UNIT_PRICE_PLACES, rounding=ROUND_HALF_EVEN)
+    return _quantize(value, UNIT_PRICE_PLACES, ROUND_HALF_EVEN)
 
 
 def unit_price_json(value: Decimal | None) -> float | None:
@@ -53,16 +70,14 @@ def unit_price_json(value: Decimal | None) -> float | None:
 
 def round_pence(value: Decimal) -> int:
     """Round a derived Decimal amount to whole pence, half to even."""
-    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    return int(_quantize(value, Decimal(1), ROUND_HALF_EVEN))
 
 
 def vat_pence(net_pence: int, vat_rate_percent: Decimal | int | str) -> int:
     """VAT on a net amount, rounded half-up to the penny."""
     require_pence(net_pence, "net_pence")
     rate = Decimal(str(vat_rate_percent))
-    return int(
-        (Decimal(net_pence) * rate / Decimal(100)).quantize(Decimal(1), rounding=ROUND_HALF_UP)
-    )
+    return int(_quantize(Decimal(net_pence) * rate / Decimal(100), Decimal(1), ROUND_HALF_UP))
 
 
 def format_gbp(pence: int) -> str:
@@ -75,5 +90,7 @@ def format_gbp(pence: int) -> str:
 
 def format_unit_price(value: Decimal) -> str:
     """Human form of a per-unit price in pounds, e.g. ``£0.0256``."""
-    pounds = round_unit_price(value) / Decimal(100)
-    return f"£{pounds.quantize(Decimal('0.000001')).normalize():f}"
+    pounds = _quantize(round_unit_price(value).scaleb(-2), Decimal("0.000001"), ROUND_HALF_EVEN)
+    with localcontext() as ctx:
+        ctx.prec = max(getcontext().prec, len(pounds.as_tuple().digits))
+        return f"£{pounds.normalize():f}"

@@ -19,7 +19,7 @@ from ..accounts.models import Role
 from ..auth import authenticated, current_principal
 from ..db import unit_of_work
 from ..errors import Problem, ValidationFailed
-from ..money import unit_price_json
+from ..money import round_unit_price
 from ..pagination import paginate
 from ..ratelimit import import_limited
 from ..schemas import page_of
@@ -113,8 +113,8 @@ def _csv_value(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Decimal):
-        rounded = unit_price_json(value)
-        return "" if rounded is None else f"{rounded:.4f}"
+        # the 4-place Decimal itself, not a float: every digit of a large figure is exact
+        return "" if not value.is_finite() else f"{round_unit_price(value):f}"
     if isinstance(value, date):
         return value.isoformat()
     return "" if value is None else value

@@ -7,7 +7,6 @@ from __future__ import annotations
 from decimal import Decimal
 from xml.sax.saxutils import escape, quoteattr
 
-from ..money import round_unit_price
 from .service import ProductVarianceView
 
 WIDTH = 760
@@ -22,11 +21,22 @@ MEDIAN = "#425563"
 BENCHMARK = "#007F3B"
 
 
-def pounds(pence: Decimal) -> str:
-    """Pence per unit as pounds with enough places to show it (e.g. £0.0256, £1.25)."""
-    value = round_unit_price(pence) / 100
-    places = 2 if value >= 1 else 4
-    return f"£{value:.{places}f}"
+def pounds(pence: Decimal, step: Decimal | None = None) -> str:
+    """Pence per unit as pounds with enough places to show it (e.g. £0.0256, £1.25): 2 places
+    from £1, else 4, and more when they are needed. An axis tick (``step``: the ticks' spacing,
+    in pence) has the places its step needs, so that no two ticks look alike; any other figure
+    at least two significant digits, so that a price that is not zero never shows as £0.0000
+    (a swab at 0.002p is £0.000020)."""
+    value = Decimal(pence).scaleb(-2)  # exact
+    places = 2 if abs(value) >= 1 else 4
+    if step is not None and step > 0:
+        places = max(places, -step.scaleb(-2).adjusted())
+    elif value and abs(value) < 1:
+        places = max(places, -value.adjusted() + 1)
+    return f"£{value:.{min(places, MAX_PLACES)}f}"
+
+
+MAX_PLACES = 40  # beyond the smallest unit price an import can give (10**-15p)
 
 
 def _nice_step(span: Decimal) -> Decimal:
@@ -82,6 +92,7 @@ def render(view: ProductVarianceView, highlight: str | None = None) -> str:
     low = min([*prices, benchmark]) * Decimal("0.95")
     high = max(prices) * Decimal("1.05")
     ticks = _ticks(low, high)
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else None
     low, high = min(ticks[0], low), max(ticks[-1], high)
     plot_width = WIDTH - LEFT - RIGHT
     height = TOP + ROW * len(rows) + BOTTOM
@@ -96,7 +107,7 @@ def render(view: ProductVarianceView, highlight: str | None = None) -> str:
         f"from {window}, cheapest first. Median {pounds(dist.median)} per unit; benchmark "
         f"({view.method.benchmark}) {pounds(benchmark)}; lowest {pounds(dist.min)} "
         f"({rows[0]['ods_code']}), highest {pounds(dist.max)} ({rows[-1]['ods_code']}); "
-        f"the highest paid {float(dist.spread) * 100:.0f}% more than the lowest."
+        f"the highest paid {dist.spread * 100:.0f}% more than the lowest."
     )
     if highlight:
         if highlighted:
@@ -133,7 +144,7 @@ def render(view: ProductVarianceView, highlight: str | None = None) -> str:
     parts.append("</g>")
     parts.append('<g class="axis" text-anchor="middle" fill="#212b32">')
     for tick in ticks:
-        parts.append(f'<text x="{x(tick)}" y="{bottom + 18}">{escape(pounds(tick))}</text>')
+        parts.append(f'<text x="{x(tick)}" y="{bottom + 18}">{escape(pounds(tick, step))}</text>')
     parts.append(
         f'<text x="{LEFT + plot_width / 2:.1f}" y="{bottom + 42}" font-size="13">'
         "Price paid per unit (£)</text></g>"

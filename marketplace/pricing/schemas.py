@@ -5,6 +5,7 @@ pence."""
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 
 import marshmallow as ma
 from marshmallow import fields, validate
@@ -15,6 +16,9 @@ from .models import PurchaseSource, PurchaseStatus
 
 EARLIEST = date(2000, 1, 1)
 LATEST = date(2999, 12, 31)
+# A purchase line costs at most 10**12 pence for at least one unit (importer limits), so no
+# trust ever paid more per unit than this; a dearer price to check is surely a typing error.
+MAX_CHECK_UNIT_PRICE = Decimal(10**12)
 
 
 class Ratio(UnitPrice):
@@ -84,7 +88,15 @@ class TrustSavingsArgs(MethodArgs, PageArgs):
 class PriceCheckArgs(ma.Schema):
     product = fields.String(required=True, validate=validate.Length(min=1, max=40))
     unit_price = UnitPrice(
-        required=True, metadata={"description": "The price to check, in pence per base unit."}
+        required=True,
+        validate=validate.Range(
+            max=MAX_CHECK_UNIT_PRICE,
+            error=f"Must be at most {int(MAX_CHECK_UNIT_PRICE):,} pence per unit.",
+        ),
+        metadata={
+            "description": "The price to check, in pence per base unit (at most "
+            f"{int(MAX_CHECK_UNIT_PRICE):,}: the most an importable line can cost per unit).",
+        },
     )
     benchmark = MethodArgs._declared_fields["benchmark"]
     min_trusts = MethodArgs._declared_fields["min_trusts"]
