@@ -19,6 +19,7 @@ from sqlalchemy import Date, Integer, Select, String, Table, column, delete, ins
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from . import importer
 from .models import ProductStats
 
 # name -> column definition in the staging table (types valid on both databases)
@@ -45,6 +46,21 @@ PURCHASE_COLUMNS: dict[str, str] = {
     "created_at": "TIMESTAMP WITH TIME ZONE",
     "updated_at": "TIMESTAMP WITH TIME ZONE",
 }
+# The staging table of an import also keeps, per line, its row in the file and the
+# units_per_pack the file gave (None: left to the catalogue match), so that a line whose key is
+# already taken can be checked against the record that holds it, and reported by row.
+PURCHASE_STAGING_COLUMNS: dict[str, str] = {
+    **PURCHASE_COLUMNS,
+    "file_row": "INTEGER",
+    "file_units_per_pack": "INTEGER",
+}
+# The columns a line's file gives and its record keeps as given (the key, and units_per_pack,
+# which a match may fill in, apart): a line whose key was already imported must have the same
+# values in these.
+COMPARED_COLUMNS = tuple(
+    c for c in importer.COLUMNS if c not in ("po_number", "line", "units_per_pack")
+)
+STAGING_PURCHASES = "pricing_staging_purchases"
 # pricing_product_stats' columns, in the order its rows are loaded
 STATS_COLUMNS = tuple(c.name for c in ProductStats.__table__.columns)
 TOTAL_COLUMNS = {
@@ -139,17 +155,19 @@ def load(
 def insert_purchases(
     session: Session, rows: Sequence[Sequence[Any]], converted: bool = False
 ) -> list[Any]:
-    """Insert purchase records (tuples in ``PURCHASE_COLUMNS`` order), skipping lines already
-    there (same trust, PO number and line). Returns ``(product_id, order_date, quantity,
-    units_per_pack, total_price_pence)`` for each line inserted."""
+    """Insert purchase records (tuples in ``PURCHASE_STAGING_COLUMNS`` order), skipping lines
+    already there (same trust, PO number and line), including a repeat of a line earlier in
+    ``rows`` (the first in file order is inserted). Returns ``(product_id, order_date, quantity,
+    units_per_pack, total_price_pence)`` for each line inserted. The rows stay staged for
+    ``conflicting_purchases`` until the next call."""
     if not rows:
         return []
-    stage(session, "pricing_staging_purchases", PURCHASE_COLUMNS, rows, converted)
+    stage(session, STAGING_PURCHASES, PURCHASE_STAGING_COLUMNS, rows, converted)
     names = ", ".join(PURCHASE_COLUMNS)
     where = "" if dialect(session) == "postgresql" else " WHERE true"
     statement = text(
-        f"INSERT INTO purchase_records ({names}) SELECT {names} FROM pricing_staging_purchases"  # nosec B608 # staging table and column names are this module's constants, never input
-        f"{where} ON CONFLICT (trust_id, po_number, line) DO NOTHING "
+        f"INSERT INTO purchase_records ({names}) SELECT {names} FROM {STAGING_PURCHASES}"  # nosec B608 # staging table and column names are this module's constants, never input
+        f"{where} ORDER BY file_row ON CONFLICT (trust_id, po_number, line) DO NOTHING "
         "RETURNING product_id, order_date, quantity, units_per_pack, total_price_pence"
     ).columns(
         product_id=String,
@@ -159,6 +177,32 @@ def insert_purchases(
         total_price_pence=Integer,
     )
     return session.execute(statement).all()
+
+
+def conflicting_purchases(session: Session, import_id: str) -> list[Any]:
+    """The lines staged by the last ``insert_purchases`` that were not inserted because their
+    key (trust, PO number, line) was taken, and whose values differ from the record that holds
+    it: ``(file_row, po_number, line, earlier_row, this_import)``, in file order. ``this_import``:
+    the record came from ``import_id`` (an earlier row of the same file), ``earlier_row`` its
+    row when that row was staged in the same batch (else None). Lines identical to the record
+    are not returned: they are simply already imported. The staged rows are joined to the
+    records by their unique key, so this costs one index probe per staged line."""
+    same = "IS NOT DISTINCT FROM" if dialect(session) == "postgresql" else "IS"
+    equal = " AND ".join(f"r.{c} {same} s.{c}" for c in COMPARED_COLUMNS)
+    statement = text(
+        "SELECT s.file_row, s.po_number, s.line, "  # nosec B608 # staging table and column names are this module's constants, never input
+        f"(SELECT e.file_row FROM {STAGING_PURCHASES} e WHERE e.id = r.id) AS earlier_row, "
+        "r.import_id = :import_id AS this_import "
+        f"FROM {STAGING_PURCHASES} s JOIN purchase_records r "
+        "ON r.trust_id = s.trust_id AND r.po_number = s.po_number AND r.line = s.line "
+        f"WHERE r.id <> s.id AND NOT ({equal} AND (s.file_units_per_pack IS NULL "
+        "OR r.units_per_pack = s.file_units_per_pack)) "
+        "ORDER BY s.file_row"
+    ).bindparams(import_id=import_id)
+    return [
+        (int(row), po, int(n), None if earlier is None else int(earlier), bool(this))
+        for row, po, n, earlier, this in session.execute(statement)
+    ]
 
 
 # The tables whose sums add_totals may add to, each with its key columns and summed columns: the

@@ -42,12 +42,30 @@ FORMATS = ("csv", "json")
 CHUNK_BYTES = 64 * 1024
 MAX_JSON_OBJECT_CHARS = 1024 * 1024
 MAX_LINE = 2_147_483_647
+# A number cell may have at most this many digits (leading zeros included). The largest value
+# allowed is 13 digits long (10**12 pence); a longer string is a mistake, and Python refuses to
+# convert strings of more than 4,300 digits at all.
+MAX_NUMBER_DIGITS = 20
 EARLIEST_ORDER_DATE = date(2000, 1, 1)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class MalformedFile(csv_import.MalformedFile):
     """The file as a whole cannot be read; nothing from it is written."""
+
+
+@dataclass(frozen=True)
+class LongNumber:
+    """A JSON integer literal with more than ``MAX_NUMBER_DIGITS`` digits, kept as its length:
+    the decoder does not convert it (Python refuses ints of more than 4,300 digits), and the
+    row check reports it as a bad value, like any other."""
+
+    digits: int
+
+
+def _json_int(text: str) -> int | LongNumber:
+    digits = len(text.lstrip("-"))
+    return LongNumber(digits) if digits > MAX_NUMBER_DIGITS else int(text)
 
 
 @dataclass(frozen=True)
@@ -187,7 +205,7 @@ def _csv_rows(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _json_rows(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_int=_json_int)
     incremental = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
     buf = ""
     pos = 0
@@ -321,7 +339,13 @@ def _whole(
                 RowError(row, column, f"must be a whole number of {what}, got {text[:40]!r}")
             )
             return None
+        if len(text) > MAX_NUMBER_DIGITS:
+            errors.append(_too_long(row, column, what, len(text)))
+            return None
         number = int(text)
+    elif type(value) is LongNumber:
+        errors.append(_too_long(row, column, what, value.digits))
+        return None
     else:
         errors.append(RowError(row, column, f"must be a whole number of {what}"))
         return None
@@ -332,6 +356,15 @@ def _whole(
         errors.append(RowError(row, column, f"must be at most {maximum}"))
         return None
     return number
+
+
+def _too_long(row: int, column: str, what: str, digits: int) -> RowError:
+    return RowError(
+        row,
+        column,
+        f"must be a whole number of {what} of at most {MAX_NUMBER_DIGITS} digits, "
+        f"got {digits:,} digits",
+    )
 
 
 def _order_date(value: Any, row: int, errors: list[RowError], today: date) -> date | None:

@@ -311,18 +311,22 @@ def import_purchases(
         for row, values in read_rows(reader, file_format):
             result.rows += 1
             line, errors = parse_row(row, values, today)
-            metrics.import_row("purchases", rejected=line is None)
             if line is None:
+                metrics.import_row("purchases", rejected=True)
                 result.rejected += 1
                 for error in errors:
                     reject(error)
                 continue
             pending.append(line)
             if len(pending) >= batch_size:
-                _write_lines(session, trust.id, batch_record.id, pending, matcher, changes, result)
+                _write_lines(
+                    session, trust.id, batch_record.id, pending, matcher, changes, result, reject
+                )
                 pending.clear()
         if pending:
-            _write_lines(session, trust.id, batch_record.id, pending, matcher, changes, result)
+            _write_lines(
+                session, trust.id, batch_record.id, pending, matcher, changes, result, reject
+            )
     refresh(session, changes)
     summary = result.as_dict()
     batch_record.request_hash = reader.sha256.hexdigest()
@@ -347,7 +351,12 @@ def _write_lines(
     matcher: Matcher,
     changes: Changes,
     result: ImportResult,
+    reject: Callable[[RowError], None],
 ) -> None:
+    """Write a batch of checked lines. A line whose key (PO number and line) was already
+    imported, earlier in this file or before, is left as it is: counted as already imported
+    when its values are the same as the record's, reported as a rejected row when they differ
+    (the conflicts are found in SQL, from the staged batch, so memory stays constant)."""
     to_db = bulk.db_value(session)
     now = to_db(utcnow())
     source, matched_status, unmatched_status = (
@@ -363,7 +372,7 @@ def _write_lines(
         day = days.get(line.order_date)
         if day is None:
             day = days[line.order_date] = to_db(line.order_date)
-        # in bulk.PURCHASE_COLUMNS order, converted for the driver
+        # in bulk.PURCHASE_STAGING_COLUMNS order, converted for the driver
         rows.append(
             (
                 PurchaseRecord.make_id(),
@@ -387,11 +396,34 @@ def _write_lines(
                 import_id,
                 now,
                 now,
+                line.row,
+                line.units_per_pack,
             )
         )
     inserted = bulk.insert_purchases(session, rows, converted=True)
+    conflicts = bulk.conflicting_purchases(session, import_id) if len(inserted) < len(rows) else []
+    for row, po_number, line_number, earlier_row, this_import in conflicts:
+        where = (
+            "an earlier import"
+            if not this_import
+            else f"row {earlier_row} of this file"
+            if earlier_row is not None
+            else "an earlier row of this file"
+        )
+        reject(
+            RowError(
+                row,
+                "line",
+                f"{po_number} line {line_number} was already imported with different values "
+                f"({where}); correct or renumber it",
+            )
+        )
+    rejected_rows = {row for row, *_ in conflicts}
+    for line in lines:
+        metrics.import_row("purchases", rejected=line.row in rejected_rows)
     result.imported += len(inserted)
-    result.already_imported += len(rows) - len(inserted)
+    result.rejected += len(conflicts)
+    result.already_imported += len(rows) - len(inserted) - len(conflicts)
     for product_id, order_date, quantity, units_per_pack, total in inserted:
         if product_id is None:
             result.unmatched += 1
