@@ -227,7 +227,8 @@ def test_query_dsl_with_filters_sort_and_search_after(backend, es_sf, stock):
     assert {"term": {"category_codes": "MKT-HOSIERY"}} in facet_filters
     assert {"term": {"supplier_ids": stock["acme"].id}} in facet_filters
     assert {"term": {"kind": "commodity"}} in facet_filters
-    assert {"range": {"min_unit_price_nanopence": {"gte": 2_500_000_000}}} in facet_filters
+    # min_unit_price=2.5 takes in every price shown as 2.5000p: from 2.49995p, a tie to even
+    assert {"range": {"min_unit_price_nanopence": {"gte": 2_499_950_000}}} in facet_filters
     # Each facet aggregation applies the other facet filters, not its own.
     supplier_agg = body["aggs"]["supplier"]
     assert {"term": {"supplier_ids": stock["acme"].id}} not in supplier_agg["filter"]["bool"][
@@ -238,6 +239,30 @@ def test_query_dsl_with_filters_sort_and_search_after(backend, es_sf, stock):
     ranges = body["aggs"]["unit_price"]["aggs"]["values"]["range"]["ranges"]
     assert ranges[0] == {"key": "under-10p", "to": 10 * 10**9}
     assert ranges[-1] == {"key": "100-plus", "from": 10000 * 10**9}
+
+
+def test_unit_price_bounds_take_in_the_prices_shown_at_the_bound(backend, es_sf):
+    query = SearchQuery(min_unit_price=Decimal("0.0001"), max_unit_price=Decimal("333.3333"))
+    with es_sf() as session:
+        body = backend.build_request(session, query)
+    price = {"range": {"min_unit_price_nanopence": {"gte": 50_001, "lte": 333_333_349_999}}}
+    # an odd last place: its ties round away from it, to the even neighbour
+    assert price in body["post_filter"]["bool"]["filter"]
+
+
+@pytest.mark.parametrize(
+    ("sort", "head", "tail"),
+    [
+        ("unit_price", [{"min_unit_price_nanopence": "asc"}], "asc"),
+        ("-unit_price", [{"min_unit_price_nanopence": "desc"}], "desc"),
+        ("newest", [{"created_at": "desc"}], "desc"),
+        ("relevance", [{"_score": "desc"}], "asc"),
+    ],
+)
+def test_ties_follow_the_sql_backends_order(backend, es_sf, sort, head, tail):
+    with es_sf() as session:
+        body = backend.build_request(session, SearchQuery(q="gloves", sort=sort))
+    assert body["sort"] == [*head, {"tie_break": tail}, {"product_id": tail}]
 
 
 def test_exact_gtin_and_part_number_are_boosted_terms(backend, es_sf):

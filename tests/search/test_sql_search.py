@@ -240,6 +240,59 @@ def test_unit_price_filters_use_the_best_unit_price(client, shop):
     assert shop["ae"] not in ids(search(client, min_unit_price="550.0001"))
 
 
+@pytest.mark.parametrize(
+    ("pack_price", "units", "shown", "included", "excluded"),
+    [
+        # 1000p for 3 is 333.3333...p: the figure shown is within max_unit_price=333.3333
+        (
+            1000,
+            3,
+            333.3333,
+            [("max_unit_price", "333.3333"), ("min_unit_price", "333.3333")],
+            [("max_unit_price", "333.3332"), ("min_unit_price", "333.3334")],
+        ),
+        # 255996p for 100,000 is 2.55996p, shown 2.56: within min_unit_price=2.56
+        (
+            255996,
+            100_000,
+            2.56,
+            [("min_unit_price", "2.56"), ("max_unit_price", "2.56")],
+            [("min_unit_price", "2.5601"), ("max_unit_price", "2.5599")],
+        ),
+        # 3p for 20,000 is 0.00015p exactly, shown 0.0002 (half to even)
+        (
+            3,
+            20_000,
+            0.0002,
+            [("max_unit_price", "0.0002"), ("min_unit_price", "0.0002")],
+            [("max_unit_price", "0.0001"), ("min_unit_price", "0.0003")],
+        ),
+        # 5p for 20,000 is 0.00025p exactly, shown 0.0002 (half to even)
+        (
+            5,
+            20_000,
+            0.0002,
+            [("max_unit_price", "0.0002"), ("min_unit_price", "0.0002")],
+            [("min_unit_price", "0.0003"), ("max_unit_price", "0.0001")],
+        ),
+    ],
+)
+def test_unit_price_filters_compare_with_the_price_as_shown(
+    client, cat, shop, pack_price, units, shown, included, excluded
+):
+    product = cat.product(
+        "Lancets 0.3mm", "33141320", [(shop["acme"], pack_price)], units_per_pack=units
+    )
+    item = search(client, q="lancets")["items"][0]
+    assert item["best_offer"]["unit_price_pence"] == shown
+    for name, bound in included:
+        assert product in ids(search(client, q="lancets", **{name: bound})), (name, bound)
+        assert product in ids(search(client, **{name: bound}, limit=100)), (name, bound)
+    for name, bound in excluded:
+        assert product not in ids(search(client, q="lancets", **{name: bound})), (name, bound)
+        assert product not in ids(search(client, **{name: bound}, limit=100)), (name, bound)
+
+
 def test_filters_combine(client, shop):
     body = search(client, q="gloves", supplier=shop["acme"].id, in_stock="true")
     assert ids(body) == [shop["nitrile"]]

@@ -43,6 +43,29 @@ def pence_to_nanopence(value: Decimal) -> int:
     return int((value * NANO).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
+SHOWN_STEP_NANOPENCE = NANO // 10**4  # a unit price is shown to 4 places: 0.0001p
+
+
+def shown_price_bounds(low: Decimal | None, high: Decimal | None) -> tuple[int | None, int | None]:
+    """The ``min_unit_price``/``max_unit_price`` filter (pence, up to 4 places) as inclusive
+    bounds on the stored price (nanopence), so that it compares with the unit price as shown:
+    a product shown at 33.3333p (100p for 3) is within ``max_unit_price=33.3333``, and one
+    shown at 2.5600p (2.55996p) within ``min_unit_price=2.56``. A bound takes in the half-step
+    either side of its own figure, the tie included when that figure is even (half to even).
+    Exact for every price but one within half a nanopenny of a half-step, which needs over
+    20,000 units a pack."""
+    half = SHOWN_STEP_NANOPENCE // 2
+
+    def reach(bound: Decimal) -> int:
+        shown = pence_to_nanopence(bound)
+        return half if (shown // SHOWN_STEP_NANOPENCE) % 2 == 0 else half - 1
+
+    return (
+        None if low is None else pence_to_nanopence(low) - reach(low),
+        None if high is None else pence_to_nanopence(high) + reach(high),
+    )
+
+
 def tie_break(product_id: str) -> int:
     """A stable hash of the product id (63 bits): the last sort key before the id itself, so
     equal scores or prices never favour a supplier by name or id."""
@@ -81,6 +104,11 @@ class SearchQuery:
             self.sort,
         ]
         return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
+
+    @property
+    def price_bounds(self) -> tuple[int | None, int | None]:
+        """The unit-price filter as inclusive bounds in nanopence (see ``shown_price_bounds``)."""
+        return shown_price_bounds(self.min_unit_price, self.max_unit_price)
 
 
 @dataclass(frozen=True)

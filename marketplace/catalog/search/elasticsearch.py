@@ -47,7 +47,6 @@ from .base import (
     ValueFacet,
     decode_cursor,
     encode_cursor,
-    pence_to_nanopence,
     price_bucket_bounds,
 )
 from .facets import (
@@ -299,10 +298,11 @@ class ElasticsearchBackend:
         if query.kind:
             f["kind"].append({"term": {"kind": query.kind}})
         price: dict[str, int] = {}
-        if query.min_unit_price is not None:
-            price["gte"] = pence_to_nanopence(query.min_unit_price)
-        if query.max_unit_price is not None:
-            price["lte"] = pence_to_nanopence(query.max_unit_price)
+        low, high = query.price_bounds
+        if low is not None:
+            price["gte"] = low
+        if high is not None:
+            price["lte"] = high
         if price:
             f["unit_price"].append({"range": {"min_unit_price_nanopence": price}})
         if query.phb_eligible is not None:
@@ -318,7 +318,10 @@ class ElasticsearchBackend:
         return f
 
     def _sort(self, query: SearchQuery, has_text: bool) -> list[dict[str, str]]:
-        tail = [{"tie_break": "asc"}, {"product_id": "asc"}]
+        # the tie-break follows a price or date order's direction, as on the SQL backend, so
+        # equal prices or dates come in the same order whichever backend answers
+        tail_order = "desc" if query.sort in ("-unit_price", "newest") else "asc"
+        tail = [{"tie_break": tail_order}, {"product_id": tail_order}]
         head = {
             "relevance": [{"_score": "desc"}] if has_text else [],
             "unit_price": [{"min_unit_price_nanopence": "asc"}],

@@ -61,7 +61,6 @@ from .base import (
     cursor_value,
     decode_cursor,
     encode_cursor,
-    pence_to_nanopence,
 )
 from .cache import (
     Generation,
@@ -305,10 +304,11 @@ class SqlSearchBackend:
             clauses.append(D.c.id.in_(suppliers))
         if query.kind:
             clauses.append(D.c.kind == CategoryKind(query.kind))
-        if query.min_unit_price is not None:
-            clauses.append(D.c.min_unit_price_nanopence >= pence_to_nanopence(query.min_unit_price))
-        if query.max_unit_price is not None:
-            clauses.append(D.c.min_unit_price_nanopence <= pence_to_nanopence(query.max_unit_price))
+        low, high = query.price_bounds
+        if low is not None:
+            clauses.append(D.c.min_unit_price_nanopence >= low)
+        if high is not None:
+            clauses.append(D.c.min_unit_price_nanopence <= high)
         if query.phb_eligible is not None:
             eligible = and_(D.c.phb_eligible, not_(D.c.phb_excluded))
             clauses.append(eligible if query.phb_eligible else not_(eligible))
@@ -596,13 +596,13 @@ class _Work:
     def filters(self) -> Filters:
         """The query's filters as masks over the columns (the page and the counts share them)."""
         query = self.query
-        low, high = query.min_unit_price, query.max_unit_price
+        low, high = query.price_bounds
         return self.columns.filters(
             category_ids=self.category_ids,
             supplier=query.supplier,
             kind=query.kind,
-            min_price=None if low is None else pence_to_nanopence(low),
-            max_price=None if high is None else pence_to_nanopence(high),
+            min_price=low,
+            max_price=high,
             phb_eligible=query.phb_eligible,
             in_stock=query.in_stock,
         )
