@@ -19,9 +19,12 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import flask_smorest
 from flask import Flask, Response, current_app, g, request
+from marshmallow import RAISE
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
+from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import metrics
@@ -34,6 +37,25 @@ from .errors import (
     database_unavailable,
     problem_response,
 )
+
+
+class StrictQueryParser(FlaskParser):
+    """A query-string parameter the endpoint does not take is a 422 naming it (webargs ignores
+    it by default): a mistyped ``max_unit_prize=5`` must not quietly return unfiltered results.
+    JSON and form bodies already refuse unknown fields through their schemas."""
+
+    DEFAULT_UNKNOWN_BY_LOCATION = {
+        **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
+        "query": RAISE,
+        "querystring": RAISE,
+    }
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """Every API blueprint: flask-smorest's, with ``StrictQueryParser`` for its arguments."""
+
+    ARGUMENTS_PARSER = StrictQueryParser()
+
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 REQUEST_ID_HEADER = "X-Request-ID"

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
-
 from ..auth import authenticated, current_principal
 from ..pagination import paginate
 from ..schemas import page_of
-from ..web import get_session
+from ..web import Blueprint, get_session
 from . import service
 from .models import Organisation, Role, User
 from .schemas import MeSchema, OrganisationListArgs, OrganisationSchema, UserListArgs, UserSchema

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
-
 from ..accounts.models import Role
 from ..auth import authenticated, current_principal
 from ..schemas import page_of
-from ..web import get_session
+from ..web import Blueprint, get_session
 from . import service
 from .schemas import AuditEventListArgs, AuditEventSchema
 

@@ -8,7 +8,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from flask import Response, request
-from flask_smorest import Blueprint
 
 from ..accounts.models import Role
 from ..auth import authenticated, current_principal
@@ -17,7 +16,7 @@ from ..errors import NotFound, ValidationFailed
 from ..idempotency import idempotent
 from ..pagination import paginate
 from ..schemas import page_of
-from ..web import get_session
+from ..web import Blueprint, get_session
 from . import approvals, ledger, rules, service
 from .models import Approval, Budget, LedgerEntry
 from .schemas import (

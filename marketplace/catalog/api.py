@@ -6,16 +6,16 @@ import io
 from typing import IO
 
 from flask import request
-from flask_smorest import Blueprint
 
 from ..accounts.models import Role
 from ..auth import authenticated, current_principal, optional_principal
 from ..errors import Problem
+from ..idempotency import idempotent, upload_fingerprint
 from ..money import unit_price
 from ..pagination import Page, paginate
 from ..ratelimit import import_limited
 from ..schemas import PageArgs, page_of
-from ..web import get_session
+from ..web import Blueprint, get_session
 from . import offer_import, service
 from .models import Offer, OfferPriceHistory, Product
 from .schemas import (
@@ -214,15 +214,19 @@ CSV_BODY_DOC = {
 @blp.route("/offers/import", methods=["POST"])
 @authenticated(Role.SUPPLIER, Role.OPERATOR)
 @import_limited
+@idempotent(fingerprint=upload_fingerprint)
 @blp.arguments(ImportArgs, location="query", as_kwargs=True)
 @blp.response(200, ImportReportSchema)
 @blp.alt_response(400, response="BAD_REQUEST", description="The file is not a readable offer CSV.")
 @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+@blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
 @blp.doc(**CSV_BODY_DOC)
 def import_offers(dry_run: bool, supplier_id: str | None):
     """Bulk listing from a price-list CSV (DESIGN §9 columns), as a multipart `file` or a raw
     `text/csv` body. Valid rows are applied; each invalid row is reported (row, column,
-    reason). `dry_run=true` reports what would happen and writes nothing."""
+    reason). `dry_run=true` reports what would happen and writes nothing. With an
+    `Idempotency-Key`, a retry of the same file and options returns the first report and
+    writes nothing more."""
     report = offer_import.import_offers(
         get_session(),
         current_principal(),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import current_app, request
-from flask_smorest import Blueprint
 
 from ..accounts.models import Role
 from ..auth import authenticated, current_principal
@@ -11,7 +10,7 @@ from ..errors import Problem, ServiceUnavailable
 from ..idempotency import idempotent
 from ..pagination import paginate
 from ..schemas import page_of
-from ..web import get_session
+from ..web import Blueprint, get_session
 from . import quotes, service, webhooks
 from .models import Order, SupplierOrder
 from .payments import PaymentGateway, verify_webhook

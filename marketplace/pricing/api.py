@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 from flask import Response, current_app, request, stream_with_context
-from flask_smorest import Blueprint
 
+from .. import idempotency
 from ..accounts import service as accounts
 from ..accounts.models import Role
 from ..auth import authenticated, current_principal
@@ -23,7 +22,7 @@ from ..money import round_unit_price
 from ..pagination import paginate
 from ..ratelimit import import_limited
 from ..schemas import page_of
-from ..web import get_session, streamed_body
+from ..web import Blueprint, get_session, streamed_body
 from . import chart, service
 from . import method as m
 from .importer import CountingReader, detect_format
@@ -58,7 +57,6 @@ blp = Blueprint(
 
 IMPORT_MAX_BYTES = 2 * 1024**3
 MAX_WINDOW_DAYS = 3660
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 CSV_DOC = {"content": {"text/csv": {"schema": {"type": "string"}}}}
 
 
@@ -188,6 +186,7 @@ def _upload() -> tuple[Any, str, str | None]:
 @authenticated(Role.BUYER, Role.OPERATOR)
 @import_limited
 @streamed_body(IMPORT_MAX_BYTES)
+@idempotency.document_key_header
 @blp.arguments(ImportArgs, location="query", as_kwargs=True)
 @blp.response(200, ImportResultSchema)
 @blp.alt_response(400, response="BAD_REQUEST")
@@ -214,14 +213,6 @@ def _upload() -> tuple[Any, str, str | None]:
             },
         },
     },
-    parameters=[
-        {
-            "in": "header",
-            "name": "Idempotency-Key",
-            "schema": {"type": "string", "maxLength": 255},
-            "description": "A retry with the same key (and the same file) returns the first result.",
-        }
-    ],
 )
 def import_purchases(trust: str | None = None):
     """Import a trust's purchase lines (its buyers; operators name the trust).
@@ -237,12 +228,9 @@ def import_purchases(trust: str | None = None):
         )
     organisation = service.trust_for_actor(session, principal, trust)
     assert organisation is not None
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not IDEMPOTENCY_KEY.match(key):
-        raise ValidationFailed(
-            "The Idempotency-Key header is not valid.",
-            errors={"Idempotency-Key": ["1 to 255 printable ASCII characters."]},
-        )
+    key = request.headers.get(idempotency.HEADER)
+    if key is not None:
+        idempotency.validate_key(key)
     stream, file_format, filename = _upload()
     if key:
         previous = service.find_import(session, organisation.id, key)
@@ -256,7 +244,7 @@ def import_purchases(trust: str | None = None):
                     code="idempotency-key-reused",
                 )
             response = current_app.json.response(previous.summary)
-            response.headers["Idempotent-Replayed"] = "true"
+            response.headers[idempotency.REPLAYED_HEADER] = "true"
             return response
     result = service.import_purchases(
         session,

@@ -8,10 +8,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Response, current_app, request
-from flask_smorest import Blueprint
 
 from ..errors import NotFound
-from ..web import get_session
+from ..web import Blueprint, get_session
 from . import downloads, feed, ocds, service
 from .schemas import (
     ChangePageSchema,

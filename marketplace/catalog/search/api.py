@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from flask import current_app
-from flask_smorest import Blueprint
 
-from ...web import get_session
+from ...web import Blueprint, get_session
 from . import get_backend
 from .base import SearchQuery
 from .schemas import SearchArgs, SearchResultSchema
