@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import IO
 
 import click
 
+from .. import csv_import
 from ..accounts.models import OrgType
 from ..errors import ValidationFailed
 
@@ -15,8 +17,9 @@ IMPORT_HELP = """Import a supplier's offer price list from CSV FILE.
 The columns are exactly: gtin, name, manufacturer, brand, mpn, category_code, unit_of_measure,
 units_per_pack, pack_price_pence, vat_rate_percent, stock, lead_time_days, min_order_qty,
 supplier_sku (UTF-8, header row, comma-separated). Valid rows are applied; each rejected row
-is printed on stderr as FILE:ROW: COLUMN: reason (the header is row 1). The summary goes to
-stdout. Re-importing the same file changes nothing.
+is printed on stderr as FILE:ROW: COLUMN: reason, ROW numbered as a spreadsheet shows it (the
+header is row 1, and a cell with line breaks does not add rows). The summary goes to stdout.
+Re-importing the same file changes nothing.
 
 \b
 Exit status:
@@ -63,7 +66,7 @@ def import_offers_command(file: Path, supplier_ref: str, dry_run: bool) -> None:
         from . import offer_import
 
         with file.open("rb") as stream:
-            total = sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))
+            total = _data_row_count(stream)
             stream.seek(0)
             with session_scope() as session:
                 supplier = accounts.find_organisation(session, supplier_ref)
@@ -74,7 +77,7 @@ def import_offers_command(file: Path, supplier_ref: str, dry_run: bool) -> None:
                 with click.progressbar(
                     length=max(total, 1), label="Importing offers", file=sys.stderr
                 ) as bar:
-                    last = [1]
+                    last = [1]  # the header
 
                     def advance(row: int) -> None:
                         bar.update(row - last[0])
@@ -104,3 +107,15 @@ def import_offers_command(file: Path, supplier_ref: str, dry_run: bool) -> None:
             click.echo(f"{label}: {value}")
 
     run()
+
+
+def _data_row_count(stream: IO[bytes]) -> int:
+    """How many rows follow the header, numbered as the import numbers them (for the progress
+    bar): up to the first row that cannot be read, where the import stops too."""
+    rows = 1
+    try:
+        for row, _cells in csv_import.csv_records(stream):
+            rows = row
+    except csv_import.UnreadableCsv as error:
+        rows = error.row
+    return max(rows - 1, 0)

@@ -9,16 +9,17 @@ existing offer then keeps its value, a new one takes ``DEFAULTS``)::
 The file is read row by row. A row is matched to the supplier's existing offer by
 ``supplier_sku``, else to a product by ``gtin``; a row whose product is not in the catalogue
 creates it (``name``, ``category_code`` and ``units_per_pack`` then required). Valid rows are
-applied, each in its own savepoint; invalid rows are reported with their row number (the
-header is row 1), column and reason. A file lists each product and supplier SKU once (a later
-row repeating one is rejected), so re-uploading the same file changes nothing. A file that
-cannot be read as such a CSV at all raises ``MalformedFile`` and nothing is written.
+applied, each in its own savepoint; invalid rows are reported with their row number, column
+and reason. Rows are numbered as a spreadsheet shows them: the header is row 1 and each record
+is one row, however many lines a quoted cell with line breaks makes it span in the file. A
+file lists each product and supplier SKU once (a later row repeating one is rejected), so
+re-uploading the same file changes nothing. A file that cannot be read as such a CSV at all
+raises ``MalformedFile`` (naming the row where it stops being readable) and nothing is
+written.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -117,50 +118,51 @@ def read_rows(
     stream: IO[bytes], *, max_rows: int | None = None
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield ``(row number, {column: cell})`` for each non-blank data row, reading as it goes.
+    Rows are numbered as a spreadsheet shows them (``csv_import.csv_records``): the header is
+    row 1 and each record is one row, however many lines its quoted cells span.
 
     Raises ``MalformedFile`` for a file that is not UTF-8, not CSV, empty, has no data rows,
-    has too many, or whose header is not exactly ``COLUMNS``. A row with the wrong number of
-    cells is yielded with the cells it has, under the key ``None`` as the count. At most
-    ``max_rows`` rows (default ``MAX_ROWS``)."""
+    has too many, or whose header is not exactly ``COLUMNS``; an unreadable file's message
+    names the row. A row with the wrong number of cells is yielded with the cells it has,
+    under the key ``None`` as the count. At most ``max_rows`` rows (default ``MAX_ROWS``)."""
     max_rows = MAX_ROWS if max_rows is None else max_rows
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-    reader = csv.reader(text, strict=True)
+    records = csv_import.csv_records(stream)
     try:
-        header = next(reader, None)
-        if header is None or not any(cell.strip() for cell in header):
-            raise MalformedFile("The file is empty: it needs a header row and at least one row.")
-        columns = _check_header(header)
-        count = 0
-        start = reader.line_num + 1
-        for cells in reader:
-            row_number, start = start, reader.line_num + 1
-            if not any(cell.strip() for cell in cells):
-                continue
-            count += 1
-            if count > max_rows:
-                raise MalformedFile(
-                    f"The file has more than {max_rows} rows; split it into smaller files."
-                )
-            if len(cells) != len(columns):
-                yield row_number, {None: str(len(cells))}  # type: ignore[dict-item]
-                continue
-            yield (
-                row_number,
-                {name: cell.strip() for name, cell in zip(columns, cells, strict=True)},
-            )
-        if count == 0:
-            raise MalformedFile("The file has a header but no rows to import.")
-    except UnicodeDecodeError as error:
+        yield from _data_rows(records, max_rows)
+    except csv_import.NotUtf8 as error:
         raise MalformedFile(
-            f"The file is not UTF-8 text (byte {error.start} cannot be decoded); save it as "
-            "UTF-8 CSV."
+            f"The file is not UTF-8 text (row {error.row}: {error.reason}); save it as UTF-8 CSV."
         ) from None
-    except csv.Error as error:
+    except csv_import.BadCsv as error:
         raise MalformedFile(
-            f"The file is not valid CSV (near line {reader.line_num}): {error}."
+            f"The file is not valid CSV at row {error.row}: {error.reason}."
         ) from None
     finally:
-        text.detach()
+        records.close()
+
+
+def _data_rows(
+    records: Iterator[tuple[int, list[str]]], max_rows: int
+) -> Iterator[tuple[int, dict[str, str]]]:
+    _, header = next(records, (1, None))
+    if header is None or not any(cell.strip() for cell in header):
+        raise MalformedFile("The file is empty: it needs a header row and at least one row.")
+    columns = _check_header(header)
+    count = 0
+    for row_number, cells in records:
+        if not any(cell.strip() for cell in cells):
+            continue
+        count += 1
+        if count > max_rows:
+            raise MalformedFile(
+                f"The file has more than {max_rows} rows; split it into smaller files."
+            )
+        if len(cells) != len(columns):
+            yield row_number, {None: str(len(cells))}  # type: ignore[dict-item]
+            continue
+        yield row_number, {name: cell.strip() for name, cell in zip(columns, cells, strict=True)}
+    if count == 0:
+        raise MalformedFile("The file has a header but no rows to import.")
 
 
 def _check_header(header: list[str]) -> list[str]:
@@ -359,7 +361,8 @@ def import_offers(
     on_row: Callable[[int], None] | None = None,
 ) -> ImportReport:
     """Import a supplier's offer CSV. With ``dry_run`` every row is checked and applied inside
-    a savepoint that is then rolled back, so the report says exactly what would happen."""
+    a savepoint that is then rolled back, so the report says exactly what would happen.
+    ``on_row`` is called with each non-blank data row's number once it is imported."""
     supplier = service.acting_supplier_id(session, actor, supplier_id)
     report = ImportReport(supplier_id=supplier, dry_run=dry_run)
     seen = _SeenRows()
