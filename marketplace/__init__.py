@@ -24,6 +24,21 @@ class AppState:
     payment_gateway: Any = None
     metrics_registry: Any = None  # figures read at scrape time (metrics.scrape_registry)
 
+    def read_session(self) -> Session:
+        """A session for a request that only reads. On PostgreSQL its transactions are
+        REPEATABLE READ, so that every statement of one sees one snapshot (a ranking's rows and
+        its totals, a distribution and its trusts' rows); READ COMMITTED would give each
+        statement its own, and a commit between two of them could mix states. A read-only
+        transaction never fails to serialise at this level. SQLite's read transaction is one
+        snapshot already."""
+        if self.engine.dialect.name != "postgresql":
+            return self.session_factory()
+        if self._snapshot_engine is None:
+            self._snapshot_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
+        return self.session_factory(bind=self._snapshot_engine)
+
+    _snapshot_engine: Engine | None = field(default=None, init=False, repr=False)
+
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     """Build the application.

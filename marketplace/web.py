@@ -89,9 +89,12 @@ def get_session() -> Session:
     """The current request's session (created on first use)."""
     session = g.get("db_session")
     if session is None:
-        session = current_app.extensions["marketplace"].session_factory()
+        state = current_app.extensions["marketplace"]
         if request.method in WRITE_METHODS:
+            session = state.session_factory()
             begin_write(session)
+        else:
+            session = state.read_session()
         g.db_session = session
     return session
 
