@@ -490,7 +490,9 @@ def _deliver(
         order_date=now.date(),
         supplier_id=supplier_order.supplier_id,
         lines=[
-            pricing.DeliveredLine(line.position, line.product_id, line.quantity, line.net_pence)
+            pricing.DeliveredLine(
+                line.position, line.product_id, line.quantity, line.net_pence, line.units_per_pack
+            )
             for line in supplier_order.lines
         ],
         actor=_system(actor),

@@ -564,13 +564,18 @@ def trust_savings(args: dict, ods: str):
 @blp.response(200, PriceCheckSchema)
 @blp.doc(responses={200: CSV_DOC})
 @blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
 def price_check(args: dict):
-    """Where a unit price (pence per base unit) stands among what trusts paid over the last
-    365 days: its percentile, the benchmark, the median and a verdict (`below_benchmark`,
-    `typical`, `above_median`, `outlier`), and a cheaper current offer if there is one."""
-    method = _method(args)
+    """Where a unit price (pence per base unit) stands among what trusts paid over the window
+    (`from`/`to`; default the last 365 days): its percentile, the benchmark, the median and a
+    verdict (`below_benchmark`, `typical`, `above_median`, `outlier`), and a cheaper current
+    offer if there is one."""
     result = service.price_verdict(
-        get_session(), args["product"], args["unit_price"], method=method
+        get_session(),
+        args["product"],
+        args["unit_price"],
+        window=_window(args["date_from"], args["date_to"]),
+        method=_method(args),
     )
     body = result.as_dict()
     if wants_csv(args):

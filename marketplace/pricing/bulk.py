@@ -35,6 +35,7 @@ PURCHASE_COLUMNS: dict[str, str] = {
     "description": "VARCHAR(500)",
     "quantity": "INTEGER",
     "units_per_pack": "INTEGER",
+    "given_units_per_pack": "INTEGER",
     "total_price_pence": "BIGINT",
     "source": "VARCHAR(32)",
     "po_number": "VARCHAR(64)",
@@ -46,17 +47,13 @@ PURCHASE_COLUMNS: dict[str, str] = {
     "created_at": "TIMESTAMP WITH TIME ZONE",
     "updated_at": "TIMESTAMP WITH TIME ZONE",
 }
-# The staging table of an import also keeps, per line, its row in the file and the
-# units_per_pack the file gave (None: left to the catalogue match), so that a line whose key is
-# already taken can be checked against the record that holds it, and reported by row.
-PURCHASE_STAGING_COLUMNS: dict[str, str] = {
-    **PURCHASE_COLUMNS,
-    "file_row": "INTEGER",
-    "file_units_per_pack": "INTEGER",
-}
+# The staging table of an import also keeps each line's row in the file, so that a line whose
+# key is already taken can be checked against the record that holds it, and reported by row.
+PURCHASE_STAGING_COLUMNS: dict[str, str] = {**PURCHASE_COLUMNS, "file_row": "INTEGER"}
 # The columns a line's file gives and its record keeps as given (the key, and units_per_pack,
 # which a match may fill in, apart): a line whose key was already imported must have the same
-# values in these.
+# values in these. Its units_per_pack is compared as given_units_per_pack (see
+# ``conflicting_purchases``).
 COMPARED_COLUMNS = tuple(
     c for c in importer.COLUMNS if c not in ("po_number", "line", "units_per_pack")
 )
@@ -185,18 +182,25 @@ def conflicting_purchases(session: Session, import_id: str) -> list[Any]:
     it: ``(file_row, po_number, line, earlier_row, this_import)``, in file order. ``this_import``:
     the record came from ``import_id`` (an earlier row of the same file), ``earlier_row`` its
     row when that row was staged in the same batch (else None). Lines identical to the record
-    are not returned: they are simply already imported. The staged rows are joined to the
-    records by their unique key, so this costs one index probe per staged line."""
+    are not returned: they are simply already imported.
+
+    A line's units_per_pack is compared, when it gives one, with the one the record's line gave
+    (``given_units_per_pack``): a record whose pack size came from the catalogue differs from
+    a line giving one, even the same number. A blank one is not compared: records from before
+    ``given_units_per_pack`` count every pack size as given, so a file that left it blank must
+    still re-import as it did. The staged rows are joined to the records by their unique key,
+    so this costs one index probe per staged line."""
     same = "IS NOT DISTINCT FROM" if dialect(session) == "postgresql" else "IS"
     equal = " AND ".join(f"r.{c} {same} s.{c}" for c in COMPARED_COLUMNS)
+    pack_size = f"r.given_units_per_pack {same} s.given_units_per_pack"
     statement = text(
         "SELECT s.file_row, s.po_number, s.line, "  # nosec B608 # staging table and column names are this module's constants, never input
         f"(SELECT e.file_row FROM {STAGING_PURCHASES} e WHERE e.id = r.id) AS earlier_row, "
         "r.import_id = :import_id AS this_import "
         f"FROM {STAGING_PURCHASES} s JOIN purchase_records r "
         "ON r.trust_id = s.trust_id AND r.po_number = s.po_number AND r.line = s.line "
-        f"WHERE r.id <> s.id AND NOT ({equal} AND (s.file_units_per_pack IS NULL "
-        "OR r.units_per_pack = s.file_units_per_pack)) "
+        f"WHERE r.id <> s.id AND NOT ({equal} "
+        f"AND (s.given_units_per_pack IS NULL OR {pack_size})) "
         "ORDER BY s.file_row"
     ).bindparams(import_id=import_id)
     return [

@@ -11,7 +11,6 @@ readable but wrong yields ``RowError``s naming the row, the column and the reaso
 from __future__ import annotations
 
 import codecs
-import csv
 import functools
 import hashlib
 import io
@@ -148,9 +147,9 @@ def read_rows(stream: IO[bytes], file_format: str) -> Iterator[tuple[int, dict[s
     raise MalformedFile(f"Unknown file format {file_format!r}; use csv or json.")
 
 
-def _not_utf8(error: UnicodeDecodeError, where: str) -> MalformedFile:
+def _not_utf8(reason: str, where: str) -> MalformedFile:
     return MalformedFile(
-        f"The file is not UTF-8 text ({where}: {error.reason}). Save it as UTF-8 and import it again.",
+        f"The file is not UTF-8 text ({where}: {reason}). Save it as UTF-8 and import it again.",
         code="not-utf8",
     )
 
@@ -166,18 +165,16 @@ def _check_columns(names: list[str]) -> None:
 
 
 def _csv_rows(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
-    text = io.TextIOWrapper(
-        io.BufferedReader(stream, CHUNK_BYTES)
-        if not isinstance(stream, io.BufferedIOBase)
-        else stream,
-        encoding="utf-8-sig",
-        errors="strict",
-        newline="",
+    """CSV records numbered as a spreadsheet shows them (``csv_import.csv_records``): the
+    header is row 1 and each record is one row, blank ones too, however many lines its quoted
+    cells span in the file."""
+    buffered = (
+        stream if isinstance(stream, io.BufferedIOBase) else io.BufferedReader(stream, CHUNK_BYTES)
     )
-    reader = csv.reader(text, strict=True)
+    records = csv_import.csv_records(buffered)
     try:
         try:
-            header = next(reader)
+            _, header = next(records)
         except StopIteration:
             raise MalformedFile(
                 "The file is empty: it needs a header row naming the columns.", code="no-header"
@@ -187,21 +184,21 @@ def _csv_rows(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
             raise MalformedFile("The first row is empty: it must be the header.", code="no-header")
         _check_columns(names)
         width = len(names)
-        for fields in reader:
+        for row, fields in records:
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue  # blank line
             if len(fields) != width:
-                yield reader.line_num, {"__width__": (len(fields), width)}
+                yield row, {"__width__": (len(fields), width)}
                 continue
-            yield reader.line_num, dict(zip(names, fields, strict=True))
-    except UnicodeDecodeError as error:
-        raise _not_utf8(error, f"near row {reader.line_num + 1}") from None
-    except csv.Error as error:
+            yield row, dict(zip(names, fields, strict=True))
+    except csv_import.NotUtf8 as error:
+        raise _not_utf8(error.reason, f"row {error.row}") from None
+    except csv_import.BadCsv as error:
         raise MalformedFile(
-            f"The CSV cannot be read at row {reader.line_num}: {error}.", code="bad-csv"
+            f"The CSV cannot be read at row {error.row}: {error.reason}.", code="bad-csv"
         ) from None
     finally:
-        text.detach()
+        records.close()
 
 
 def _json_rows(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -220,7 +217,7 @@ def _json_rows(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             text = incremental.decode(chunk or b"", final=not chunk)
         except UnicodeDecodeError as error:
-            raise _not_utf8(error, f"near character {consumed + len(buf)}") from None
+            raise _not_utf8(error.reason, f"near character {consumed + len(buf)}") from None
         if not chunk:
             eof = True
         consumed += pos

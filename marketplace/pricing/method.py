@@ -15,15 +15,18 @@ figure against ``numpy.percentile`` on the same data.
 
 Figures are exact decimals (28 significant digits): each percentile interpolates between two
 trusts' unit prices, the mean is the exact mean of the trusts' unit prices rounded once.
-Rounding to a published precision happens once, at the end: savings to whole pence (half to
-even).
+Savings are exact fractions, from the benchmark as an exact fraction too (a centile such as
+the median of two unit prices is often a fraction no decimal holds: a decimal benchmark would
+put a saving of exactly k + 1/2 pence a hair to one side of the half). Rounding to a
+published precision happens once, at the end: savings to whole pence (half to even).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from fractions import Fraction
 from functools import lru_cache
 from itertools import chain
@@ -31,8 +34,6 @@ from operator import truediv
 from typing import NamedTuple
 
 import numpy as np
-
-from ..money import round_pence
 
 BENCHMARKS: dict[str, Decimal] = {
     "p10": Decimal("0.10"),
@@ -109,6 +110,55 @@ def percentile(sorted_values: Sequence[Decimal], q: Decimal) -> Decimal:
         return sorted_values[lower]
     low, high = sorted_values[lower], sorted_values[lower + 1]
     return low + (high - low) * fraction
+
+
+def exact_percentile(sorted_values: Sequence[Fraction], q: Decimal) -> Fraction:
+    """``percentile`` of exact fractions, exactly."""
+    if not sorted_values:
+        raise ValueError("percentile of no values")
+    lower, fraction = _position(len(sorted_values), q)
+    if fraction is None:
+        return sorted_values[lower]
+    low, high = sorted_values[lower], sorted_values[lower + 1]
+    return low + (high - low) * Fraction(fraction)
+
+
+def exact_benchmark(units: Sequence[int], spends: Sequence[int], name: str) -> Fraction:
+    """The benchmark centile ``name`` of these trusts' unit prices (pairs without units left
+    out), as an exact fraction."""
+    prices = sorted(Fraction(s, u) for u, s in zip(units, spends, strict=True) if u > 0)
+    return exact_percentile(prices, BENCHMARKS[name])
+
+
+def _exact_rank(priced: Sequence[tuple[Decimal, TrustTotal]], k: int) -> Fraction:
+    """The k-th lowest unit price, exactly. ``priced`` is in order of the prices as decimals,
+    whose rounding never puts two prices the wrong way round but can make two different ones
+    equal: the k-th is then found among the prices equal to it as decimals."""
+    price = priced[k][0]
+    first, last = k, k + 1
+    while first > 0 and priced[first - 1][0] == price:
+        first -= 1
+    while last < len(priced) and priced[last][0] == price:
+        last += 1
+    if last - first == 1:
+        return Fraction(priced[k][1].spend_pence, priced[k][1].units)
+    tied = sorted(Fraction(t.spend_pence, t.units) for _, t in priced[first:last])
+    return tied[k - first]
+
+
+def _exact_centile(priced: Sequence[tuple[Decimal, TrustTotal]], q: Decimal) -> Fraction:
+    """``exact_percentile`` of the prices in ``priced`` (ordered as for ``_exact_rank``)."""
+    lower, fraction = _position(len(priced), q)
+    low = _exact_rank(priced, lower)
+    if fraction is None:
+        return low
+    return low + (_exact_rank(priced, lower + 1) - low) * Fraction(fraction)
+
+
+def whole_pence(amount: Fraction | Decimal) -> int:
+    """An exact amount of pence rounded once to whole pence, half to even (``round`` of a
+    ``Fraction`` is exact and rounds half to even)."""
+    return round(Fraction(amount))
 
 
 @lru_cache(maxsize=4096)
@@ -201,10 +251,49 @@ def _distribution(
     )
 
 
-def possible_savings(spend_pence: int, units: int, benchmark: Decimal) -> Decimal:
+def possible_savings(spend_pence: int, units: int, benchmark: Fraction) -> Fraction:
     """Spend - units x benchmark, clipped at 0 (exact)."""
-    saving = Decimal(spend_pence) - Decimal(units) * benchmark
-    return saving if saving > 0 else Decimal(0)
+    saving = spend_pence - units * benchmark
+    return saving if saving > 0 else Fraction(0)
+
+
+def counts(saving: Fraction | Decimal, minimum: int) -> bool:
+    """Whether a saving counts in totals: positive and at least ``minimum``."""
+    return saving > 0 and saving >= minimum
+
+
+# A saving computed in decimals, as spend - units x the decimal benchmark (28 significant
+# digits), is within this of the exact figure, relative to spend + units x benchmark: the
+# benchmark's roundings (its interpolation weights are at least a tenth, so they come to a
+# few units in its last place relative to it) and those of the product and the difference
+# come to less than 10**-25; this leaves a margin of more than ten thousand.
+DECIMAL_SAVING_ERROR = Decimal("1e-20")
+_HALF = Fraction(1, 2)
+_DECIMAL_HALF = Decimal("0.5")
+
+
+def decimal_saving_error(spend_pence: int, units: int, benchmark: Decimal) -> Decimal:
+    """How far ``spend_pence - units * benchmark`` in decimals can be from the exact saving."""
+    return (abs(Decimal(spend_pence)) + abs(units * benchmark)) * DECIMAL_SAVING_ERROR
+
+
+def near_half_penny(amount: Decimal | Fraction, error: Decimal) -> bool:
+    """Whether an amount within ``error`` of an exact one could round the other way: a half
+    penny is within ``error`` of it."""
+    if isinstance(amount, Decimal):
+        above = amount - amount.to_integral_value(rounding=ROUND_FLOOR) - _DECIMAL_HALF
+    else:
+        above = amount - math.floor(amount) - _HALF
+    return abs(above) <= error
+
+
+def too_close_to_call(saving: Decimal | Fraction, error: Decimal, minimum: int) -> bool:
+    """Whether a figure within ``error`` of an exact saving could be on the other side of a
+    line that decides it: 0 (is there a saving), ``minimum`` (does it count) or, for a saving,
+    a half penny (which way it rounds)."""
+    if saving < -error:
+        return False  # no saving, whatever the exact figure
+    return abs(saving) <= error or abs(saving - minimum) <= error or near_half_penny(saving, error)
 
 
 @dataclass(frozen=True)
@@ -213,13 +302,13 @@ class TrustVariance:
     units: int
     spend_pence: int
     unit_price: Decimal
-    savings: Decimal  # exact
+    savings: Fraction  # exact
     counted: bool  # savings reach the minimum, so they count in totals
     outlier: bool
 
     @property
     def possible_savings_pence(self) -> int:
-        return round_pence(self.savings)
+        return whole_pence(self.savings)
 
 
 @dataclass(frozen=True)
@@ -228,6 +317,7 @@ class ProductVariance:
 
     method: Method
     distribution: Distribution
+    exact_benchmark: Fraction  # ``benchmark`` is this to 28 significant digits
     trusts: list[TrustVariance] = field(default_factory=list)
 
     @property
@@ -239,16 +329,16 @@ class ProductVariance:
         return self.distribution.n_trusts >= self.method.min_trusts
 
     @property
-    def savings(self) -> Decimal:
-        """Total of the counted savings: the counted trusts' spend less their units at the
-        benchmark, in decimals (28 digits), as ``summarise_many`` computes it for the caches."""
+    def savings(self) -> Fraction:
+        """Total of the counted savings, exact: the counted trusts' spend less their units at
+        the exact benchmark, as ``summarise_many`` computes it for the caches."""
         counted = [t for t in self.trusts if t.counted]
         spend, units = sum(t.spend_pence for t in counted), sum(t.units for t in counted)
-        return Decimal(spend) - Decimal(units) * self.benchmark
+        return spend - units * self.exact_benchmark
 
     @property
     def possible_savings_pence(self) -> int:
-        return round_pence(self.savings)
+        return whole_pence(self.savings)
 
     @property
     def outliers(self) -> int:
@@ -273,23 +363,41 @@ def analyse(
     priced = sorted(((t.unit_price, t) for t in rows), key=lambda pair: (pair[0], pair[1].trust_id))
     mean = exact_mean([t.spend_pence for t in rows], [t.units for t in rows])
     dist = _sorted_distribution([price for price, _ in priced], mean)
-    benchmark = dist.centile(method.benchmark)
+    benchmark = _exact_centile(priced, method.benchmark_q)
     outlier_above = dist.median * (1 + method.outlier_threshold)
-    trusts = []
-    for price, total in priced:
-        saving = possible_savings(total.spend_pence, total.units, benchmark)
-        trusts.append(
-            TrustVariance(
-                trust_id=total.trust_id,
-                units=total.units,
-                spend_pence=total.spend_pence,
-                unit_price=price,
-                savings=saving,
-                counted=saving > 0 and saving >= method.min_savings_pence,
-                outlier=price > outlier_above,
-            )
+    trusts = [
+        TrustVariance(
+            trust_id=total.trust_id,
+            units=total.units,
+            spend_pence=total.spend_pence,
+            unit_price=price,
+            savings=saving,
+            counted=counted,
+            outlier=price > outlier_above,
         )
-    return ProductVariance(method=method, distribution=dist, trusts=trusts)
+        for price, total, saving, counted in _trust_savings(
+            priced, benchmark, method.min_savings_pence
+        )
+    ]
+    return ProductVariance(method, dist, benchmark, trusts)
+
+
+def _trust_savings(
+    priced: Sequence[tuple[Decimal, TrustTotal]], benchmark: Fraction, minimum: int
+) -> Iterator[tuple[Decimal, TrustTotal, Fraction, bool]]:
+    """Each trust's exact possible savings at ``benchmark`` and whether they count (reach
+    ``minimum``), in integers: the savings times the benchmark's denominator."""
+    numerator, denominator = benchmark.numerator, benchmark.denominator
+    least = minimum * denominator
+    for price, total in priced:
+        excess = total.spend_pence * denominator - total.units * numerator
+        if excess > 0:
+            yield price, total, Fraction(excess, denominator), excess >= least
+        else:
+            yield price, total, _NONE, False
+
+
+_NONE = Fraction(0)
 
 
 def percentile_rank(sorted_values: Sequence[Decimal], value: Decimal) -> Decimal:
@@ -345,9 +453,10 @@ def summarise_many(products: Sequence[Columns], method: Method = DEFAULT_METHOD)
     product's percentiles need become decimals; the exact mean comes from integer long
     division. The per-trust decisions (is a trust an outlier; do its savings reach the
     minimum) and the rounding of the counted savings to pence are made for the whole batch in
-    floating point, and again in decimals for the rare values that floating point puts too
-    close to the line to call. A product with a price beyond the fast path's integer range
-    is computed in decimals throughout."""
+    floating point, and again exactly for the rare values that floating point puts too close
+    to the line to call (in decimals for an outlier; in fractions, from the exact benchmark,
+    for savings). A product with a price beyond the fast path's integer range is computed in
+    decimals throughout (its savings in fractions)."""
     if not products:
         return []
     batch = _Batch(products)
@@ -356,7 +465,9 @@ def summarise_many(products: Sequence[Columns], method: Method = DEFAULT_METHOD)
     outliers = batch.count_above(outlier_lines)
     minimum = method.min_savings_pence
     savings = {
-        name: batch.counted_savings_pence([d.centile(name) for d in distributions], minimum)
+        name: batch.counted_savings_pence(
+            [d.centile(name) for d in distributions], _ExactCentiles(batch, name), minimum
+        )
         for name in BENCHMARKS
     }
     return [
@@ -374,8 +485,9 @@ def summarise_many(products: Sequence[Columns], method: Method = DEFAULT_METHOD)
 # A decision in floating point is trusted only this far (relative) from its line: far above
 # float64's rounding of the figures involved, far below anything a penny could tell apart.
 _FLOAT_MARGIN = 1e-9
-# Counted savings (spend - units x benchmark) in float64 are within 3 x 2**-53 of the decimal
-# figure, relative to spend + units x benchmark; this leaves a tenfold margin.
+# Counted savings (spend - units x benchmark) in float64 are within 3 x 2**-53 of the exact
+# figure, relative to spend + units x benchmark (the float benchmark is the decimal one, 28
+# digits of the exact fraction, correctly rounded); this leaves a tenfold margin.
 _ROUNDING_MARGIN = 2.0**-48
 # Spends and units below this have int64 cross products and 10**9-step long division.
 _SMALL = 2**31
@@ -408,6 +520,7 @@ class _Batch:
         everything = np.ones(len(units), dtype=bool)
         self.units_total = self._sums(units, self.units_i, everything)
         self.spend_total = self._sums(spends, self.spends_i, everything)
+        self._exact_prices: dict[int, list[Fraction]] = {}
 
     def _sums(self, values: list[int], array: np.ndarray | None, mask: np.ndarray) -> list[int]:
         """Per product, the exact sum of its ``values`` (``array`` as int64) where ``mask``."""
@@ -509,9 +622,22 @@ class _Batch:
             above[k] = self.price(k) > lines[self.owner[k]]
         return np.bincount(self.owner, weights=above, minlength=len(lines)).astype(int).tolist()
 
-    def counted_savings_pence(self, benchmarks: Sequence[Decimal], minimum: int) -> list[int]:
+    def exact_centile(self, i: int, q: Decimal) -> Fraction:
+        """Product i's centile q of its trusts' unit prices, as an exact fraction."""
+        prices = self._exact_prices.get(i)
+        if prices is None:
+            a, b = self.starts[i], self.starts[i + 1]
+            prices = sorted(map(Fraction, self.spends[a:b], self.units[a:b]))
+            self._exact_prices[i] = prices
+        return exact_percentile(prices, q)
+
+    def counted_savings_pence(
+        self, benchmarks: Sequence[Decimal], exact: Sequence[Fraction], minimum: int
+    ) -> list[int]:
         """Per product, the sum of its trusts' savings (spend - units x benchmark) that are
-        positive and reach ``minimum``, in decimals rounded to whole pence (half to even)."""
+        positive and reach ``minimum``, exact, rounded to whole pence (half to even).
+        ``benchmarks``: the decimal benchmarks; ``exact``: the same exactly (asked for only
+        where floating point cannot decide)."""
         benchmark = np.array([float(b) for b in benchmarks])
         cost_at_benchmark = self.units_f * benchmark[self.owner]
         saving = self.spends_f - cost_at_benchmark
@@ -519,11 +645,24 @@ class _Batch:
         scale = np.abs(self.spends_f) + np.abs(cost_at_benchmark)
         close = np.abs(saving - minimum) <= _FLOAT_MARGIN * scale
         for k in np.flatnonzero(close).tolist():
-            exact = self.spends[k] - self.units[k] * benchmarks[self.owner[k]]
-            counted[k] = exact > 0 and exact >= minimum
+            counted[k] = counts(self.spends[k] - self.units[k] * exact[self.owner[k]], minimum)
         spends = self._sums(self.spends, self.spends_i, counted)
         units = self._sums(self.units, self.units_i, counted)
-        return _savings_pence(spends, units, benchmarks, benchmark)
+        return _savings_pence(spends, units, exact, benchmark)
+
+
+class _ExactCentiles(Sequence[Fraction]):
+    """A batch's products' exact benchmark centiles, each computed when first asked for (only
+    the few products whose savings floating point cannot round or count need one)."""
+
+    def __init__(self, batch: _Batch, name: str):
+        self.batch, self.q = batch, BENCHMARKS[name]
+
+    def __len__(self) -> int:
+        return len(self.batch.starts) - 1
+
+    def __getitem__(self, i: int) -> Fraction:
+        return self.batch.exact_centile(i, self.q)
 
 
 def _prices_at(
@@ -543,10 +682,14 @@ def _prices_at(
 
 
 def _savings_pence(
-    spends: list[int], units: list[int], benchmarks: Sequence[Decimal], benchmark: np.ndarray
+    spends: list[int],
+    units: list[int],
+    benchmarks: Sequence[Fraction | Decimal],
+    benchmark: np.ndarray,
 ) -> list[int]:
-    """round_pence(spends[i] - units[i] x benchmarks[i]) for each i (``benchmark``: the
-    benchmarks as floats), in floating point where no half penny is within its error."""
+    """whole_pence(spends[i] - units[i] x benchmarks[i]) for each i, exact (``benchmarks``
+    exact, as fractions or decimals; ``benchmark``: them as floats): in floating point where
+    no half penny is within its error, otherwise in fractions."""
     spends_f, units_f = np.array(spends, dtype=np.float64), np.array(units, dtype=np.float64)
     cost = units_f * benchmark
     saving = spends_f - cost
@@ -555,5 +698,5 @@ def _savings_pence(
     unsure |= (np.abs(spends_f) >= 2.0**53) | (np.abs(units_f) >= 2.0**53)
     pence = np.rint(np.where(unsure, 0, saving)).astype(np.int64).tolist()
     for k in np.flatnonzero(unsure).tolist():
-        pence[k] = round_pence(Decimal(spends[k]) - Decimal(units[k]) * benchmarks[k])
+        pence[k] = whole_pence(spends[k] - units[k] * Fraction(benchmarks[k]))
     return pence

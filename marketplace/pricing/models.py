@@ -67,6 +67,13 @@ class PurchaseStatus(enum.StrEnum):
     UNMATCHED = "unmatched"
 
 
+class PackSizeSource(enum.StrEnum):
+    """Where a purchase line's ``units_per_pack`` came from."""
+
+    GIVEN = "given"  # the line's own: the trust's file, or the marketplace order line
+    CATALOGUE = "catalogue"  # the matched product's, the line giving none: follows a re-match
+
+
 class PurchaseImport(PublicIdMixin, Base):
     """One import of a file of purchase lines: who, which trust, and its summary (the answer a
     retry with the same ``Idempotency-Key`` gets again)."""
@@ -97,6 +104,11 @@ class PurchaseRecord(PublicIdMixin, TimestampMixin, Base):
         ),
         CheckConstraint("total_price_pence > 0", name="total_price_positive"),
         CheckConstraint(
+            "given_units_per_pack IS NULL "
+            "OR (units_per_pack IS NOT NULL AND units_per_pack = given_units_per_pack)",
+            name="given_units_per_pack_kept",
+        ),
+        CheckConstraint(
             "(status = 'matched') = (product_id IS NOT NULL AND units_per_pack IS NOT NULL)",
             name="matched_has_product",
         ),
@@ -117,6 +129,9 @@ class PurchaseRecord(PublicIdMixin, TimestampMixin, Base):
     description: Mapped[str | None] = mapped_column(String(500))
     quantity: Mapped[int] = mapped_column(Integer)  # packs
     units_per_pack: Mapped[int | None] = mapped_column(Integer)
+    # The pack size the line itself gave (the trust's file, the marketplace order); None when
+    # it gave none and ``units_per_pack`` is the matched product's (or unknown until matched).
+    given_units_per_pack: Mapped[int | None] = mapped_column(Integer)
     total_price_pence: Mapped[int] = mapped_column(BigInteger)
     source: Mapped[PurchaseSource] = mapped_column(enum_column(PurchaseSource, "purchase_source"))
     po_number: Mapped[str] = mapped_column(String(64))
@@ -130,6 +145,13 @@ class PurchaseRecord(PublicIdMixin, TimestampMixin, Base):
     def units(self) -> int | None:
         """Base units bought: packs x units per pack (None until the pack size is known)."""
         return None if self.units_per_pack is None else self.quantity * self.units_per_pack
+
+    @property
+    def units_per_pack_source(self) -> PackSizeSource | None:
+        """Given with the line, or the catalogue's (None while the pack size is unknown)."""
+        if self.given_units_per_pack is not None:
+            return PackSizeSource.GIVEN
+        return None if self.units_per_pack is None else PackSizeSource.CATALOGUE
 
     @property
     def unit_price(self) -> Decimal | None:

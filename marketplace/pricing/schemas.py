@@ -12,7 +12,7 @@ from marshmallow import fields, validate
 
 from ..schemas import PageArgs, Pence, QueryInteger, RowErrorSchema, UnitPrice
 from . import method as m
-from .models import PurchaseSource, PurchaseStatus
+from .models import PackSizeSource, PurchaseSource, PurchaseStatus
 
 EARLIEST = date(2000, 1, 1)
 LATEST = date(2999, 12, 31)
@@ -98,6 +98,8 @@ class PriceCheckArgs(ma.Schema):
             f"{int(MAX_CHECK_UNIT_PRICE):,}: the most an importable line can cost per unit).",
         },
     )
+    date_from = MethodArgs._declared_fields["date_from"]
+    date_to = MethodArgs._declared_fields["date_to"]
     benchmark = MethodArgs._declared_fields["benchmark"]
     min_trusts = MethodArgs._declared_fields["min_trusts"]
     outlier_threshold_percent = MethodArgs._declared_fields["outlier_threshold_percent"]
@@ -276,7 +278,24 @@ class PurchaseSchema(ma.Schema):
     gtin = fields.String(allow_none=True)
     description = fields.String(allow_none=True)
     quantity = fields.Integer(metadata={"description": "Packs."})
-    units_per_pack = fields.Integer(allow_none=True)
+    units_per_pack = fields.Integer(
+        allow_none=True,
+        metadata={
+            "description": "Base units per pack of this line (null while the line gave none "
+            "and is not matched)."
+        },
+    )
+    units_per_pack_source = fields.Enum(
+        PackSizeSource,
+        by_value=True,
+        allow_none=True,
+        metadata={
+            "description": "Where units_per_pack came from: given (by the line itself: the "
+            "trust's file, or the marketplace order), kept whatever product the line is "
+            "matched to; catalogue (the file left it blank: the matched product's), which a "
+            "re-match to another product replaces with that product's. Null while units_per_pack is."
+        },
+    )
     total_price_pence = Pence()
     unit_price_pence = UnitPrice(allow_none=True, attribute="unit_price")
     source = fields.Enum(PurchaseSource, by_value=True)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from fractions import Fraction
 from typing import IO, Any, NamedTuple
 
 from sqlalchemy import Select, desc, func, select
@@ -61,6 +62,7 @@ PURCHASE_FIELDS = (
     "supplier_id",
     "quantity",
     "units_per_pack",
+    "given_units_per_pack",
     "total_price_pence",
     "status",
     "benchmark_excluded",
@@ -220,6 +222,12 @@ class Matcher:
         return Match(found[0], found[1], supplier_id)
 
 
+def pack_size(given: int | None, product_units_per_pack: int | None) -> int | None:
+    """A line's pack size: the one it gave, kept whatever it is matched to; otherwise its
+    matched product's (so a re-match to another product takes that product's)."""
+    return given or product_units_per_pack
+
+
 # --- import -----------------------------------------------------------------------------------
 
 
@@ -367,7 +375,7 @@ def _write_lines(
     rows = []
     for line in lines:
         match = matcher.match(line)
-        units_per_pack = line.units_per_pack or match.units_per_pack
+        units_per_pack = pack_size(line.units_per_pack, match.units_per_pack)
         matched = match.product_id is not None and units_per_pack is not None
         day = days.get(line.order_date)
         if day is None:
@@ -386,6 +394,7 @@ def _write_lines(
                 line.description,
                 line.quantity,
                 units_per_pack,
+                line.units_per_pack,
                 line.total_price_pence,
                 source,
                 line.po_number,
@@ -397,7 +406,6 @@ def _write_lines(
                 now,
                 now,
                 line.row,
-                line.units_per_pack,
             )
         )
     inserted = bulk.insert_purchases(session, rows, converted=True)
@@ -449,7 +457,9 @@ def match_purchase(
     *,
     today: date | None = None,
 ) -> PurchaseRecord:
-    """Match a line (unmatched, or matched to the wrong product) to a catalogue product."""
+    """Match a line (unmatched, or matched to the wrong product) to a catalogue product. A pack
+    size the line gave is kept; one taken from the catalogue becomes the new product's. The
+    statistics lose the line as it was (old product and pack size) and count it as it is."""
     record = get_purchase(session, actor, purchase_id, for_update=True)
     try:
         product = catalog.get_product(session, product_id)
@@ -462,7 +472,7 @@ def match_purchase(
     changes = Changes(today)
     changes.add_record(record, -1)
     record.product_id = product.id
-    record.units_per_pack = record.units_per_pack or product.units_per_pack
+    record.units_per_pack = pack_size(record.given_units_per_pack, product.units_per_pack)
     record.status = PurchaseStatus.MATCHED
     changes.add_record(record, +1)
     session.flush()
@@ -523,12 +533,14 @@ def set_benchmark_exclusion(
 
 
 class DeliveredLine(NamedTuple):
-    """One delivered marketplace order line, as the ordering domain reports it."""
+    """One delivered marketplace order line, as the ordering domain reports it: ``quantity``
+    packs of ``units_per_pack`` (the order's; None: the product's as it is now)."""
 
     line: int
     product_id: str
     quantity: int
     total_price_pence: int
+    units_per_pack: int | None = None
 
 
 def record_marketplace_purchases(
@@ -544,7 +556,8 @@ def record_marketplace_purchases(
 ) -> list[PurchaseRecord]:
     """Record a delivered supplier order's lines as ``marketplace`` purchases and refresh the
     statistics incrementally, once for all of them. Called by the ordering domain; idempotent
-    on (trust, order reference, line): a line recorded before comes back unchanged."""
+    on (trust, order reference, line): a line recorded before comes back unchanged. Each line's
+    pack size is the order's, so it counts as given: a re-match keeps it."""
     actor = actor or Principal.system("orders")
     trust = accounts.get_organisation(session, trust_id)
     if trust.type != OrgType.TRUST:
@@ -553,6 +566,10 @@ def record_marketplace_purchases(
         raise ValidationFailed(
             "Quantity and total price must be positive.",
             errors={"quantity": ["Must be positive."], "total_price_pence": ["Must be positive."]},
+        )
+    if any(line.units_per_pack is not None and line.units_per_pack <= 0 for line in lines):
+        raise ValidationFailed(
+            "Units per pack must be positive.", errors={"units_per_pack": ["Must be positive."]}
         )
     supplier = accounts.get_organisation(session, supplier_id) if supplier_id else None
     recorded = {
@@ -572,6 +589,7 @@ def record_marketplace_purchases(
             records.append(recorded[line.line])
             continue
         product = catalog.get_product(session, line.product_id)
+        units_per_pack = line.units_per_pack or product.units_per_pack
         record = PurchaseRecord(
             trust_id=trust.id,
             order_date=order_date,
@@ -581,7 +599,8 @@ def record_marketplace_purchases(
             gtin=product.gtin,
             description=product.name[:500],
             quantity=line.quantity,
-            units_per_pack=product.units_per_pack,
+            units_per_pack=units_per_pack,
+            given_units_per_pack=units_per_pack,
             total_price_pence=line.total_price_pence,
             source=PurchaseSource.MARKETPLACE,
             po_number=order_reference,
@@ -622,6 +641,7 @@ def record_marketplace_purchase(
     supplier_id: str | None,
     quantity: int,
     total_price_pence: int,
+    units_per_pack: int | None = None,
     actor: Principal | None = None,
     today: date | None = None,
 ) -> PurchaseRecord:
@@ -632,7 +652,7 @@ def record_marketplace_purchase(
         order_reference=order_reference,
         order_date=order_date,
         supplier_id=supplier_id,
-        lines=[DeliveredLine(line, product_id, quantity, total_price_pence)],
+        lines=[DeliveredLine(line, product_id, quantity, total_price_pence, units_per_pack)],
         actor=actor,
         today=today,
     )
@@ -1006,94 +1026,14 @@ def trust_savings(
     today: date | None = None,
 ) -> TrustSavingsPage:
     """A trust's savings opportunities, largest first, each with the cheapest current
-    marketplace offer for the product."""
+    marketplace offer for the product. Each saving, and the total, is the exact figure
+    rounded once to whole pence."""
     trust = find_trust(session, ods_code)
     window = window or Window.default(today)
-    opportunities: list[tuple[int, str, dict[str, Any]]] = []
-    exact_total = Decimal(0)
     if cached_window(session) == window and method.caches_cover:
-        centile = {
-            "p10": ProductStats.p10_price,
-            "p25": ProductStats.p25_price,
-            "median": ProductStats.median_price,
-        }[method.benchmark]
-        rows = session.execute(
-            select(
-                TrustWindowTotal.units,
-                TrustWindowTotal.spend_pence,
-                ProductStats.product_id,
-                ProductStats.product_name,
-                ProductStats.n_trusts,
-                centile,
-                ProductStats.median_price,
-            )
-            .join(ProductStats, ProductStats.product_id == TrustWindowTotal.product_id)
-            .where(
-                TrustWindowTotal.trust_id == trust.id,
-                ProductStats.n_trusts >= method.min_trusts,
-                ProductStats.benchmark_excluded.is_(False),
-            )
-        )
-        minimum = method.min_savings_pence
-        for units, spend, product_id, name, n_trusts, benchmark, median in rows:
-            saving = spend - units * benchmark
-            if saving <= 0 or saving < minimum:
-                continue
-            exact_total += saving
-            item = _trust_item(
-                product_id,
-                name,
-                int(units),
-                int(spend),
-                n_trusts,
-                median,
-                benchmark,
-                saving,
-                method,
-            )
-            opportunities.append((item["possible_savings_pence"], product_id, item))
+        opportunities, exact_total = _cached_opportunities(session, trust.id, method)
     else:
-        mine = {
-            row.product_id
-            for row in session.execute(window_totals(window, trust_id=trust.id))
-            if row.units and row.units > 0
-        }
-        product_ids = sorted(mine)
-        for start in range(0, len(product_ids), 500):
-            chunk = product_ids[start : start + 500]
-            grouped = _totals(session, window, chunk)
-            summaries = catalog.product_summaries(session, chunk)
-            for product_id, totals in grouped.items():
-                summary = summaries.get(product_id)
-                variance = m.analyse(totals, method)
-                if (
-                    summary is None
-                    or summary.benchmark_excluded
-                    or variance is None
-                    or not variance.reported
-                ):
-                    continue
-                row = next((t for t in variance.trusts if t.trust_id == trust.id), None)
-                if row is None or not row.counted:
-                    continue
-                exact_total += row.savings
-                opportunities.append(
-                    (
-                        row.possible_savings_pence,
-                        product_id,
-                        _trust_item(
-                            product_id,
-                            summary.name,
-                            row.units,
-                            row.spend_pence,
-                            variance.distribution.n_trusts,
-                            variance.distribution.median,
-                            variance.benchmark,
-                            row.savings,
-                            method,
-                        ),
-                    )
-                )
+        opportunities, exact_total = _computed_opportunities(session, trust.id, window, method)
     opportunities.sort(key=lambda o: (o[0], o[1]), reverse=True)
     start = 0
     if cursor:
@@ -1123,8 +1063,186 @@ def trust_savings(
         items=items,
         next_cursor=next_cursor,
         total_products=len(opportunities),
-        total_possible_savings_pence=m.round_pence(exact_total),
+        total_possible_savings_pence=m.whole_pence(exact_total),
     )
+
+
+Opportunities = list[tuple[int, str, dict[str, Any]]]  # (savings pence, product id, item)
+
+
+class _CachedSaving(NamedTuple):
+    """A trust's row of the default-window caches for one product, and its saving: in
+    decimals from the cached benchmark (within ``error`` of the exact one) or exact (error 0)."""
+
+    product_id: str
+    name: str
+    units: int
+    spend: int
+    n_trusts: int
+    benchmark: Decimal
+    median: Decimal
+    saving: Decimal | Fraction
+    error: Decimal
+
+    def exactly(self, benchmark: Fraction) -> _CachedSaving:
+        saving = m.possible_savings(self.spend, self.units, benchmark)
+        return self._replace(saving=saving, error=Decimal(0))
+
+
+def _cached_opportunities(
+    session: Session, trust_id: str, method: m.Method
+) -> tuple[Opportunities, Fraction]:
+    """The trust's counted savings from the default-window caches (any benchmark centile).
+
+    The cached benchmark is a decimal (28 digits) of an exact fraction, so a saving computed
+    from it is a hair off the exact one. Where that hair could decide whether it counts or
+    which way it rounds (it is that close to 0, the minimum or a half penny), the product's
+    exact benchmark is computed from its trusts' window totals; so is every product's, when
+    the total is that close to a half penny."""
+    rows = _cached_savings(session, trust_id, method)
+    minimum = method.min_savings_pence
+    unsure = {r.product_id for r in rows if m.too_close_to_call(r.saving, r.error, minimum)}
+    rows = _exactly(session, rows, unsure, method)
+    counted = [r for r in rows if m.counts(r.saving, minimum)]
+    total = sum((Fraction(r.saving) for r in counted), Fraction(0))
+    if m.near_half_penny(total, sum((r.error for r in counted), Decimal(0))):
+        counted = _exactly(session, counted, {r.product_id for r in counted}, method)
+        total = sum((Fraction(r.saving) for r in counted), Fraction(0))
+    items = [
+        _trust_item(
+            r.product_id,
+            r.name,
+            r.units,
+            r.spend,
+            r.n_trusts,
+            r.median,
+            r.benchmark,
+            r.saving,
+            method,
+        )
+        for r in counted
+    ]
+    return [(item["possible_savings_pence"], item["product_id"], item) for item in items], total
+
+
+def _cached_savings(session: Session, trust_id: str, method: m.Method) -> list[_CachedSaving]:
+    centile = {
+        "p10": ProductStats.p10_price,
+        "p25": ProductStats.p25_price,
+        "median": ProductStats.median_price,
+    }[method.benchmark]
+    rows = session.execute(
+        select(
+            ProductStats.product_id,
+            ProductStats.product_name,
+            TrustWindowTotal.units,
+            TrustWindowTotal.spend_pence,
+            ProductStats.n_trusts,
+            centile,
+            ProductStats.median_price,
+        )
+        .join(ProductStats, ProductStats.product_id == TrustWindowTotal.product_id)
+        .where(
+            TrustWindowTotal.trust_id == trust_id,
+            ProductStats.n_trusts >= method.min_trusts,
+            ProductStats.benchmark_excluded.is_(False),
+        )
+    )
+    return [
+        _CachedSaving(
+            product_id,
+            name,
+            int(units),
+            int(spend),
+            n_trusts,
+            benchmark,
+            median,
+            spend - units * benchmark,
+            m.decimal_saving_error(int(spend), int(units), benchmark),
+        )
+        for product_id, name, units, spend, n_trusts, benchmark, median in rows
+    ]
+
+
+def _exactly(
+    session: Session, rows: list[_CachedSaving], product_ids: set[str], method: m.Method
+) -> list[_CachedSaving]:
+    """``rows``, with the savings of these products' rows computed exactly (not again for a
+    row that already is)."""
+    wanted = {r.product_id for r in rows if r.product_id in product_ids and r.error}
+    if not wanted:
+        return rows
+    exact = _exact_benchmarks(session, sorted(wanted), method.benchmark)
+    return [r.exactly(exact[r.product_id]) if r.product_id in wanted else r for r in rows]
+
+
+def _exact_benchmarks(
+    session: Session, product_ids: Sequence[str], benchmark: str
+) -> dict[str, Fraction]:
+    """The exact benchmark centile of these products over the default window, from the
+    per-trust window totals the cached statistics were computed from."""
+    columns: dict[str, tuple[list[int], list[int]]] = {}
+    for start in range(0, len(product_ids), 500):
+        rows = session.execute(
+            select(
+                TrustWindowTotal.product_id, TrustWindowTotal.units, TrustWindowTotal.spend_pence
+            ).where(TrustWindowTotal.product_id.in_(product_ids[start : start + 500]))
+        )
+        for product_id, units, spend in rows:
+            pair = columns.setdefault(product_id, ([], []))
+            pair[0].append(int(units))
+            pair[1].append(int(spend))
+    return {p: m.exact_benchmark(u, s, benchmark) for p, (u, s) in columns.items()}
+
+
+def _computed_opportunities(
+    session: Session, trust_id: str, window: Window, method: m.Method
+) -> tuple[Opportunities, Fraction]:
+    """The trust's counted savings over any window or method, computed from the rollups."""
+    opportunities: Opportunities = []
+    exact_total = Fraction(0)
+    mine = {
+        row.product_id
+        for row in session.execute(window_totals(window, trust_id=trust_id))
+        if row.units and row.units > 0
+    }
+    product_ids = sorted(mine)
+    for start in range(0, len(product_ids), 500):
+        chunk = product_ids[start : start + 500]
+        grouped = _totals(session, window, chunk)
+        summaries = catalog.product_summaries(session, chunk)
+        for product_id, totals in grouped.items():
+            summary = summaries.get(product_id)
+            variance = m.analyse(totals, method)
+            if (
+                summary is None
+                or summary.benchmark_excluded
+                or variance is None
+                or not variance.reported
+            ):
+                continue
+            row = next((t for t in variance.trusts if t.trust_id == trust_id), None)
+            if row is None or not row.counted:
+                continue
+            exact_total += row.savings
+            opportunities.append(
+                (
+                    row.possible_savings_pence,
+                    product_id,
+                    _trust_item(
+                        product_id,
+                        summary.name,
+                        row.units,
+                        row.spend_pence,
+                        variance.distribution.n_trusts,
+                        variance.distribution.median,
+                        variance.benchmark,
+                        row.savings,
+                        method,
+                    ),
+                )
+            )
+    return opportunities, exact_total
 
 
 def _trust_item(
@@ -1135,9 +1253,11 @@ def _trust_item(
     n_trusts: int,
     median: Decimal,
     benchmark: Decimal,
-    saving: Decimal,
+    saving: Decimal | Fraction,
     method: m.Method,
 ) -> dict[str, Any]:
+    """One opportunity; ``saving`` is exact, or a decimal far enough from a half penny to
+    round as the exact one does."""
     unit_price = Decimal(spend) / Decimal(units)
     return {
         "product_id": product_id,
@@ -1148,7 +1268,7 @@ def _trust_item(
         "n_trusts": n_trusts,
         "benchmark_pence": benchmark,
         "median_pence": median,
-        "possible_savings_pence": m.round_pence(saving),
+        "possible_savings_pence": m.whole_pence(saving),
         "outlier": unit_price > median * (1 + method.outlier_threshold),
     }
 
@@ -1236,6 +1356,7 @@ def price_verdicts(
     session: Session,
     lines: Sequence[tuple[str, Decimal | int]],
     *,
+    window: Window | None = None,
     method: m.Method = m.DEFAULT_METHOD,
     today: date | None = None,
 ) -> list[PriceVerdict]:
@@ -1247,7 +1368,7 @@ def price_verdicts(
     for product_id in product_ids:
         if product_id not in products:
             catalog.get_product(session, product_id)  # 404 for an unknown product
-    window = Window.default(today)
+    window = window or Window.default(today)
     inputs = _verdict_inputs(session, window, product_ids)
     cheapest = catalog.cheapest_active_offers(session, product_ids)
     verdicts = []
@@ -1298,11 +1419,16 @@ def price_verdict(
     product_id: str,
     unit_price: Decimal | int,
     *,
+    window: Window | None = None,
     method: m.Method = m.DEFAULT_METHOD,
     today: date | None = None,
 ) -> PriceVerdict:
-    """How a unit price (pence per base unit) compares with what trusts paid over the default
-    window: its percentile among trusts, the benchmark, the median, a verdict, and the cheapest
-    current offer when it is cheaper. The verdict is None (with a reason) when the product is
-    excluded from benchmarking or too few trusts bought it."""
-    return price_verdicts(session, [(product_id, unit_price)], method=method, today=today)[0]
+    """How a unit price (pence per base unit) compares with what trusts paid over ``window``
+    (default: the default window ending ``today``): its percentile among trusts, the
+    benchmark, the median, a verdict, and the cheapest current offer when it is cheaper. The
+    verdict is None (with a reason) when the product is excluded from benchmarking or too few
+    trusts bought it in the window. The default window is read from the caches; any other is
+    summed from the rollups, as for ``product_variance``."""
+    return price_verdicts(
+        session, [(product_id, unit_price)], window=window, method=method, today=today
+    )[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -172,3 +173,27 @@ def import_as(session_factory):
             return service.import_purchases(session, SYSTEM, org, io.BytesIO(data), fmt, **kwargs)
 
     return run
+
+
+_product_numbers = itertools.count(1000)
+
+
+@pytest.fixture
+def new_product(session_factory, world):
+    """Makes a product in the world's child category, one unit a pack, a new GTIN each time."""
+
+    def make() -> Product:
+        n = next(_product_numbers)
+        with session_factory.begin() as session:
+            product = Product(
+                gtin=make_gtin(n).zfill(14),
+                name=f"Product {n}",
+                category_id=world.child_category.id,
+                units_per_pack=1,
+            )
+            session.add(product)
+            session.flush()
+            session.expunge(product)
+        return product
+
+    return make

@@ -7,28 +7,24 @@ MARKETPLACE_TEST_DATABASE_URL is set); example counts are modest because CI runs
 
 from __future__ import annotations
 
-import itertools
 from decimal import Decimal
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from marketplace.catalog.models import Product
 from marketplace.pricing import method as m
 from marketplace.pricing import service
 from marketplace.pricing.models import ProductStats
 
-from .conftest import days_ago, line, make_gtin
+from .conftest import days_ago, line
 
 SETTINGS = settings(
     max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-_counter = itertools.count(1000)
 
 a_line = st.tuples(
     st.integers(1, 40),  # packs
@@ -73,25 +69,6 @@ def _reference(market, method):
 
 def _close(a, b) -> bool:
     return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(b)))
-
-
-@pytest.fixture
-def new_product(session_factory, world):
-    def make() -> Product:
-        n = next(_counter)
-        with session_factory.begin() as session:
-            product = Product(
-                gtin=make_gtin(n).zfill(14),
-                name=f"Product {n}",
-                category_id=world.child_category.id,
-                units_per_pack=1,
-            )
-            session.add(product)
-            session.flush()
-            session.expunge(product)
-        return product
-
-    return make
 
 
 @SETTINGS
