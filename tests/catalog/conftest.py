@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from click.testing import CliRunner
 
+from marketplace.accounts.models import Role
 from marketplace.catalog import service as catalog
 from tests.support import SYSTEM
 
@@ -44,3 +46,28 @@ class CatalogMaker:
 @pytest.fixture
 def make(session_factory, categories) -> CatalogMaker:
     return CatalogMaker(session_factory)
+
+
+@pytest.fixture
+def supplier(factory):
+    return factory.actor(Role.SUPPLIER)
+
+
+@pytest.fixture
+def existing(make):
+    """A product already in the catalogue (GTIN_OTHER), listed by nobody yet."""
+    return make.product(gtin=GTIN_OTHER, name="Existing dressing", category_code="33141110")
+
+
+@pytest.fixture
+def cli(app, monkeypatch):
+    """The ``marketplace`` command bound to the test database."""
+    from marketplace import cli as cli_module
+
+    monkeypatch.setattr(cli_module, "_state", app.extensions["marketplace"])
+    return cli_module.main
+
+
+def run(cli, *args):
+    """``marketplace catalog import-offers ARGS`` through ``cli``."""
+    return CliRunner().invoke(cli, ["catalog", "import-offers", *args], catch_exceptions=False)

@@ -13,7 +13,7 @@ from marketplace.accounts.models import OrgType, Role
 from marketplace.audit import AuditEvent
 from marketplace.catalog.models import Offer, OfferPriceHistory, Product
 from marketplace.catalog.offer_import import COLUMNS
-from tests.catalog.conftest import GTIN_BANDAGE, GTIN_BANDAGE_2, GTIN_OTHER
+from tests.catalog.conftest import GTIN_BANDAGE, GTIN_BANDAGE_2, GTIN_OTHER, run
 from tests.support import assert_problem, metric
 
 HEADER = ",".join(COLUMNS)
@@ -67,17 +67,6 @@ BAD_ROWS = [
 def csv_bytes(rows, header=HEADER, bom=False) -> bytes:
     text = "\n".join([header, *rows]) + "\n"
     return (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8")
-
-
-@pytest.fixture
-def supplier(factory):
-    return factory.actor(Role.SUPPLIER)
-
-
-@pytest.fixture
-def existing(make):
-    """A product already in the catalogue (GTIN_OTHER), listed by nobody yet."""
-    return make.product(gtin=GTIN_OTHER, name="Existing dressing", category_code="33141110")
 
 
 def counts(db) -> tuple[int, int, int, int]:
@@ -256,19 +245,6 @@ def test_import_roles_and_operator_supplier(client, factory, db, supplier, categ
 
 
 # --- CLI ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli(app, monkeypatch):
-    """The ``marketplace`` command bound to the test database."""
-    from marketplace import cli as cli_module
-
-    monkeypatch.setattr(cli_module, "_state", app.extensions["marketplace"])
-    return cli_module.main
-
-
-def run(cli, *args):
-    return CliRunner().invoke(cli, ["catalog", "import-offers", *args], catch_exceptions=False)
 
 
 def test_cli_import_reports_rows_on_stderr_and_summary_on_stdout(

@@ -14,7 +14,6 @@ from marketplace.accounts.models import Role
 from marketplace.audit import AuditEvent
 from marketplace.catalog.models import Offer, OfferPriceHistory, Product
 from marketplace.idempotency import CHUNK_BYTES, IdempotencyKey, upload_fingerprint
-from tests.catalog.conftest import GTIN_OTHER
 from tests.catalog.test_offer_import import GOOD_ROWS, csv_bytes
 from tests.support import assert_problem
 
@@ -22,17 +21,6 @@ URL = "/api/v1/offers/import"
 FILE = csv_bytes(GOOD_ROWS)
 # The same price list with the first row's price changed.
 CHANGED_FILE = csv_bytes([GOOD_ROWS[0].replace(",391,", ",380,"), *GOOD_ROWS[1:]])
-
-
-@pytest.fixture
-def supplier(factory):
-    return factory.actor(Role.SUPPLIER)
-
-
-@pytest.fixture
-def existing(make):
-    """A product already in the catalogue (GTIN_OTHER), listed by nobody yet."""
-    return make.product(gtin=GTIN_OTHER, name="Existing dressing", category_code="33141110")
 
 
 def multipart(

@@ -11,13 +11,11 @@ import re
 
 import click
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import select
 
-from marketplace.accounts.models import Role
 from marketplace.catalog import offer_import
 from marketplace.catalog.models import Product
-from tests.catalog.conftest import GTIN_BANDAGE, GTIN_OTHER
+from tests.catalog.conftest import GTIN_BANDAGE, GTIN_OTHER, run
 from tests.catalog.test_offer_import import HEADER, counts, upload
 from tests.support import assert_problem
 
@@ -55,16 +53,6 @@ EXPECTED = [
 def multiline_csv(rows: list[str] | None = None) -> bytes:
     """A price list of ``rows`` (``MULTILINE_ROWS`` by default) under the header."""
     return ("\n".join([HEADER, *(MULTILINE_ROWS if rows is None else rows)]) + "\n").encode()
-
-
-@pytest.fixture
-def supplier(factory):
-    return factory.actor(Role.SUPPLIER)
-
-
-@pytest.fixture
-def existing(make):
-    return make.product(gtin=GTIN_OTHER, name="Existing dressing", category_code="33141110")
 
 
 def test_the_reader_numbers_records_not_lines():
@@ -170,18 +158,6 @@ def test_not_utf8_in_a_multiline_record_the_header_or_at_the_end(data, where):
 
 
 # --- CLI ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli(app, monkeypatch):
-    from marketplace import cli as cli_module
-
-    monkeypatch.setattr(cli_module, "_state", app.extensions["marketplace"])
-    return cli_module.main
-
-
-def run(cli, *args):
-    return CliRunner().invoke(cli, ["catalog", "import-offers", *args], catch_exceptions=False)
 
 
 def test_the_cli_reports_the_same_row_numbers(cli, tmp_path, db, supplier, existing):

@@ -17,11 +17,6 @@ def product(make):
     return make.product(gtin=GTIN_BANDAGE, units_per_pack=10)
 
 
-@pytest.fixture
-def supplier(factory):
-    return factory.actor(Role.SUPPLIER)
-
-
 def offer_body(product, **extra):
     return {
         "product_id": product.id,

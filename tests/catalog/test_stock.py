@@ -8,16 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from marketplace.accounts.models import Role
 from marketplace.catalog import service as catalog
 from marketplace.catalog.models import Offer
 from marketplace.db import unit_of_work
 from marketplace.errors import Conflict, NotFound, ValidationFailed
-
-
-@pytest.fixture
-def supplier(factory):
-    return factory.actor(Role.SUPPLIER)
 
 
 def stock_of(session_factory, offer_id: str) -> int:
