@@ -237,8 +237,9 @@ def test_query_dsl_with_filters_sort_and_search_after(backend, es_sf, stock):
     assert {"term": {"kind": "commodity"}} in supplier_agg["filter"]["bool"]["filter"]
     assert supplier_agg["aggs"]["values"]["terms"]["field"] == "supplier_ids"
     ranges = body["aggs"]["unit_price"]["aggs"]["values"]["range"]["ranges"]
-    assert ranges[0] == {"key": "under-10p", "to": 10 * 10**9}
-    assert ranges[-1] == {"key": "100-plus", "from": 10000 * 10**9}
+    # bucket edges on the price as shown: 9.99995p shows as 10.0000p (half to even)
+    assert ranges[0] == {"key": "under-10p", "to": 10 * 10**9 - 50_000}
+    assert ranges[-1] == {"key": "100-plus", "from": 10000 * 10**9 - 50_000}
 
 
 def test_unit_price_bounds_take_in_the_prices_shown_at_the_bound(backend, es_sf):

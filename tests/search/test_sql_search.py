@@ -293,6 +293,20 @@ def test_unit_price_filters_compare_with_the_price_as_shown(
         assert product not in ids(search(client, **{name: bound}, limit=100)), (name, bound)
 
 
+def test_unit_price_buckets_count_the_price_as_shown(client, cat, shop):
+    # 999,996p for 100,000 is 9.99996p, shown 10.0000p: in "10p-1", as min_unit_price=10 finds it
+    product = cat.product(
+        "Lancets 0.3mm", "33141320", [(shop["acme"], 999_996)], units_per_pack=100_000
+    )
+    body = search(client, q="lancets")
+    assert body["items"][0]["best_offer"]["unit_price_pence"] == 10.0
+    counts = {f["key"]: f["count"] for f in body["facets"]["unit_price"]}
+    assert counts["10p-1"] == 1
+    assert counts["under-10p"] == 0
+    assert ids(search(client, q="lancets", min_unit_price="10")) == [product]
+    assert ids(search(client, q="lancets", max_unit_price="9.9999")) == []
+
+
 def test_filters_combine(client, shop):
     body = search(client, q="gloves", supplier=shop["acme"].id, in_stock="true")
     assert ids(body) == [shop["nitrile"]]

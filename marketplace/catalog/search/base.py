@@ -23,7 +23,8 @@ MAX_LIMIT = 100
 FACET_LIMIT = 50
 NANO = 10**9  # unit prices are stored as integer billionths of a penny
 
-# Unit-price facet buckets in pence per base unit: [lower, upper) with None for open ends.
+# Unit-price facet buckets in pence per base unit, [lower, upper) on the price as shown (see
+# ``price_bucket_bounds``), with None for open ends.
 PRICE_BUCKETS: tuple[tuple[str, Decimal | None, Decimal | None], ...] = (
     ("under-10p", None, Decimal(10)),
     ("10p-1", Decimal(10), Decimal(100)),
@@ -275,11 +276,12 @@ def cursor_value(value: Any, kind: type) -> Any:
 
 
 def price_bucket_bounds() -> list[tuple[str, int | None, int | None]]:
-    return [
-        (
-            key,
-            pence_to_nanopence(low) if low is not None else None,
-            pence_to_nanopence(high) if high is not None else None,
-        )
-        for key, low, high in PRICE_BUCKETS
-    ]
+    """The unit-price buckets as [lower, upper) bounds on the stored price (nanopence), on the
+    price as shown, like the filters (``shown_price_bounds``): 9.99996p, shown as 10.0000p,
+    counts in "10p-1", where ``min_unit_price=10`` finds it too."""
+    return [(key, _first_shown_at(low), _first_shown_at(high)) for key, low, high in PRICE_BUCKETS]
+
+
+def _first_shown_at(bound: Decimal | None) -> int | None:
+    """The lowest stored price shown at ``bound`` or above."""
+    return None if bound is None else shown_price_bounds(bound, None)[0]
