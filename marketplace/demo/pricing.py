@@ -148,6 +148,8 @@ def seed(session: Session, context: DemoContext, today: date | None = None) -> N
                         "description": product.name[:500],
                         "quantity": packs,
                         "units_per_pack": product.units_per_pack,
+                        # as an import of a trust's PO lines states it
+                        "given_units_per_pack": product.units_per_pack,
                         "total_price_pence": max(1, int((unit_price * units).to_integral_value())),
                         "source": PurchaseSource.IMPORT,
                         "po_number": f"DEMO-{trust.ods_code}-{month:%Y%m}-{product_id[-12:]}",

@@ -58,10 +58,13 @@ def test_demo_history_has_the_field_spreads_and_is_idempotent(session_factory):
     with session_factory() as session:
         count = session.scalar(select(func.count()).select_from(PurchaseRecord))
         product_ids = set(session.scalars(select(PurchaseRecord.product_id).distinct()))
+        sources = set(session.scalars(select(PurchaseRecord).limit(50)))
         gloves = service.product_variance(session, products["gloves"]).variance.distribution
         stockings = service.product_variance(session, products["stockings"]).variance.distribution
         dressing = service.product_variance(session, products["dressing"]).variance.distribution
     assert product_ids == {products["gloves"], products["stockings"], products["dressing"]}
+    # the history stands for imported PO lines, which state their pack size
+    assert {r.units_per_pack_source.value for r in sources} == {"given"}
     assert gloves.n_trusts == 20
     assert 1.0 < gloves.spread < 1.3
     assert 0.35 < stockings.spread < 0.45
