@@ -214,7 +214,7 @@ def download(dataset: str, fmt: str):
         )
     state = current_app.extensions["marketplace"]
     use_gzip = request.accept_encodings.quality("gzip") > 0
-    body = downloads.stream(state.session_factory, chosen, fmt, state.settings, gzip=use_gzip)
+    body = downloads.stream(state.read_session, chosen, fmt, state.settings, gzip=use_gzip)
     response = Response(body, mimetype=downloads.FORMATS[fmt], direct_passthrough=True)
     response.headers["Content-Disposition"] = f'attachment; filename="{dataset}.{fmt}"'
     response.headers["Vary"] = "Accept-Encoding"

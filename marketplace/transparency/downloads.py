@@ -408,7 +408,8 @@ def stream(
     session_factory: Any, dataset: Dataset, fmt: str, settings: Any, *, gzip: bool
 ) -> Iterator[bytes]:
     """The dataset's bytes, read in a session of its own (the response outlives the request's
-    session), closed when the stream ends or the client goes away."""
+    session; a read session, one snapshot for the whole file), closed when the stream ends or
+    the client goes away."""
 
     def produce() -> Iterator[bytes]:
         session = session_factory()
