@@ -9,6 +9,7 @@ HMRC allows for line-level VAT.
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, getcontext, localcontext
+from fractions import Fraction
 
 UNIT_PRICE_PLACES = Decimal("0.0001")
 
@@ -68,9 +69,10 @@ def unit_price_json(value: Decimal | None) -> float | None:
     return float(round_unit_price(value))
 
 
-def round_pence(value: Decimal) -> int:
-    """Round a derived Decimal amount to whole pence, half to even."""
-    return int(_quantize(value, Decimal(1), ROUND_HALF_EVEN))
+def round_pence(value: Decimal | Fraction) -> int:
+    """Round a derived amount (an exact Fraction, or a Decimal) to whole pence, once, half to
+    even. ``round`` of a ``Fraction`` is exact at any size."""
+    return round(Fraction(value))
 
 
 def vat_pence(net_pence: int, vat_rate_percent: Decimal | int | str) -> int:

@@ -35,6 +35,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..money import round_pence
+
 BENCHMARKS: dict[str, Decimal] = {
     "p10": Decimal("0.10"),
     "p25": Decimal("0.25"),
@@ -153,12 +155,6 @@ def _exact_centile(priced: Sequence[tuple[Decimal, TrustTotal]], q: Decimal) -> 
     if fraction is None:
         return low
     return low + (_exact_rank(priced, lower + 1) - low) * Fraction(fraction)
-
-
-def whole_pence(amount: Fraction | Decimal) -> int:
-    """An exact amount of pence rounded once to whole pence, half to even (``round`` of a
-    ``Fraction`` is exact and rounds half to even)."""
-    return round(Fraction(amount))
 
 
 @lru_cache(maxsize=4096)
@@ -308,7 +304,7 @@ class TrustVariance:
 
     @property
     def possible_savings_pence(self) -> int:
-        return whole_pence(self.savings)
+        return round_pence(self.savings)
 
 
 @dataclass(frozen=True)
@@ -338,7 +334,7 @@ class ProductVariance:
 
     @property
     def possible_savings_pence(self) -> int:
-        return whole_pence(self.savings)
+        return round_pence(self.savings)
 
     @property
     def outliers(self) -> int:
@@ -687,7 +683,7 @@ def _savings_pence(
     benchmarks: Sequence[Fraction | Decimal],
     benchmark: np.ndarray,
 ) -> list[int]:
-    """whole_pence(spends[i] - units[i] x benchmarks[i]) for each i, exact (``benchmarks``
+    """round_pence(spends[i] - units[i] x benchmarks[i]) for each i, exact (``benchmarks``
     exact, as fractions or decimals; ``benchmark``: them as floats): in floating point where
     no half penny is within its error, otherwise in fractions."""
     spends_f, units_f = np.array(spends, dtype=np.float64), np.array(units, dtype=np.float64)
@@ -698,5 +694,5 @@ def _savings_pence(
     unsure |= (np.abs(spends_f) >= 2.0**53) | (np.abs(units_f) >= 2.0**53)
     pence = np.rint(np.where(unsure, 0, saving)).astype(np.int64).tolist()
     for k in np.flatnonzero(unsure).tolist():
-        pence[k] = whole_pence(spends[k] - units[k] * Fraction(benchmarks[k]))
+        pence[k] = round_pence(spends[k] - units[k] * Fraction(benchmarks[k]))
     return pence

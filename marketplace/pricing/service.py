@@ -29,6 +29,7 @@ from ..catalog import service as catalog
 from ..catalog.models import Offer
 from ..db import utcnow
 from ..errors import Forbidden, NotFound, Problem, ValidationFailed
+from ..money import round_pence
 from ..pagination import decode_cursor, encode_cursor
 from . import bulk
 from . import method as m
@@ -1063,7 +1064,7 @@ def trust_savings(
         items=items,
         next_cursor=next_cursor,
         total_products=len(opportunities),
-        total_possible_savings_pence=m.whole_pence(exact_total),
+        total_possible_savings_pence=round_pence(exact_total),
     )
 
 
@@ -1268,7 +1269,7 @@ def _trust_item(
         "n_trusts": n_trusts,
         "benchmark_pence": benchmark,
         "median_pence": median,
-        "possible_savings_pence": m.whole_pence(saving),
+        "possible_savings_pence": round_pence(saving),
         "outlier": unit_price > median * (1 + method.outlier_threshold),
     }
 
