@@ -111,7 +111,7 @@ def _empty_all_tables(engine: Engine) -> None:
             fts_tables = connection.execute(
                 text(
                     "SELECT name FROM sqlite_master WHERE type = 'table' "
-                    "AND sql LIKE 'CREATE VIRTUAL TABLE%USING fts5%'"
+                    "AND sql LIKE 'CREATE VIRTUAL TABLE%USING fts5(%' "
                 )
             ).scalars()
             for fts in list(fts_tables):

@@ -23,8 +23,7 @@ from marketplace.catalog.search.documents import refresh_documents
 from marketplace.catalog.search.models import SearchDocument, SearchGeneration
 from marketplace.catalog.search.shared import SharedMatches, decode, encode, version_digest
 from marketplace.catalog.search.sql import SqlSearchBackend
-from tests.search.test_kept_matches import full_text_queries
-from tests.support import statements
+from tests.search.test_kept_matches import full_text_queries, full_text_work
 
 REDIS_URL_ENV = "MARKETPLACE_TEST_REDIS_URL"
 
@@ -93,7 +92,7 @@ def test_a_second_worker_takes_the_matches_the_first_filed(
     acme, foam, gloves = dressings
     shared = SharedMatches(store, prefix=f"test-{uuid.uuid4().hex}")
     engine = get_backend(app).read_engine or session_factory.kw["bind"]
-    with statements(engine) as seen:
+    with full_text_work(engine) as seen:
         first, asked = search(worker(app, shared), session_factory, seen, q="dressing")
         assert asked == 1
         assert store.calls == ["get", "set"]
@@ -166,7 +165,7 @@ def test_a_text_change_by_an_older_release_stops_the_sharing(
     acme, foam, gloves = dressings
     shared = SharedMatches(store, prefix=f"test-{uuid.uuid4().hex}")
     engine = get_backend(app).read_engine or session_factory.kw["bind"]
-    with statements(engine) as seen:
+    with full_text_work(engine) as seen:
         first, _ = search(worker(app, shared), session_factory, seen, q="dressing")
         with session_factory.begin() as session:  # the older release's rename, bump and log
             before = dict(
@@ -327,7 +326,7 @@ def test_redis_url_shares_matches_between_workers_through_redis(
     client = workers[0].shared.client
     try:
         engine = own.read_engine or session_factory.kw["bind"]
-        with statements(engine) as seen:
+        with full_text_work(engine) as seen:
             first, asked = search(workers[0], session_factory, seen, q="dressing")
             assert asked == 1
             second, asked = search(workers[1], session_factory, seen, q="dressing")

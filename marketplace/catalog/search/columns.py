@@ -24,7 +24,7 @@ import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,6 +49,7 @@ from ..models import CategoryKind
 from .base import price_bucket_bounds
 from .cache import Changes, Generation, changes_between
 from .models import SearchDocument, SearchDocumentSupplier
+from .scoring import TermIndex
 
 D = SearchDocument.__table__
 S = SearchDocumentSupplier.__table__
@@ -110,6 +111,8 @@ class Columns:
     pair_supplier: np.ndarray  # int32 index into ``suppliers``
     categories: tuple[str, ...]
     suppliers: tuple[str, ...]
+    # The full-text index's lengths and postings for scoring, of this text epoch (scoring.py).
+    terms: TermIndex = field(default_factory=TermIndex)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -133,8 +136,12 @@ class Columns:
         held = self.positions(changed_ids)
         if len(fresh) == len(changed_ids) == int(held.sum()):
             patched = self._replaced(generation, held, np.searchsorted(self.ids, fresh.ids), fresh)
-            return replace(patched, text_epoch=fresh.text_epoch) if changes.text else patched
-        return self._merged(generation, ~held, fresh)
+            if not changes.text:
+                return patched
+            return replace(
+                patched, text_epoch=fresh.text_epoch, terms=self.terms.after(changed_ids)
+            )
+        return self._merged(generation, ~held, fresh, changed_ids)
 
     def _replaced(
         self, generation: Generation, held: np.ndarray, at: np.ndarray, fresh: Columns
@@ -208,7 +215,9 @@ class Columns:
             suppliers=tuple(supplier_index),
         )
 
-    def _merged(self, generation: Generation, kept: np.ndarray, fresh: Columns) -> Columns:
+    def _merged(
+        self, generation: Generation, kept: np.ndarray, fresh: Columns, changed_ids: np.ndarray
+    ) -> Columns:
         """The ``kept`` documents of these columns and every document of ``fresh`` (built with
         these columns' category and supplier lists, extended), in id order."""
         ids = np.concatenate([self.ids[kept], fresh.ids])
@@ -232,6 +241,7 @@ class Columns:
             self,
             generation=generation,
             text_epoch=fresh.text_epoch,  # documents came or went: positions moved
+            terms=self.terms.after(changed_ids),
             ids=ids[order],
             **{name: joined(name) for name in PER_DOCUMENT},
             pair_document=pair_document,

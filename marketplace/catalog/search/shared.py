@@ -41,7 +41,7 @@ MAX_VALUE_BYTES = 8 * 2**20  # half a million matches: larger answers are not sh
 # Of the keys and the values. Change it whenever the full-text statements change what they
 # return (their rendering of a plan, the bm25 weights, the ts_rank call), so that a rolling
 # deploy never mixes two releases' answers.
-FORMAT = 1
+FORMAT = 2
 _HEADER = struct.Struct("<32sQB")  # text version digest; number of matches; 1 if scored
 
 

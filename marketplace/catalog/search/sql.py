@@ -97,8 +97,6 @@ from .text import (
 D = SearchDocument.__table__
 S = SearchDocumentSupplier.__table__
 EXACT_SCORE = 1_000_000.0  # an exact GTIN / part-number hit ranks above any text score
-# bm25 column weights (name, keywords, category names, description).
-BM25 = (10.0, 4.0, 2.0, 1.0)
 FACETS = ("category", "supplier", "kind", "unit_price")
 
 
@@ -106,8 +104,8 @@ FACETS = ("category", "supplier", "kind", "unit_price")
 
 
 class SqliteText:
-    """FTS5: ``search_fts`` (porter + unicode61) and bm25 ranking; spelling by probing the word
-    list with every string one edit away."""
+    """FTS5: ``search_fts`` (porter + unicode61), bm25 scores computed in the process; spelling
+    by probing the word list with every string one edit away."""
 
     fts = table("search_fts")
 
@@ -118,22 +116,13 @@ class SqliteText:
             return "(" + " OR ".join(self.render(o) for o in node.options) + ")"
         return "(" + " AND ".join(self.render(p) for p in node.parts) + ")"
 
-    def ranked(self, plan: Node) -> Any:
-        """One row: the ids of every match and their bm25 scores, as two strings in the same
-        order (two aggregates of one pass over the rows). bm25 cannot be aggregated directly:
-        the LIMIT keeps the subquery whole. The scores' text has 15 significant digits, so
-        scores equal to that many tie and the tie-break hash orders them; '%!.17g' would be
-        exact, at about a fifth more of a broad word's cost."""
-        rowid = literal_column("search_fts.rowid")
-        score = -func.bm25(literal_column("search_fts"), *BM25)
-        scored = (
-            select(rowid.label("id"), cast(score, Double).label("score"))
-            .select_from(self.fts)
-            .where(literal_column("search_fts").op("MATCH")(self.render(plan)))
-            .limit(-1)
-            .subquery("scored")
-        )
-        return select(func.group_concat(scored.c.id, " "), func.group_concat(scored.c.score, " "))
+    def scored(
+        self, session: Session, plan: Node, columns: Columns
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of every match and their bm25 scores, worked out in the process from the
+        full-text index's postings (``scoring.py``: FTS5's own ``bm25()`` of every match costs
+        about 40 times finding them)."""
+        return columns.terms.matches(session, plan)
 
     def match_ids(self, plan: Node) -> Any:
         """One row: the ids of every match, space-separated, from the full-text index alone."""
@@ -163,16 +152,20 @@ class PostgresText:
             result = result.op(operator, return_type=TSQUERY)(self._query(child))
         return result
 
-    def ranked(self, plan: Node) -> Any:
-        """One row: the ids of every match and their ts_rank scores, as two strings in the same
-        order (two aggregates of one pass over the rows; a float8's text is exact from
-        PostgreSQL 12, whose default ``extra_float_digits`` is 1)."""
+    def scored(
+        self, session: Session, plan: Node, columns: Columns
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of every match and their ts_rank scores, as two strings in the same order
+        (two aggregates of one pass over the rows; a float8's text is exact from PostgreSQL
+        12, whose default ``extra_float_digits`` is 1)."""
         vector = literal_column("search_documents.search_fts_vector")
         tsquery = self._query(plan)
         score = cast(cast(func.ts_rank(vector, tsquery), Double), String)
-        return select(
+        statement = select(
             func.string_agg(cast(D.c.id, String), " "), func.string_agg(score, " ")
         ).where(vector.op("@@")(tsquery))
+        ids, scores = session.execute(statement).one()
+        return parse_numbers(ids), parse_numbers(scores, np.float64)
 
     def match_ids(self, plan: Node) -> Any:
         """One row: the ids of every match, space-separated (one string crosses the wire)."""
@@ -347,30 +340,30 @@ class SqlSearchBackend:
         return at[held]
 
     def _full_text(
-        self, session: Session, plan: Node, ranked: bool
+        self, session: Session, plan: Node, ranked: bool, columns: Columns
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The full-text index alone: the ids of every match (one string), and with ``ranked``
-        their relevance scores too (bm25 / ts_rank of each, a second string)."""
+        """The full-text index's matches: their ids (one string), and with ``ranked`` their
+        relevance scores too (bm25 computed from the index's postings on SQLite, ts_rank of
+        each on PostgreSQL)."""
         dialect = self._dialect(session)
         if not ranked:
             return parse_numbers(session.execute(dialect.match_ids(plan)).scalar()), None
-        ids, scores = session.execute(dialect.ranked(plan)).one()
-        return parse_numbers(ids), parse_numbers(scores, np.float64)
+        return dialect.scored(session, plan, columns)
 
     def _shared_full_text(
-        self, session: Session, plan: Node, ranked: bool
+        self, session: Session, plan: Node, ranked: bool, columns: Columns
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """``_full_text`` through the processes' shared matches, under the text version this
         session's snapshot sees (straight from the index when there is none to trust)."""
         if self.shared is None:
-            return self._full_text(session, plan, ranked)
+            return self._full_text(session, plan, ranked, columns)
         version = read_text_version(session)
         if version is None:
-            return self._full_text(session, plan, ranked)
+            return self._full_text(session, plan, ranked, columns)
         key = self.shared.key(session.get_bind().dialect.name, plan, ranked)
         found = self.shared.get(key, version)
         if found is None:
-            found = self._full_text(session, plan, ranked)
+            found = self._full_text(session, plan, ranked, columns)
             self.shared.put(key, version, *found)
         return found
 
@@ -381,7 +374,9 @@ class SqlSearchBackend:
         calls this once, when it starts)."""
         if self.read_engine is not None:
             with Session(self.read_engine) as session:
-                self.columns.at(session, read_generation(session))
+                columns = self.columns.at(session, read_generation(session))
+                if isinstance(self._dialect(session), SqliteText):
+                    columns.terms.prepare(session)
 
     def search(self, session: Session, query: SearchQuery) -> SearchResult:
         if self.read_engine is not None:
@@ -580,7 +575,9 @@ class _Work:
                 "ranked" if ranked else "matched",
                 plan,
                 self.text_epoch,
-                lambda: Matches.found(self.columns, *full_text(self.session, plan, ranked)),
+                lambda: Matches.found(
+                    self.columns, *full_text(self.session, plan, ranked, self.columns)
+                ),
             )
         exact = self.backend._exact_positions(self.session, self.exact, self.columns)
         return found.with_exact(exact, EXACT_SCORE)
