@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-from flask import Response, current_app, request, stream_with_context
+from flask import Response, current_app, request
+from sqlalchemy.orm import Session
 
 from .. import idempotency
 from ..accounts import service as accounts
@@ -58,6 +59,9 @@ blp = Blueprint(
 IMPORT_MAX_BYTES = 2 * 1024**3
 MAX_WINDOW_DAYS = 3660
 CSV_DOC = {"content": {"text/csv": {"schema": {"type": "string"}}}}
+CSV_PAGE = 100  # rows read per statement while a long CSV answer streams
+CSV_CHUNK = 64 * 1024  # characters sent at a time
+T = TypeVar("T")
 
 
 # --- shared helpers ----------------------------------------------------------------------------
@@ -118,26 +122,53 @@ def _csv_value(value: Any) -> Any:
     return "" if value is None else value
 
 
-def csv_response(filename: str, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> Response:
-    """Stream rows as CSV (UTF-8, header row). Per-unit prices and ratios have 4 places."""
+def csv_response(
+    filename: str,
+    columns: Sequence[str],
+    rows: Iterable[dict[str, Any]],
+    session: Session | None = None,
+) -> Response:
+    """Stream rows as CSV (UTF-8, header row). Per-unit prices and ratios have 4 places.
+    ``session``, the read session the rows come from (``csv_session``), is closed once the
+    last row is read, or with the response if the client goes away before."""
 
     def generate() -> Iterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_csv_value(row.get(c)) for c in columns])
-            if buffer.tell() > 64 * 1024:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
+        try:
+            for row in rows:
+                writer.writerow([_csv_value(row.get(c)) for c in columns])
+                if buffer.tell() > CSV_CHUNK:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+        finally:
+            if session is not None:
+                session.close()
         yield buffer.getvalue()
 
-    return Response(
-        stream_with_context(generate()),
+    response = Response(
+        generate(),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+    if session is not None:
+        response.call_on_close(session.close)
+    return response
+
+
+def csv_session(first_page: Callable[[Session], T]) -> tuple[Session, T]:
+    """A read session of a CSV answer's own, so that every page of the file comes from one
+    snapshot (the request's session ends before a streamed body is read), and the first page
+    read in it: a bad request (an unknown category or trust) is a problem before streaming
+    starts, and closes the session."""
+    session = current_app.extensions["marketplace"].read_session()
+    try:
+        return session, first_page(session)
+    except BaseException:
+        session.close()
+        raise
 
 
 DISTRIBUTION_COLUMNS = (
@@ -398,9 +429,9 @@ def price_variance(args: dict):
         "category_code": args["category"],
     }
     if wants_csv(args):
-        # The first page is read before streaming starts, so a bad request (an unknown
-        # category) is a 422 problem, not a 200 that breaks off.
-        first = service.variance_ranking(session, cursor=None, limit=100, **kwargs)
+        stream, first = csv_session(
+            lambda s: service.variance_ranking(s, cursor=None, limit=CSV_PAGE, **kwargs)
+        )
 
         def rows() -> Iterator[dict[str, Any]]:
             page = first
@@ -409,7 +440,7 @@ def price_variance(args: dict):
                 if not page.next_cursor:
                     return
                 page = service.variance_ranking(
-                    session, cursor=page.next_cursor, limit=100, **kwargs
+                    stream, cursor=page.next_cursor, limit=CSV_PAGE, **kwargs
                 )
 
         return csv_response(
@@ -424,6 +455,7 @@ def price_variance(args: dict):
                 "spend_pence",
             ),
             rows(),
+            stream,
         )
     page = service.variance_ranking(session, cursor=args["cursor"], limit=args["limit"], **kwargs)
     return {
@@ -514,20 +546,23 @@ def trust_savings(args: dict, ods: str):
     method = _method(args)
     if wants_csv(args):
 
+        def page_after(stream: Session, cursor: str | None) -> Any:
+            return service.trust_savings(
+                stream, ods, window=window, method=method, cursor=cursor, limit=CSV_PAGE
+            )
+
+        stream, first = csv_session(lambda s: page_after(s, None))  # 404 before streaming
+
         def rows() -> Iterator[dict[str, Any]]:
-            cursor = None
+            page = first
             while True:
-                page = service.trust_savings(
-                    session, ods, window=window, method=method, cursor=cursor, limit=100
-                )
                 for item in page.items:
                     offer = item.get("cheapest_offer") or {}
                     yield {**item, **{f"cheapest_offer_{k}": v for k, v in offer.items()}}
                 if not page.next_cursor:
                     return
-                cursor = page.next_cursor
+                page = page_after(stream, page.next_cursor)
 
-        service.find_trust(session, ods)  # 404 before streaming starts
         columns = (
             "product_id",
             "product_name",
@@ -544,7 +579,7 @@ def trust_savings(args: dict, ods: str):
             "cheapest_offer_pack_price_pence",
             "cheapest_offer_unit_price_pence",
         )
-        return csv_response(f"savings-{ods.upper()}.csv", columns, rows())
+        return csv_response(f"savings-{ods.upper()}.csv", columns, rows(), stream)
     page = service.trust_savings(
         session, ods, window=window, method=method, cursor=args["cursor"], limit=args["limit"]
     )
