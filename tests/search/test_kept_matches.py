@@ -1,7 +1,7 @@
 """A query's plan and matches (with their relevance scores) are kept per process while no
 document's text changes: each bump of the search generation records whether it changed the
 full-text index, and a price or stock change does not. Kept or not, every answer equals a fresh
-backend's, and the relevance order computed in memory is the database's own bm25 / ts_rank."""
+backend's, and the relevance order computed in memory is bm25's (FTS5's own on SQLite)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from marketplace.catalog.search.documents import TEXT_COLUMNS
 from marketplace.catalog.search.models import SearchChange, SearchDocument, SearchTerm
 from marketplace.catalog.search.scoring import WEIGHTS
 from marketplace.catalog.search.sql import SqlSearchBackend
+from tests.search.test_scoring import reference_bm25
 from tests.support import statements
 
 
@@ -192,11 +193,13 @@ def ranked_catalogue(cat):
 
 
 def database_ranking(session: Session, backend: SqlSearchBackend, word: str) -> list[str]:
-    """The products matching ``word`` in the database's own relevance order (score, then the
-    document id), as the SQL backend ranked them before its scores were kept in memory."""
+    """The products matching ``word`` by relevance (score, then the document id): FTS5's own
+    bm25 order on SQLite; on PostgreSQL, which has no bm25, a plain reference computation of
+    it over the tsvectors (``test_scoring.reference_bm25``)."""
     plan = backend._plan(session, SearchQuery(q=word))
     dialect = backend._dialect(session)
     D = SearchDocument.__table__
+    products = dict(session.execute(select(D.c.id, D.c.product_id)).all())
     if session.get_bind().dialect.name == "sqlite":
         rowid = literal_column("search_fts.rowid")
         ranked = (
@@ -205,17 +208,9 @@ def database_ranking(session: Session, backend: SqlSearchBackend, word: str) -> 
             .where(literal_column("search_fts").op("MATCH")(dialect.render(plan)))
             .order_by(func.bm25(literal_column("search_fts"), *WEIGHTS), rowid)
         )
-        ids = list(session.scalars(ranked))
-        products = dict(session.execute(select(D.c.id, D.c.product_id)).all())
-        return [products[i] for i in ids]
-    vector = literal_column("search_documents.search_fts_vector")
-    tsquery = dialect._query(plan)
-    stmt = (
-        select(D.c.product_id)
-        .where(vector.op("@@")(tsquery))
-        .order_by(func.ts_rank(vector, tsquery).desc(), D.c.id)
-    )
-    return list(session.scalars(stmt))
+        return [products[i] for i in session.scalars(ranked)]
+    scores = reference_bm25(session, plan)
+    return [products[i] for i in sorted(scores, key=lambda i: (-scores[i], i))]
 
 
 def walk(backend: SqlSearchBackend, session_factory, **params) -> list[str]:

@@ -1,10 +1,14 @@
-"""bm25 computed in the process (SQLite): every score equals FTS5's own ``bm25()`` of the same
-match, for words, phrases, alternatives and repeated words, and stays equal after text changes,
-which patch the kept postings instead of fetching them again."""
+"""Ranked full-text queries worked out in the process (``scoring.py``): on SQLite the matches
+and scores are FTS5's own (``MATCH``, ``bm25()``); on PostgreSQL the matches are the tsvector
+query's (``@@``) and the scores a plain reference bm25 over the documents' lexemes. Both hold
+for words, phrases, alternatives and repeated words, and after text changes, which patch the
+kept postings instead of fetching them again."""
 
 from __future__ import annotations
 
+import math
 import random
+from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -15,11 +19,11 @@ from marketplace.catalog.models import OfferStatus
 from marketplace.catalog.search import get_backend, scoring
 from marketplace.catalog.search.base import SearchQuery
 from marketplace.catalog.search.cache import read_generation
-from marketplace.catalog.search.scoring import WEIGHTS, TermIndex, phrase_terms
+from marketplace.catalog.search.models import SearchDocument
+from marketplace.catalog.search.scoring import WEIGHTS, TermIndex
 from marketplace.catalog.search.sql import SqlSearchBackend
+from marketplace.catalog.search.text import AllOf, AnyOf, Phrase
 from tests.support import statements
-
-pytestmark = pytest.mark.usefixtures("sqlite_only")
 
 WORDS = [
     "foam", "dressing", "dressings", "silicone", "border", "gloves", "nitrile", "examination",
@@ -33,10 +37,8 @@ QUERIES = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def sqlite_only(session_factory):
-    if session_factory.kw["bind"].dialect.name != "sqlite":
-        pytest.skip("bm25 in the process is the SQLite backend's; PostgreSQL ranks with ts_rank")
+def dialect_of(session: Session) -> str:
+    return session.get_bind().dialect.name
 
 
 def sentence(rng: random.Random, low: int, high: int) -> str:
@@ -60,15 +62,93 @@ def random_catalogue(cat, seed: int, products: int = 40) -> tuple[object, list[s
     ]
 
 
-def fts5_bm25(session: Session, backend: SqlSearchBackend, plan) -> dict[int, float]:
+def database_matches(session: Session, backend: SqlSearchBackend, plan) -> dict[int, float | None]:
+    """The database's own full-text query: SQLite's matches with FTS5's bm25, PostgreSQL's
+    matches (``@@``; it has no bm25)."""
     dialect = backend._dialect(session)
-    rowid = literal_column("search_fts.rowid")
-    statement = (
-        select(rowid, -func.bm25(literal_column("search_fts"), *WEIGHTS))
-        .select_from(dialect.fts)
-        .where(literal_column("search_fts").op("MATCH")(dialect.render(plan)))
-    )
-    return {int(i): float(s) for i, s in session.execute(statement)}
+    if dialect_of(session) == "sqlite":
+        rowid = literal_column("search_fts.rowid")
+        statement = (
+            select(rowid, -func.bm25(literal_column("search_fts"), *WEIGHTS))
+            .select_from(dialect.fts)
+            .where(literal_column("search_fts").op("MATCH")(dialect.render(plan)))
+        )
+        return {int(i): float(s) for i, s in session.execute(statement)}
+    vector = literal_column("search_documents.search_fts_vector")
+    D = SearchDocument.__table__
+    found = session.scalars(select(D.c.id).where(vector.op("@@")(dialect._query(plan))))
+    return dict.fromkeys(found)
+
+
+def reference_bm25(session: Session, plan) -> dict[int, float]:
+    """bm25 of every matching document, document by document, from the tsvectors' lexemes
+    (PostgreSQL; the phrase rules of ``phraseto_tsquery``, FTS5's formula and its rule for the
+    phrases under an AND not matched in full)."""
+    rows = session.execute(
+        text(
+            "SELECT d.id, u.lexeme, p, w FROM search_documents d "
+            "CROSS JOIN LATERAL unnest(d.search_fts_vector) AS u "
+            "CROSS JOIN LATERAL unnest(u.positions, u.weights) AS x(p, w)"
+        )
+    ).all()
+    places: dict[int, dict[str, dict[int, str]]] = defaultdict(lambda: defaultdict(dict))
+    for document, lexeme, position, weight in rows:
+        places[document][lexeme][position] = weight
+    lengths = {d: len(lexemes) for d, lexemes in places.items()}
+    n, average = len(lengths), sum(lengths.values()) / len(lengths)
+    weight_of = dict(zip("ABCD", WEIGHTS, strict=True))
+    all_phrases = list(scoring.phrases(plan))
+    phrasings = []
+    for phrase in all_phrases:
+        terms = session.execute(
+            text(
+                "SELECT u.lexeme, p FROM unnest(to_tsvector('english', :t)) AS u "
+                "CROSS JOIN LATERAL unnest(u.positions) AS p ORDER BY p, u.lexeme"
+            ),
+            {"t": " ".join(phrase.words)},
+        ).all()
+        phrasings.append(terms)
+
+    def frequency(document: int, terms) -> float:
+        if not terms:
+            return 0.0
+        (first, start), rest = terms[0], terms[1:]
+        held = places[document]
+        return sum(
+            weight_of[weight]
+            for position, weight in held.get(first, {}).items()
+            if all(position + p - start in held.get(t, {}) for t, p in rest)
+        )
+
+    frequencies = {d: [frequency(d, terms) for terms in phrasings] for d in places}
+    hits = [sum(1 for d in places if frequencies[d][i] > 0) for i in range(len(phrasings))]
+    idfs = [max(math.log((n - h + 0.5) / (h + 0.5)), 0) or 1e-6 for h in hits]
+
+    def matches(node, f, i):  # (matched or None for no term, next phrase number)
+        if isinstance(node, Phrase):
+            return (None if not phrasings[i] else f[i] > 0), i + 1
+        start, found = i, []
+        for child in node.parts if isinstance(node, AllOf) else node.options:
+            m, i = matches(child, f, i)
+            if m is not None:
+                found.append(m)
+        if not found:
+            return None, i
+        if isinstance(node, AnyOf):
+            return any(found), i
+        if not all(found):
+            f[start:i] = [0.0] * (i - start)
+            return False, i
+        return True, i
+
+    scores = {}
+    for document, f in frequencies.items():
+        if matches(plan, f, 0)[0]:
+            norm = 1.2 * (1 - 0.75 + 0.75 * lengths[document] / average)
+            scores[document] = sum(
+                idf * (x * 2.2) / (x + norm) for idf, x in zip(idfs, f, strict=True)
+            )
+    return scores
 
 
 def in_process(session: Session, backend: SqlSearchBackend, plan) -> dict[int, float]:
@@ -79,14 +159,18 @@ def in_process(session: Session, backend: SqlSearchBackend, plan) -> dict[int, f
 
 
 def assert_scores_are_bm25(session_factory, backend: SqlSearchBackend) -> int:
-    """Every query's in-process scores equal FTS5's; how many matches were compared."""
+    """Every query's matches are the database's, and the scores FTS5's (SQLite) or the
+    reference's (PostgreSQL); how many matches were compared."""
     compared = 0
     with session_factory() as session:
         for q in QUERIES:
             plan = backend._plan(session, SearchQuery(q=q))
-            expected = fts5_bm25(session, backend, plan)
+            expected = database_matches(session, backend, plan)
             got = in_process(session, backend, plan)
             assert got.keys() == expected.keys(), q
+            if dialect_of(session) != "sqlite":
+                expected = reference_bm25(session, plan)
+                assert expected.keys() == got.keys(), q
             ids = sorted(expected)
             np.testing.assert_allclose(
                 [got[i] for i in ids], [expected[i] for i in ids], rtol=1e-12, err_msg=q
@@ -96,7 +180,7 @@ def assert_scores_are_bm25(session_factory, backend: SqlSearchBackend) -> int:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_scores_are_fts5_s_bm25_for_words_phrases_and_synonyms(app, cat, session_factory, seed):
+def test_matches_and_scores_for_words_phrases_and_synonyms(app, cat, session_factory, seed):
     random_catalogue(cat, seed)
     backend = SqlSearchBackend(get_backend(app).synonyms, get_backend(app).read_engine)
     assert assert_scores_are_bm25(session_factory, backend) > 100
@@ -118,19 +202,20 @@ def test_text_changes_patch_the_kept_postings_and_scores_stay_bm25(app, cat, ses
     cat.update_offer(products[3], acme, status=OfferStatus.ACTIVE)
     with statements(engine) as seen:
         assert_scores_are_bm25(session_factory, backend)
-    fetched = [s for s in seen if "search_fts_instances" in s]
+    fetched = [s for s in seen if "search_fts_instances" in s or "search_fts_postings" in s]
     assert fetched == []  # every term was kept, and patched with the changed documents
     # A fresh process's index, read whole, holds the same postings as the patched one.
     with session_factory() as session:
         patched = backend.columns.at(session, read_generation(session)).terms
-        fresh = TermIndex().prepare(session)
+        source = backend._dialect(session).postings
+        fresh = TermIndex().prepare(session, source)
         assert patched.ids.tolist() == fresh.ids.tolist()
         assert patched.lengths.tolist() == fresh.lengths.tolist()
         assert patched.total == fresh.total
         for term, postings in patched.terms.items():
-            again = scoring._term_postings(session, term)
-            assert postings.ids.tolist() == again.ids.tolist(), term
-            assert postings.places.tolist() == again.places.tolist(), term
+            again = source.term(session, term)
+            for name in ("ids", "places", "columns"):
+                assert getattr(postings, name).tolist() == getattr(again, name).tolist(), term
 
 
 def test_a_price_change_keeps_the_same_index(app, cat, session_factory):
@@ -171,13 +256,27 @@ def test_kept_postings_are_bounded(app, cat, session_factory, monkeypatch):
 
 
 def test_phrases_are_cut_into_terms_by_the_index_s_tokenizer(session_factory):
-    assert phrase_terms("anti-embolism Stockings") == ("anti", "embol", "stock")
-    assert phrase_terms("Café wheel-chairs") == ("cafe", "wheel", "chair")
-    assert phrase_terms("!!") == ()
     with session_factory() as session:
-        created = session.scalar(text("SELECT sql FROM sqlite_master WHERE name = 'search_fts'"))
-    tokenizer = created[created.index("tokenize=") :].rstrip(")")
-    assert tokenizer in scoring._TOKENIZER_TABLE
+        if dialect_of(session) == "sqlite":
+            phrasing = scoring.FTS5.phrasing
+            created = session.scalar(
+                text("SELECT sql FROM sqlite_master WHERE name = 'search_fts'")
+            )
+            tokenizer = created[created.index("tokenize=") :].rstrip(")")
+            assert tokenizer in scoring._TOKENIZER_TABLE
+            assert phrasing(session, "anti-embolism Stockings") == (
+                ("anti", 0), ("embol", 1), ("stock", 2)
+            )  # fmt: skip
+            assert phrasing(session, "Café wheel-chairs") == (
+                ("cafe", 0), ("wheel", 1), ("chair", 2)
+            )  # fmt: skip
+        else:
+            phrasing = scoring.TSVECTOR.phrasing
+            assert phrasing(session, "anti-embolism Stockings") == (
+                ("anti-embol", 1), ("anti", 2), ("embol", 3), ("stock", 4)
+            )  # fmt: skip
+            assert phrasing(session, "stockings for legs") == (("stock", 1), ("leg", 3))
+        assert phrasing(session, "!!") == ()
 
 
 def test_a_phrase_s_next_term_is_looked_up_from_the_shorter_side():

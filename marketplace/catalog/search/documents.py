@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,15 @@ from .models import SearchDocument, SearchDocumentSupplier, SearchTerm
 from .text import mpn_key, vocabulary_words
 
 BATCH = 1000
+# PostgreSQL's postings by term (migration 0016_search; its trigger keeps them otherwise),
+# written in term order so that a term's rows sit together.
+REWRITE_POSTINGS = text(
+    "INSERT INTO search_fts_postings (term, document_id, places) SELECT u.lexeme, d.id, "
+    "ARRAY(SELECT (CASE x.w WHEN 'A' THEN 0 WHEN 'B' THEN 1 WHEN 'C' THEN 2 ELSE 3 END) << 24 "
+    "| x.p FROM unnest(u.positions, u.weights) AS x(p, w)) "
+    "FROM search_documents d CROSS JOIN LATERAL unnest(d.search_fts_vector) AS u "
+    "ORDER BY u.lexeme, d.id"
+)
 # The columns the full-text index holds (SQLite's search_fts, PostgreSQL's search_fts_vector).
 TEXT_COLUMNS = frozenset({"name", "keywords", "category_text", "description"})
 
@@ -273,6 +282,9 @@ def rebuild_all(
     """Rebuild every search document (and the word list) in the caller's transaction; readers
     keep seeing the old documents until it commits. Calls ``progress(n)`` per batch of products
     done. Returns the number of searchable products."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:  # the postings are rewritten once at the end, in term order
+        session.execute(select(func.set_config("marketplace.search_postings", "deferred", True)))
     session.execute(delete(SearchDocumentSupplier))
     session.execute(delete(SearchDocument))
     session.execute(delete(SearchTerm))
@@ -294,6 +306,10 @@ def rebuild_all(
             add_terms(session, {w for d in docs for w in document_words(d)})
             searchable += len(docs)
         progress(len(batch))
+    if postgres:
+        session.execute(text("DELETE FROM search_fts_postings"))
+        session.execute(REWRITE_POSTINGS)
+        session.execute(select(func.set_config("marketplace.search_postings", "", True)))
     bump_generation(session, None)
     session.flush()
     return searchable

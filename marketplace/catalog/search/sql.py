@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
-    Double,
     String,
     and_,
     cast,
@@ -80,6 +79,7 @@ from .columns import (
 )
 from .facets import category_facets, supplier_facets, top_suppliers
 from .models import SearchDocument, SearchDocumentSupplier, SearchTerm
+from .scoring import FTS5, TSVECTOR
 from .shared import SharedMatches
 from .text import (
     AnyOf,
@@ -108,6 +108,7 @@ class SqliteText:
     by probing the word list with every string one edit away."""
 
     fts = table("search_fts")
+    postings = FTS5
 
     def render(self, node: Node) -> str:
         if isinstance(node, Phrase):
@@ -122,7 +123,7 @@ class SqliteText:
         """The ids of every match and their bm25 scores, worked out in the process from the
         full-text index's postings (``scoring.py``: FTS5's own ``bm25()`` of every match costs
         about 40 times finding them)."""
-        return columns.terms.matches(session, plan)
+        return columns.terms.matches(session, plan, self.postings)
 
     def match_ids(self, plan: Node) -> Any:
         """One row: the ids of every match, space-separated, from the full-text index alone."""
@@ -139,8 +140,11 @@ class SqliteText:
 
 
 class PostgresText:
-    """``search_fts_vector`` (english stemming, weights A-D) with a GIN index and ts_rank;
-    spelling through pg_trgm's similarity on the word list (GIN trigram index)."""
+    """``search_fts_vector`` (english stemming, weights A-D) with a GIN index, bm25 scores
+    computed in the process; spelling through pg_trgm's similarity on the word list (GIN
+    trigram index)."""
+
+    postings = TSVECTOR
 
     def _query(self, node: Node) -> Any:
         if isinstance(node, Phrase):
@@ -155,17 +159,10 @@ class PostgresText:
     def scored(
         self, session: Session, plan: Node, columns: Columns
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The ids of every match and their ts_rank scores, as two strings in the same order
-        (two aggregates of one pass over the rows; a float8's text is exact from PostgreSQL
-        12, whose default ``extra_float_digits`` is 1)."""
-        vector = literal_column("search_documents.search_fts_vector")
-        tsquery = self._query(plan)
-        score = cast(cast(func.ts_rank(vector, tsquery), Double), String)
-        statement = select(
-            func.string_agg(cast(D.c.id, String), " "), func.string_agg(score, " ")
-        ).where(vector.op("@@")(tsquery))
-        ids, scores = session.execute(statement).one()
-        return parse_numbers(ids), parse_numbers(scores, np.float64)
+        """The ids of every match and their bm25 scores, worked out in the process from the
+        tsvectors' postings (``scoring.py``: ``ts_rank`` of every match, with the heap scan
+        that reads each match's row, costs several times more)."""
+        return columns.terms.matches(session, plan, self.postings)
 
     def match_ids(self, plan: Node) -> Any:
         """One row: the ids of every match, space-separated (one string crosses the wire)."""
@@ -375,8 +372,7 @@ class SqlSearchBackend:
         if self.read_engine is not None:
             with Session(self.read_engine) as session:
                 columns = self.columns.at(session, read_generation(session))
-                if isinstance(self._dialect(session), SqliteText):
-                    columns.terms.prepare(session)
+                columns.terms.prepare(session, self._dialect(session).postings)
 
     def search(self, session: Session, query: SearchQuery) -> SearchResult:
         if self.read_engine is not None:
