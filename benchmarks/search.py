@@ -49,7 +49,6 @@ from marketplace.accounts.models import Organisation, OrgType  # noqa: E402
 from marketplace.catalog import service as catalog  # noqa: E402
 from marketplace.catalog.gtin import check_digit  # noqa: E402
 from marketplace.catalog.models import Category, Offer, OfferStatus, Product  # noqa: E402
-from marketplace.catalog.search import SearchQuery  # noqa: E402
 from marketplace.catalog.search.cache import SearchCache  # noqa: E402
 from marketplace.catalog.search.documents import rebuild_all  # noqa: E402
 from marketplace.catalog.search.models import SearchDocument  # noqa: E402
@@ -444,22 +443,7 @@ def main() -> None:
             return [(raw_sql, {"q": " ".join(rng.choice(TWO_WORDS))}) for _ in calls]
         return [(raw_sql, {"q": c["q"]}) for c in calls]
 
-    # The same full-text query as the API's, synonyms and spelling corrections included (the
-    # raw query above has the bare words), ranked, top 20: the text index's share of a request.
     backend = app.extensions["marketplace.search"]
-    expanded: dict[str, object] = {}
-
-    def expanded_calls(name: str, calls: list[dict]) -> list:
-        if name.startswith("category") or not hasattr(backend, "_matches"):
-            return []
-        with state.session_factory() as session:
-            for c in calls:
-                if c["q"] not in expanded:
-                    query = SearchQuery(q=c["q"])
-                    m = backend._matches(session, query, backend._plan(session, query))
-                    expanded[c["q"]] = select(m.c.id).order_by(m.c.score.desc(), m.c.id).limit(20)
-        return [expanded[c["q"]] for c in calls]
-
     with state.session_factory() as session:
         changeable = list(
             session.scalars(
@@ -483,9 +467,6 @@ def main() -> None:
 
         def run_raw(call: tuple[str, dict]) -> None:
             connection.execute(text(call[0]), call[1]).all()
-
-        def run_expanded(statement) -> None:
-            connection.execute(statement).all()
 
         for name, calls in classes.items():
             if not calls:
@@ -513,16 +494,6 @@ def main() -> None:
                 "warm_ratio_p50": ratio(warm, raw),
                 "requests": len(calls),
             }
-            same_text = expanded_calls(name, calls)
-            if same_text:
-                full, _cpu = timed(run_expanded, same_text)
-                results[name] |= {
-                    "raw_expanded_p50_ms": round(percentile(full, 0.5), 2),
-                    "raw_expanded_p95_ms": round(percentile(full, 0.95), 2),
-                    "off_ratio_expanded_p50": ratio(off, full),
-                    "cold_ratio_expanded_p50": ratio(cold, full),
-                    "warm_ratio_expanded_p50": ratio(warm, full),
-                }
             log(f"{name}: {results[name]}")
     with state.engine.connect() as connection:
         version = connection.execute(

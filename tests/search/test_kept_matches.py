@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
-from sqlalchemy import delete, func, literal_column, select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from marketplace.catalog.models import OfferStatus
@@ -21,8 +21,8 @@ from marketplace.catalog.search.cache import SearchCache
 from marketplace.catalog.search.columns import Matches
 from marketplace.catalog.search.documents import TEXT_COLUMNS
 from marketplace.catalog.search.models import SearchChange, SearchDocument, SearchTerm
-from marketplace.catalog.search.scoring import WEIGHTS
 from marketplace.catalog.search.sql import SqlSearchBackend
+from tests.search.fulltext import database_matches
 from tests.search.test_scoring import reference_bm25
 from tests.support import statements
 
@@ -194,22 +194,16 @@ def ranked_catalogue(cat):
 
 def database_ranking(session: Session, backend: SqlSearchBackend, word: str) -> list[str]:
     """The products matching ``word`` by relevance (score, then the document id): FTS5's own
-    bm25 order on SQLite; on PostgreSQL, which has no bm25, a plain reference computation of
-    it over the tsvectors (``test_scoring.reference_bm25``)."""
+    bm25 order on SQLite; on PostgreSQL, which has no bm25, the database's matches ranked by
+    a plain reference computation of it over the tsvectors (``test_scoring.reference_bm25``)."""
     plan = backend._plan(session, SearchQuery(q=word))
-    dialect = backend._dialect(session)
     D = SearchDocument.__table__
     products = dict(session.execute(select(D.c.id, D.c.product_id)).all())
-    if session.get_bind().dialect.name == "sqlite":
-        rowid = literal_column("search_fts.rowid")
-        ranked = (
-            select(rowid.label("id"))
-            .select_from(dialect.fts)
-            .where(literal_column("search_fts").op("MATCH")(dialect.render(plan)))
-            .order_by(func.bm25(literal_column("search_fts"), *WEIGHTS), rowid)
-        )
-        return [products[i] for i in session.scalars(ranked)]
-    scores = reference_bm25(session, plan)
+    scores = database_matches(session, plan)
+    if session.get_bind().dialect.name != "sqlite":
+        reference = reference_bm25(session, plan)
+        assert reference.keys() == scores.keys()
+        scores = reference
     return [products[i] for i in sorted(scores, key=lambda i: (-scores[i], i))]
 
 

@@ -12,17 +12,17 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from sqlalchemy import func, literal_column, select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from marketplace.catalog.models import OfferStatus
 from marketplace.catalog.search import get_backend, scoring
 from marketplace.catalog.search.base import SearchQuery
 from marketplace.catalog.search.cache import read_generation
-from marketplace.catalog.search.models import SearchDocument
 from marketplace.catalog.search.scoring import WEIGHTS, TermIndex
 from marketplace.catalog.search.sql import SqlSearchBackend
 from marketplace.catalog.search.text import AllOf, AnyOf, Phrase
+from tests.search.fulltext import database_matches
 from tests.support import statements
 
 WORDS = [
@@ -60,24 +60,6 @@ def random_catalogue(cat, seed: int, products: int = 40) -> tuple[object, list[s
         )
         for i in range(products)
     ]
-
-
-def database_matches(session: Session, backend: SqlSearchBackend, plan) -> dict[int, float | None]:
-    """The database's own full-text query: SQLite's matches with FTS5's bm25, PostgreSQL's
-    matches (``@@``; it has no bm25)."""
-    dialect = backend._dialect(session)
-    if dialect_of(session) == "sqlite":
-        rowid = literal_column("search_fts.rowid")
-        statement = (
-            select(rowid, -func.bm25(literal_column("search_fts"), *WEIGHTS))
-            .select_from(dialect.fts)
-            .where(literal_column("search_fts").op("MATCH")(dialect.render(plan)))
-        )
-        return {int(i): float(s) for i, s in session.execute(statement)}
-    vector = literal_column("search_documents.search_fts_vector")
-    D = SearchDocument.__table__
-    found = session.scalars(select(D.c.id).where(vector.op("@@")(dialect._query(plan))))
-    return dict.fromkeys(found)
 
 
 def reference_bm25(session: Session, plan) -> dict[int, float]:
@@ -153,8 +135,9 @@ def reference_bm25(session: Session, plan) -> dict[int, float]:
 
 def in_process(session: Session, backend: SqlSearchBackend, plan) -> dict[int, float]:
     columns = backend.columns.at(session, read_generation(session))
-    dialect = backend._dialect(session)
-    ids, scores = dialect.scored(session, plan, columns)
+    ids, scores = backend._full_text(session, plan, True, columns)
+    unranked, _none = backend._full_text(session, plan, False, columns)
+    assert unranked.tolist() == ids.tolist()
     return dict(zip(ids.tolist(), scores.tolist(), strict=True))
 
 
@@ -165,7 +148,7 @@ def assert_scores_are_bm25(session_factory, backend: SqlSearchBackend) -> int:
     with session_factory() as session:
         for q in QUERIES:
             plan = backend._plan(session, SearchQuery(q=q))
-            expected = database_matches(session, backend, plan)
+            expected = database_matches(session, plan)
             got = in_process(session, backend, plan)
             assert got.keys() == expected.keys(), q
             if dialect_of(session) != "sqlite":

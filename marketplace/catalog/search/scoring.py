@@ -206,10 +206,10 @@ class TermIndex:
     # -- the query
 
     def matches(
-        self, session: Session, plan: Node, source: PostingsSource
+        self, session: Session, plan: Node, source: PostingsSource, scored: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ids of the documents that match ``plan`` (ascending), as the database's
-        full-text query finds them, and their bm25 scores, higher is better."""
+        full-text query finds them, and (``scored``) their bm25 scores, higher is better."""
         self.prepare(session, source)
         n = len(self.ids)
         if not n:
@@ -228,6 +228,8 @@ class TermIndex:
         if matched is None:  # only phrases without a term: nothing matches
             return self.ids[:0], np.zeros(0)
         at = np.flatnonzero(matched)
+        if not scored:
+            return self.ids[at], np.zeros(0)
         norm = K1 * (1 - B + B * self.lengths[at] / (self.total / n))
         scores = np.zeros(len(at))
         for idf, weighted in zip(idfs, frequencies, strict=True):

@@ -1,12 +1,13 @@
 """The SQL search backend: ``search_documents`` with SQLite FTS5 or PostgreSQL full-text search.
 
 One request costs a handful of statements: the spelling check of unknown query words (one
-indexed lookup, plus one per unknown word); with text, the matches from the full-text index
-alone (one string of ids; by relevance also one string of their bm25 / ts_rank scores);
-without text, a walk of the requested order's index; and the rows of the page. The total and
-the four facets, and a text query's page in any order, are computed in memory from the
-documents' columns (``columns.py``). Names of categories and suppliers come from their own
-tables at query time, so a renamed supplier shows its new name at once.
+indexed lookup, plus one per unknown word); without text, a walk of the requested order's
+index; and the rows of the page. A text query's matches (and, by relevance, their bm25
+scores) are worked out in the process from the full-text index's own postings
+(``scoring.py``; a term's postings are read from the database the first time it is asked for,
+then kept). The total and the four facets, and a text query's page in any order, are computed
+in memory from the documents' columns (``columns.py``). Names of categories and suppliers come
+from their own tables at query time, so a renamed supplier shows its new name at once.
 
 With the request cache on (``cache.py``), a search first reads the search generation; the page's
 ids and the counts are then taken from the cache when they were computed under that same
@@ -26,17 +27,12 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
-    String,
     and_,
-    cast,
     func,
-    literal_column,
     not_,
     or_,
     select,
-    table,
 )
-from sqlalchemy.dialects.postgresql import REGCONFIG, TSQUERY
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -75,16 +71,13 @@ from .columns import (
     Matches,
     from_micros,
     micros,
-    parse_numbers,
 )
 from .facets import category_facets, supplier_facets, top_suppliers
 from .models import SearchDocument, SearchDocumentSupplier, SearchTerm
 from .scoring import FTS5, TSVECTOR
 from .shared import SharedMatches
 from .text import (
-    AnyOf,
     Node,
-    Phrase,
     Synonyms,
     best_corrections,
     build_plan,
@@ -104,34 +97,10 @@ FACETS = ("category", "supplier", "kind", "unit_price")
 
 
 class SqliteText:
-    """FTS5: ``search_fts`` (porter + unicode61), bm25 scores computed in the process; spelling
-    by probing the word list with every string one edit away."""
+    """FTS5 (``search_fts``: porter + unicode61): the query worked out from its postings;
+    spelling by probing the word list with every string one edit away."""
 
-    fts = table("search_fts")
     postings = FTS5
-
-    def render(self, node: Node) -> str:
-        if isinstance(node, Phrase):
-            return '"' + " ".join(node.words).replace('"', '""') + '"'
-        if isinstance(node, AnyOf):
-            return "(" + " OR ".join(self.render(o) for o in node.options) + ")"
-        return "(" + " AND ".join(self.render(p) for p in node.parts) + ")"
-
-    def scored(
-        self, session: Session, plan: Node, columns: Columns
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The ids of every match and their bm25 scores, worked out in the process from the
-        full-text index's postings (``scoring.py``: FTS5's own ``bm25()`` of every match costs
-        about 40 times finding them)."""
-        return columns.terms.matches(session, plan, self.postings)
-
-    def match_ids(self, plan: Node) -> Any:
-        """One row: the ids of every match, space-separated, from the full-text index alone."""
-        return (
-            select(func.group_concat(literal_column("search_fts.rowid"), " "))
-            .select_from(self.fts)
-            .where(literal_column("search_fts").op("MATCH")(self.render(plan)))
-        )
 
     def candidates(self, session: Session, word: str) -> list[str]:
         return list(
@@ -140,36 +109,11 @@ class SqliteText:
 
 
 class PostgresText:
-    """``search_fts_vector`` (english stemming, weights A-D) with a GIN index, bm25 scores
-    computed in the process; spelling through pg_trgm's similarity on the word list (GIN
-    trigram index)."""
+    """``search_fts_vector`` (english stemming, weights A-D): the query worked out from its
+    postings (``search_fts_postings``); spelling through pg_trgm's similarity on the word list
+    (GIN trigram index)."""
 
     postings = TSVECTOR
-
-    def _query(self, node: Node) -> Any:
-        if isinstance(node, Phrase):
-            return func.phraseto_tsquery(cast("english", REGCONFIG), " ".join(node.words))
-        operator = "||" if isinstance(node, AnyOf) else "&&"
-        children = node.options if isinstance(node, AnyOf) else node.parts
-        result = self._query(children[0])
-        for child in children[1:]:
-            result = result.op(operator, return_type=TSQUERY)(self._query(child))
-        return result
-
-    def scored(
-        self, session: Session, plan: Node, columns: Columns
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The ids of every match and their bm25 scores, worked out in the process from the
-        tsvectors' postings (``scoring.py``: ``ts_rank`` of every match, with the heap scan
-        that reads each match's row, costs several times more)."""
-        return columns.terms.matches(session, plan, self.postings)
-
-    def match_ids(self, plan: Node) -> Any:
-        """One row: the ids of every match, space-separated (one string crosses the wire)."""
-        vector = literal_column("search_documents.search_fts_vector")
-        return select(func.string_agg(cast(D.c.id, String), " ")).where(
-            vector.op("@@")(self._query(plan))
-        )
 
     def candidates(self, session: Session, word: str) -> list[str]:
         session.execute(select(func.set_config("pg_trgm.similarity_threshold", "0.2", True)))
@@ -339,13 +283,11 @@ class SqlSearchBackend:
     def _full_text(
         self, session: Session, plan: Node, ranked: bool, columns: Columns
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The full-text index's matches: their ids (one string), and with ``ranked`` their
-        relevance scores too (bm25 computed from the index's postings on SQLite, ts_rank of
-        each on PostgreSQL)."""
-        dialect = self._dialect(session)
-        if not ranked:
-            return parse_numbers(session.execute(dialect.match_ids(plan)).scalar()), None
-        return dialect.scored(session, plan, columns)
+        """The full-text query's matches, worked out in the process from the index's postings
+        (``scoring.py``): their ids, and with ``ranked`` their bm25 scores."""
+        postings = self._dialect(session).postings
+        ids, scores = columns.terms.matches(session, plan, postings, scored=ranked)
+        return ids, scores if ranked else None
 
     def _shared_full_text(
         self, session: Session, plan: Node, ranked: bool, columns: Columns
