@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ def shown_price_bounds(low: Decimal | None, high: Decimal | None) -> tuple[int |
     )
 
 
+@functools.lru_cache(maxsize=65536)
 def tie_break(product_id: str) -> int:
     """A stable hash of the product id (63 bits): the last sort key before the id itself, so
     equal scores or prices never favour a supplier by name or id."""

@@ -38,9 +38,9 @@ TTL_SECONDS = 3600
 BACKOFF_SECONDS = 30.0
 TIMEOUT_SECONDS = 0.2
 MAX_VALUE_BYTES = 8 * 2**20  # half a million matches: larger answers are not shared
-# Of the keys and the values. Change it whenever the full-text statements change what they
-# return (their rendering of a plan, the bm25 weights, the ts_rank call), so that a rolling
-# deploy never mixes two releases' answers.
+# Of the keys and the values. Change it whenever the way a query's matches and scores are
+# worked out changes (scoring.py: the phrase rules, the bm25 formula and weights), so that a
+# rolling deploy never mixes two releases' answers.
 FORMAT = 2
 _HEADER = struct.Struct("<32sQB")  # text version digest; number of matches; 1 if scored
 
