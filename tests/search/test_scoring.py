@@ -15,10 +15,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from marketplace.catalog.models import OfferStatus
+from marketplace.catalog.models import OfferStatus, Product
 from marketplace.catalog.search import get_backend, scoring
 from marketplace.catalog.search.base import SearchQuery
 from marketplace.catalog.search.cache import read_generation
+from marketplace.catalog.search.documents import rebuild_all
+from marketplace.catalog.search.outbox import product_changed
 from marketplace.catalog.search.scoring import WEIGHTS, TermIndex
 from marketplace.catalog.search.sql import SqlSearchBackend
 from marketplace.catalog.search.text import AllOf, AnyOf, Phrase
@@ -269,3 +271,36 @@ def test_a_phrase_s_next_term_is_looked_up_from_the_shorter_side():
     assert scoring._followed(keys, many, 1).tolist() == [True, False, True, True]
     assert scoring._followed(keys, few, 1).tolist() == [False, True, False, True]
     assert scoring._followed(keys[:0], few, 1).tolist() == []
+
+
+def test_a_full_rebuild_keeps_the_postings_in_step(app, cat, session_factory):
+    """``marketplace search reindex`` rebuilds every document; on PostgreSQL the postings are
+    then rewritten in one statement (the trigger stands aside meanwhile) and must equal the
+    tsvectors' lexemes, in term order."""
+    _acme, products = random_catalogue(cat, 13, products=20)
+    with session_factory.begin() as session:
+        rebuild_all(session)
+        # The trigger is back in force for the rest of the rebuild's transaction.
+        session.get(Product, products[0]).name = "Zebra crossing dressing"
+        session.flush()
+        product_changed(session, products[0])
+    shared = get_backend(app)
+    backend = SqlSearchBackend(shared.synonyms, shared.read_engine)
+    assert assert_scores_are_bm25(session_factory, backend) > 20
+    with session_factory() as session:
+        if dialect_of(session) == "sqlite":
+            return
+        held = session.execute(
+            text("SELECT term, document_id, places FROM search_fts_postings ORDER BY 1, 2")
+        ).all()
+        expected = session.execute(
+            text(
+                "SELECT u.lexeme, d.id, array_agg((CASE x.w WHEN 'A' THEN 0 WHEN 'B' THEN 1 "
+                "WHEN 'C' THEN 2 ELSE 3 END) << 24 | x.p ORDER BY x.p) "
+                "FROM search_documents d CROSS JOIN LATERAL unnest(d.search_fts_vector) AS u "
+                "CROSS JOIN LATERAL unnest(u.positions, u.weights) AS x(p, w) "
+                "GROUP BY 1, 2 ORDER BY 1, 2"
+            )
+        ).all()
+        assert [(t, d, sorted(p)) for t, d, p in held] == [(t, d, list(p)) for t, d, p in expected]
+        assert "zebra" in {t for t, _d, _p in held}
