@@ -53,7 +53,8 @@ from .text import AllOf, AnyOf, Node, Phrase
 COLUMNS = ("name", "keywords", "category_text", "description")
 WEIGHTS = (10.0, 4.0, 2.0, 1.0)
 K1, B = 1.2, 0.75  # FTS5's constants
-# Kept occurrences above this many (about 17 bytes each: 130 MB) are dropped and fetched again.
+# Kept occurrences above this many (21 bytes each with their keys: 170 MB) are dropped and read
+# again as asked.
 MAX_KEPT = 8_000_000
 ID_BATCH = 500
 _WEIGHT = np.array(WEIGHTS)
@@ -65,19 +66,20 @@ class Postings:
     """A term's occurrences, ordered by document id, then place."""
 
     ids: np.ndarray  # int64 document id
-    places: np.ndarray  # int64 where in the document: consecutive words have consecutive places
-    columns: np.ndarray  # int64 the column (weight) it is in: an index into ``WEIGHTS``
+    places: np.ndarray  # int32 where in the document: consecutive words, consecutive places
+    columns: np.ndarray  # int8 the column (weight) it is in: an index into ``WEIGHTS``
 
     @classmethod
     def empty(cls) -> Postings:
-        return cls(*(np.empty(0, dtype=np.int64) for _ in range(3)))
+        return cls.sorted(*(np.empty(0, dtype=np.int64) for _ in range(3)))
 
     @classmethod
     def sorted(cls, ids: np.ndarray, places: np.ndarray, columns: np.ndarray) -> Postings:
+        """Occurrences in any order, ordered (13 bytes each)."""
         if len(ids) > 1 and not _ascending(ids, places):
             order = np.lexsort((places, ids))
             ids, places, columns = ids[order], places[order], columns[order]
-        return cls(ids, places, columns)
+        return cls(ids.astype(np.int64), places.astype(np.int32), columns.astype(np.int8))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -182,10 +184,12 @@ class TermIndex:
         lengths = np.concatenate([base.lengths[kept], fresh_lengths])
         order = np.argsort(ids, kind="stable")
         self.ids, self.lengths = ids[order], lengths[order]
-        fresh = source.occurrences(session, fresh_ids.tolist(), set(base.terms))
+        with base._lock:  # a search of the earlier epoch may be adding a term to it
+            held = dict(base.terms)
+        fresh = source.occurrences(session, fresh_ids.tolist(), set(held))
         self.terms = {
             term: postings.without(changed).joined(fresh.get(term, Postings.empty()))
-            for term, postings in base.terms.items()
+            for term, postings in held.items()
         }
 
     def _keys_of(
@@ -200,7 +204,8 @@ class TermIndex:
                         self.terms, self._keys = {}, {}
                     postings = self.terms[term] = source.term(session, term)
             keys = (np.searchsorted(self.ids, postings.ids) << 32) | postings.places
-            found = self._keys[term] = (keys, postings.columns)
+            with self._lock:
+                found = self._keys[term] = (keys, postings.columns)
         return found
 
     # -- the query
