@@ -51,6 +51,8 @@ POSTGRES = [
     "CREATE TRIGGER search_fts_postings_sync "
     "AFTER INSERT OR DELETE OR UPDATE OF name, keywords, category_text, description "
     "ON search_documents FOR EACH ROW EXECUTE FUNCTION search_fts_postings_sync()",
+    # No writer may add postings through the trigger while the backfill reads the documents.
+    "LOCK TABLE search_documents IN SHARE MODE",
     "INSERT INTO search_fts_postings (term, document_id, places) SELECT u.lexeme, d.id, "
     "ARRAY(SELECT (CASE x.w WHEN 'A' THEN 0 WHEN 'B' THEN 1 WHEN 'C' THEN 2 ELSE 3 END) << 24 "
     "| x.p FROM unnest(u.positions, u.weights) AS x(p, w)) "

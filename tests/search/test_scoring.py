@@ -304,3 +304,57 @@ def test_a_full_rebuild_keeps_the_postings_in_step(app, cat, session_factory):
         ).all()
         assert [(t, d, sorted(p)) for t, d, p in held] == [(t, d, list(p)) for t, d, p in expected]
         assert "zebra" in {t for t, _d, _p in held}
+
+
+def test_long_texts_have_their_lengths_read_right(app, cat, session_factory):
+    """A column of 128 or more tokens takes several bytes in FTS5's record of lengths (most
+    significant first); a wrong decoding would shift every score through the average."""
+    acme = cat.supplier("Acme")
+    cat.product("Foam dressing", "33141110", [(acme, 100)], description="pad " * 200)
+    cat.product("Foam pad", "33141110", [(acme, 120)], description="wound care " * 9000)
+    cat.product("Silicone dressing", "33141110", [(acme, 130)], description="border")
+    shared = get_backend(app)
+    backend = SqlSearchBackend(shared.synonyms, shared.read_engine)
+    assert assert_scores_are_bm25(session_factory, backend) >= 3
+    with session_factory() as session:
+        index = TermIndex().prepare(session, backend._dialect(session).postings)
+        if dialect_of(session) == "sqlite":  # every token counts, category names too
+            short, middle, long = sorted(index.lengths.tolist())
+            assert short < 10
+            assert 200 < middle < 220
+            assert 18_000 < long < 18_020
+
+
+def test_removing_documents_from_postings():
+    postings = scoring.Postings.sorted(
+        np.array([1, 1, 2, 3, 3, 3, 5]), np.arange(7), np.zeros(7, dtype=np.int64)
+    )
+    kept = postings.without(np.array([1, 3, 4]))  # 4 has none
+    assert kept.ids.tolist() == [2, 5]
+    assert kept.places.tolist() == [2, 6]
+    assert postings.without(np.array([9])) is postings
+
+
+def test_occurrences_of_documents_the_index_does_not_hold_are_ignored():
+    """Postings read in another snapshot than the lengths (or left behind by a restore) must
+    not move onto a neighbouring document or break the search."""
+
+    class Source:
+        def lengths(self, session, document_ids):
+            return np.array([10, 20, 30]), np.array([3, 3, 3])
+
+        def term(self, session, term):
+            ids = {"pad": [10, 15, 30, 99]}.get(term, [])
+            return scoring.Postings.sorted(
+                np.array(ids, dtype=np.int64), np.zeros(len(ids)), np.zeros(len(ids))
+            )
+
+        def occurrences(self, session, document_ids, terms):
+            return {}
+
+        def phrasing(self, session, phrase):
+            return ((phrase, 0),)
+
+    ids, scores = TermIndex().matches(None, Phrase(("pad",)), Source())
+    assert ids.tolist() == [10, 30]
+    assert len(scores) == 2

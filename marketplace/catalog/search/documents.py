@@ -307,6 +307,9 @@ def rebuild_all(
             searchable += len(docs)
         progress(len(batch))
     if postgres:
+        # Writers wait until the rebuild commits, so that none adds postings between the two
+        # statements (the rebuild already holds every document's row lock).
+        session.execute(text("LOCK TABLE search_documents IN SHARE MODE"))
         session.execute(text("DELETE FROM search_fts_postings"))
         session.execute(REWRITE_POSTINGS)
         session.execute(select(func.set_config("marketplace.search_postings", "", True)))

@@ -54,7 +54,8 @@ COLUMNS = ("name", "keywords", "category_text", "description")
 WEIGHTS = (10.0, 4.0, 2.0, 1.0)
 K1, B = 1.2, 0.75  # FTS5's constants
 # Kept occurrences above this many (21 bytes each with their keys: 170 MB) are dropped and read
-# again as asked.
+# again as asked. The bound is per index: while a search still uses the previous text epoch's
+# (the columns keep two snapshots), a process can hold up to twice that.
 MAX_KEPT = 8_000_000
 ID_BATCH = 500
 _WEIGHT = np.array(WEIGHTS)
@@ -92,9 +93,11 @@ class Postings:
         ends = np.searchsorted(self.ids, removed, side="right")
         if not (ends > starts).any():
             return self
-        keep = np.ones(len(self.ids), dtype=bool)
-        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-            keep[start:end] = False
+        # +1 where a removed document's occurrences start, -1 after them: inside, the sum is 1.
+        edges = np.zeros(len(self.ids) + 1, dtype=np.int64)
+        np.add.at(edges, starts, 1)
+        np.add.at(edges, ends, -1)
+        keep = np.cumsum(edges[:-1]) == 0
         return Postings(self.ids[keep], self.places[keep], self.columns[keep])
 
     def joined(self, other: Postings) -> Postings:
@@ -203,9 +206,13 @@ class TermIndex:
                     if sum(len(p) for p in self.terms.values()) > MAX_KEPT:
                         self.terms, self._keys = {}, {}
                     postings = self.terms[term] = source.term(session, term)
-            keys = (np.searchsorted(self.ids, postings.ids) << 32) | postings.places
+            at = np.minimum(np.searchsorted(self.ids, postings.ids), max(len(self.ids) - 1, 0))
+            # Only occurrences of documents this index holds (the others can only come from
+            # statements that saw different snapshots, or postings left behind by a restore).
+            held = self.ids[at] == postings.ids if len(self.ids) else np.zeros(0, dtype=bool)
+            keys = (at[held].astype(np.int64) << 32) | postings.places[held]
             with self._lock:
-                found = self._keys[term] = (keys, postings.columns)
+                found = self._keys[term] = (keys, postings.columns[held])
         return found
 
     # -- the query
@@ -278,9 +285,13 @@ def _matched(
     node: Node, frequencies: list[np.ndarray | None], start: int
 ) -> tuple[np.ndarray | None, int]:
     """Whether each document matches ``node`` (whose first phrase is number ``start``; None
-    when the node has no phrase with a term, which the query leaves out), and the number of
-    the phrase after its last. As in FTS5, the occurrences of the phrases under an AND that a
-    document does not match in full are not counted for that document."""
+    when the node has no phrase with a term, which the query leaves out, as PostgreSQL's
+    ``&&`` / ``||`` do), and the number of the phrase after its last. As in FTS5, the
+    occurrences of the phrases under an AND that a document does not match in full are not
+    counted for that document. (FTS5 differs in two corners ``text.build_plan`` never makes:
+    a phrase of several terms inside an OR inside an AND inside another OR, whose siblings it
+    may also leave uncounted; and a phrase without a token, which makes FTS5's AND match
+    nothing. Plans of ``build_plan``'s shapes score as FTS5 scores them.)"""
     if isinstance(node, Phrase):
         f = frequencies[start]
         return (None if f is None else f > 0), start + 1
@@ -405,14 +416,13 @@ class Fts5Postings:
 
 
 def _varint_sum(blob: bytes) -> int:
-    """The sum of SQLite varints (7 bits a byte, high bit set on all but the last byte)."""
-    total = value = shift = 0
+    """The sum of FTS5's varints (7 bits a byte, most significant first, the high bit set on
+    all but a number's last byte)."""
+    total = value = 0
     for byte in blob:
-        value |= (byte & 0x7F) << shift
-        if byte & 0x80:
-            shift += 7
-        else:
-            total, value, shift = total + value, 0, 0
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            total, value = total + value, 0
     return total
 
 
