@@ -181,19 +181,26 @@ class TermIndex:
     def _advance(
         self, session: Session, source: PostingsSource, base: TermIndex, changed: np.ndarray
     ) -> None:
-        kept = ~np.isin(base.ids, changed)
         fresh_ids, fresh_lengths = source.lengths(session, changed.tolist())
-        ids = np.concatenate([base.ids[kept], fresh_ids])
-        lengths = np.concatenate([base.lengths[kept], fresh_lengths])
-        order = np.argsort(ids, kind="stable")
-        self.ids, self.lengths = ids[order], lengths[order]
+        at = np.minimum(np.searchsorted(base.ids, fresh_ids), max(len(base.ids) - 1, 0))
+        if len(fresh_ids) == len(changed) and (base.ids[at] == fresh_ids).all():
+            # Only edits (no document came or went): the same documents, numbered the same.
+            self.ids, self.lengths = base.ids, base.lengths.copy()
+            self.lengths[at] = fresh_lengths
+        else:
+            kept = ~np.isin(base.ids, changed)
+            ids = np.concatenate([base.ids[kept], fresh_ids])
+            lengths = np.concatenate([base.lengths[kept], fresh_lengths])
+            order = np.argsort(ids, kind="stable")
+            self.ids, self.lengths = ids[order], lengths[order]
         with base._lock:  # a search of the earlier epoch may be adding a term to it
-            held = dict(base.terms)
+            held, keys = dict(base.terms), dict(base._keys)
         fresh = source.occurrences(session, fresh_ids.tolist(), set(held))
-        self.terms = {
-            term: postings.without(changed).joined(fresh.get(term, Postings.empty()))
-            for term, postings in held.items()
-        }
+        for term, postings in held.items():
+            now = postings.without(changed).joined(fresh.get(term, Postings.empty()))
+            self.terms[term] = now
+            if now is postings and self.ids is base.ids and term in keys:
+                self._keys[term] = keys[term]  # untouched, and numbered as before
 
     def _keys_of(
         self, session: Session, source: PostingsSource, term: str
@@ -209,7 +216,7 @@ class TermIndex:
             at = np.minimum(np.searchsorted(self.ids, postings.ids), max(len(self.ids) - 1, 0))
             # Only occurrences of documents this index holds (the others can only come from
             # statements that saw different snapshots, or postings left behind by a restore).
-            held = self.ids[at] == postings.ids if len(self.ids) else np.zeros(0, dtype=bool)
+            held = (self.ids[at] == postings.ids) if len(self.ids) else at < 0  # none held
             keys = (at[held].astype(np.int64) << 32) | postings.places[held]
             with self._lock:
                 found = self._keys[term] = (keys, postings.columns[held])
