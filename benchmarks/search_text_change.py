@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from search import percentile  # the search benchmark's own (linear interpolation)
 from sqlalchemy import select
 
 from marketplace import create_app
@@ -31,11 +32,6 @@ from marketplace.config import Settings, normalise_database_url
 from marketplace.db import unit_of_work
 
 WORDS = ["stockings", "hosiery", "dressing", "gloves", "compression hosiery", "foam dressing"]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:

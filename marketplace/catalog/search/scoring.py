@@ -112,6 +112,9 @@ class Postings:
         )
 
 
+_NO_POSTINGS = Postings.empty()
+
+
 def _ascending(ids: np.ndarray, places: np.ndarray) -> bool:
     step = np.diff(ids)
     return bool((step >= 0).all() and (np.diff(places)[step == 0] > 0).all())
@@ -197,7 +200,7 @@ class TermIndex:
             held, keys = dict(base.terms), dict(base._keys)
         fresh = source.occurrences(session, fresh_ids.tolist(), set(held))
         for term, postings in held.items():
-            now = postings.without(changed).joined(fresh.get(term, Postings.empty()))
+            now = postings.without(changed).joined(fresh.get(term, _NO_POSTINGS))
             self.terms[term] = now
             if now is postings and self.ids is base.ids and term in keys:
                 self._keys[term] = keys[term]  # untouched, and numbered as before
