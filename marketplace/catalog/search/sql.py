@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 from sqlalchemy import (
     and_,
-    func,
     not_,
     or_,
     select,
@@ -75,7 +74,7 @@ from .columns import (
     micros,
 )
 from .facets import category_facets, supplier_facets, top_suppliers
-from .models import SearchDocument, SearchDocumentSupplier, SearchTerm
+from .models import SearchDocument, SearchDocumentSupplier
 from .scoring import FTS5, TSVECTOR
 from .shared import SharedMatches
 from .text import (
@@ -93,13 +92,48 @@ D = SearchDocument.__table__
 S = SearchDocumentSupplier.__table__
 EXACT_SCORE = 1_000_000.0  # an exact GTIN / part-number hit ranks above any text score
 FACETS = ("category", "supplier", "kind", "unit_price")
+# What a result item shows of its document (``_item``); the text columns are not read.
+_ITEM_COLUMNS = (
+    "id",
+    "product_id",
+    "name",
+    "gtin",
+    "manufacturer_part_number",
+    "kind",
+    "phb_eligible",
+    "phb_excluded",
+    "unit_of_measure",
+    "units_per_pack",
+    "in_stock",
+    "offer_count",
+    "best_offer_id",
+    "best_supplier_id",
+    "best_pack_price_pence",
+    "best_offer_in_stock",
+    "max_pack_price_pence",
+)
 
 
 # --- dialects -----------------------------------------------------------------------------------
 
 
-_KNOWN_WORDS = text(
-    "SELECT term FROM search_terms WHERE term IN (SELECT value FROM json_each(:words))"
+# Spelling: one statement for every query word, which answers each word that is not in the word
+# list with its candidate corrections (a known word, or one with no candidate, gives no row).
+_SQLITE_CANDIDATES = text(
+    "SELECT w.key, t.term FROM json_each(:edits) AS w, json_each(w.value) AS e"
+    " JOIN search_terms AS t ON t.term = e.value"
+    " WHERE NOT EXISTS (SELECT 1 FROM search_terms AS k WHERE k.term = w.key)"
+)
+# pg_trgm's ``%`` reads its threshold from a setting: set for this transaction in the same
+# statement, before any candidate is looked up (the lateral lookup depends on its result).
+_POSTGRES_CANDIDATES = text(
+    "WITH threshold AS MATERIALIZED ("
+    "SELECT set_config('pg_trgm.similarity_threshold', :threshold, true) AS value)"
+    " SELECT w.word, c.term FROM threshold, unnest(CAST(:words AS text[])) AS w(word)"
+    " CROSS JOIN LATERAL (SELECT term FROM search_terms"
+    " WHERE threshold.value IS NOT NULL AND term % w.word"
+    " ORDER BY similarity(term, w.word) DESC LIMIT :per_word) AS c"
+    " WHERE NOT EXISTS (SELECT 1 FROM search_terms AS k WHERE k.term = w.word)"
 )
 
 
@@ -109,11 +143,11 @@ class SqliteText:
 
     postings = FTS5
 
-    def candidates(self, session: Session, word: str) -> list[str]:
-        # One JSON parameter, not an IN list of hundreds: compiling that costs more than the
-        # lookups.
-        words = json.dumps(sorted(edits1(word)))
-        return list(session.scalars(_KNOWN_WORDS, {"words": words}))
+    def candidates(self, session: Session, words: list[str]) -> list[tuple[str, str]]:
+        """(word, candidate) for each word not in the word list. The edits go as one JSON
+        parameter: an ``IN`` list of hundreds costs more to compile than the lookups."""
+        edits = json.dumps({word: sorted(edits1(word)) for word in words})
+        return [tuple(row) for row in session.execute(_SQLITE_CANDIDATES, {"edits": edits})]
 
 
 class PostgresText:
@@ -123,16 +157,10 @@ class PostgresText:
 
     postings = TSVECTOR
 
-    def candidates(self, session: Session, word: str) -> list[str]:
-        session.execute(select(func.set_config("pg_trgm.similarity_threshold", "0.2", True)))
-        return list(
-            session.scalars(
-                select(SearchTerm.term)
-                .where(SearchTerm.term.op("%")(word))
-                .order_by(func.similarity(SearchTerm.term, word).desc())
-                .limit(50)
-            )
-        )
+    def candidates(self, session: Session, words: list[str]) -> list[tuple[str, str]]:
+        """(word, candidate) for each word not in the word list: the 50 most similar words."""
+        params = {"words": words, "threshold": "0.2", "per_word": 50}
+        return [tuple(row) for row in session.execute(_POSTGRES_CANDIDATES, params)]
 
 
 # --- the backend ----------------------------------------------------------------------------------
@@ -209,16 +237,14 @@ class SqlSearchBackend:
         return PostgresText() if session.get_bind().dialect.name == "postgresql" else SqliteText()
 
     def corrections(self, session: Session, dialect: Any, words: list[str]) -> dict[str, list[str]]:
+        """The best corrections of each word that is not in the word list (one statement)."""
         if not words:
             return {}
-        known = set(session.scalars(select(SearchTerm.term).where(SearchTerm.term.in_(words))))
-        found: dict[str, list[str]] = {}
-        for word in words:
-            if word not in known:
-                fixes = best_corrections(word, dialect.candidates(session, word))
-                if fixes:
-                    found[word] = fixes
-        return found
+        candidates: dict[str, list[str]] = defaultdict(list)
+        for word, candidate in dialect.candidates(session, words):
+            candidates[word].append(candidate)
+        found = {word: best_corrections(word, candidates[word]) for word in words}
+        return {word: fixes for word, fixes in found.items() if fixes}
 
     def _category_ids(self, session: Session, code: str) -> list[str]:
         path = session.scalar(select(Category.path).where(Category.code == code))
@@ -384,7 +410,7 @@ class SqlSearchBackend:
         return list(
             session.execute(
                 select(
-                    D,
+                    *(D.c[name] for name in _ITEM_COLUMNS),
                     org.c.name.label("supplier_name"),
                     org.c.is_sme.label("supplier_is_sme"),
                     cat.c.code.label("category_code"),
