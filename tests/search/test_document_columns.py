@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from marketplace.catalog.models import OfferStatus
 from marketplace.catalog.search import cache as cache_module
+from marketplace.catalog.search import columns as columns_module
 from marketplace.catalog.search import get_backend, warm_up
 from marketplace.catalog.search.base import SearchQuery, encode_cursor, price_bucket_bounds
 from marketplace.catalog.search.cache import (
@@ -291,9 +292,15 @@ def decoded(columns: Columns) -> list[tuple]:
     ]
 
 
+@pytest.mark.parametrize(
+    "few",
+    [columns_module.FEW_DOCUMENTS, 0],
+    ids=["changed documents read as rows", "changed documents read as aggregates"],
+)
 def test_a_process_follows_each_change_by_reading_only_what_changed(
-    app, cat, session_factory, monkeypatch
+    app, cat, session_factory, monkeypatch, few
 ):
+    monkeypatch.setattr(columns_module, "FEW_DOCUMENTS", few)
     acme, bolt = cat.supplier("Acme"), cat.supplier("Bolt")
     gauze = cat.product("Sterile gauze swab", "33141110", [(acme, 100)])
     foam = cat.product("Foam dressing 10cm", "33141110", [(acme, 900), (bolt, 950)])
@@ -341,6 +348,36 @@ def test_a_process_follows_each_change_by_reading_only_what_changed(
     cat.update_product(glove, category_id=cat.categories["33141110"].id)  # recategorised
     check(category="33141110")
     assert len(loads) == 1  # the first search loaded; every change since was patched in
+
+
+def test_a_price_change_shares_every_column_it_leaves_alone_with_the_snapshot_before(
+    app, cat, session_factory
+):
+    """Following a change copies only the arrays it changes: a price change copies the price
+    (and its bucket) and shares the rest, (document, supplier) pairs included; an offer from
+    another supplier changes the pairs."""
+    acme, bolt = cat.supplier("Acme"), cat.supplier("Bolt")
+    foam = cat.product("Foam dressing 10cm", "33141110", [(acme, 900)])
+    cat.product("Nitrile gloves medium", "18424300", [(bolt, 650)])
+    store = SqlSearchBackend(get_backend(app).synonyms, cache_size=0).columns
+
+    def columns() -> Columns:
+        with session_factory() as session:
+            return store.at(session, read_generation(session))
+
+    before = columns()
+    cat.update_offer(foam, acme, pack_price_pence=40_000)  # another price bucket
+    after = columns()
+    assert not np.array_equal(after.price, before.price)
+    assert not np.array_equal(after.bucket, before.bucket)
+    for name in ("category", "kind", "in_stock", "phb", "tie_break", "created"):
+        assert getattr(after, name) is getattr(before, name), name
+    assert after.pair_document is before.pair_document
+    assert after.pair_supplier is before.pair_supplier
+    cat.add_offer(foam, bolt, 41_000)
+    more = columns()
+    assert len(more.pair_document) == len(after.pair_document) + 1
+    assert more.price is after.price  # the best offer is still Acme's
 
 
 def test_a_worker_loads_the_columns_before_its_first_search(app, cat, session_factory, monkeypatch):

@@ -65,6 +65,8 @@ SNAPSHOTS_KEPT = 2
 PATCH_LIMIT = 0.2
 PATCH_ALWAYS = 1000
 ID_BATCH = 500
+# Up to this many changed documents are read as rows, in one statement (``_read_few``).
+FEW_DOCUMENTS = 50
 _text_epochs = itertools.count(1)
 
 
@@ -151,17 +153,30 @@ class Columns:
         (Every step is linear or a binary search: ``np.isin`` would sort the large arrays.)"""
 
         def replaced(name: str) -> np.ndarray:
-            values = getattr(self, name).copy()
-            values[at] = getattr(fresh, name)
+            values, new = getattr(self, name), getattr(fresh, name)
+            if np.array_equal(values[at], new):  # a price change leaves most columns as they are
+                return values
+            values = values.copy()
+            values[at] = new
             return values
 
-        old_pairs = ~held[self.pair_document]
+        old_pairs = held[self.pair_document]
+        new_document, new_supplier = at[fresh.pair_document], fresh.pair_supplier
+        if _same_pairs(
+            (self.pair_document[old_pairs], self.pair_supplier[old_pairs]),
+            (new_document, new_supplier),
+        ):
+            pair_document, pair_supplier = self.pair_document, self.pair_supplier
+        else:
+            kept = ~old_pairs
+            pair_document = np.concatenate([self.pair_document[kept], new_document])
+            pair_supplier = np.concatenate([self.pair_supplier[kept], new_supplier])
         return replace(
             self,
             generation=generation,
             **{name: replaced(name) for name in PER_DOCUMENT},
-            pair_document=np.concatenate([self.pair_document[old_pairs], at[fresh.pair_document]]),
-            pair_supplier=np.concatenate([self.pair_supplier[old_pairs], fresh.pair_supplier]),
+            pair_document=pair_document,
+            pair_supplier=pair_supplier,
             categories=fresh.categories,
             suppliers=fresh.suppliers,
         )
@@ -468,17 +483,11 @@ class _Read:
 
 
 def _read(session: Session, document_ids: list[int] | None) -> _Read:
-    """The documents with these ids (all with None) in four statements whose rows are a few
-    strings of numbers each: building arrays from a hundred thousand rows of Python objects
-    costs several times more."""
+    """The documents with these ids (all with None). A few documents (a catalogue change) in
+    one statement of rows; more in four statements whose rows are a few strings of numbers
+    each: building arrays from a hundred thousand rows of Python objects costs several times
+    more."""
     postgres = session.get_bind().dialect.name == "postgresql"
-
-    def joined(column: Any) -> Any:
-        """The column's values, space-separated."""
-        if postgres:
-            return func.string_agg(cast(column, Text), literal(" "))
-        return func.group_concat(column, " ")
-
     if postgres:
         created = cast(func.extract("epoch", D.c.created_at) * 1_000_000, BigInteger)
     else:  # stored as "YYYY-MM-DD HH:MM:SS.ffffff", in UTC
@@ -488,6 +497,16 @@ def _read(session: Session, document_ids: list[int] | None) -> _Read:
     phb = case((and_(D.c.phb_eligible, not_(D.c.phb_excluded)), 1), else_=0)
     numbers = [D.c.id, D.c.min_unit_price_nanopence, cast(D.c.in_stock, Integer), phb]
     numbers += [D.c.tie_break, created]
+    kind = type_coerce(D.c.kind, String)
+    if document_ids is not None and len(document_ids) <= FEW_DOCUMENTS:
+        return _read_few(session, document_ids, numbers, kind)
+
+    def joined(column: Any) -> Any:
+        """The column's values, space-separated."""
+        if postgres:
+            return func.string_agg(cast(column, Text), literal(" "))
+        return func.group_concat(column, " ")
+
     # One string for all the numbers, so that each document's stay together.
     row_text = cast(numbers[0], Text)
     for number in numbers[1:]:
@@ -496,13 +515,56 @@ def _read(session: Session, document_ids: list[int] | None) -> _Read:
     table = parse_numbers(session.scalar(select(joined(row_text)).where(*wanted))).reshape(
         -1, len(numbers)
     )
-    ids, price, in_stock, phb_flags, tie_break, created_at = table.T
 
     def grouped(key: Any, member: Any, *where: Any) -> list[tuple[str, np.ndarray]]:
         stmt = select(key, joined(member)).where(*where).group_by(key)
         return [(str(k), parse_numbers(text)) for k, text in session.execute(stmt)]
 
     supplier_wanted = [] if document_ids is None else [S.c.document_id.in_(document_ids)]
+    return _numbers_read(
+        table,
+        categories=grouped(D.c.category_id, D.c.id, *wanted),
+        kinds=grouped(kind, D.c.id, *wanted),
+        suppliers=grouped(S.c.supplier_id, S.c.document_id, *supplier_wanted),
+    )
+
+
+def _read_few(session: Session, document_ids: list[int], numbers: list[Any], kind: Any) -> _Read:
+    """``_read`` of a few documents: one row per (document, supplier), in one statement."""
+    rows = session.execute(
+        select(*numbers, D.c.category_id, kind, S.c.supplier_id)
+        .select_from(D.outerjoin(S, S.c.document_id == D.c.id))
+        .where(D.c.id.in_(document_ids))
+    ).all()
+    width = len(numbers)
+    documents: dict[int, tuple[Any, ...]] = {}
+    members: dict[str, dict[str, list[int]]] = {"category": {}, "kind": {}, "supplier": {}}
+    for row in rows:
+        document = row[0]
+        if document not in documents:
+            documents[document] = row[:width]
+            members["category"].setdefault(str(row[width]), []).append(document)
+            members["kind"].setdefault(str(row[width + 1]), []).append(document)
+        if row[width + 2] is not None:
+            members["supplier"].setdefault(row[width + 2], []).append(document)
+    table = np.array(list(documents.values()), dtype=np.int64).reshape(-1, width)
+
+    def grouped(name: str) -> list[tuple[str, np.ndarray]]:
+        return [(k, np.array(ids, dtype=np.int64)) for k, ids in members[name].items()]
+
+    return _numbers_read(
+        table, categories=grouped("category"), kinds=grouped("kind"), suppliers=grouped("supplier")
+    )
+
+
+def _numbers_read(
+    table: np.ndarray,
+    categories: list[tuple[str, np.ndarray]],
+    kinds: list[tuple[str, np.ndarray]],
+    suppliers: list[tuple[str, np.ndarray]],
+) -> _Read:
+    """A ``_Read`` from a table of (id, price, in stock, PHB, tie-break, created) rows."""
+    ids, price, in_stock, phb_flags, tie_break, created_at = table.T
     return _Read(
         ids=ids.copy(),
         price=price.copy(),
@@ -510,9 +572,9 @@ def _read(session: Session, document_ids: list[int] | None) -> _Read:
         phb=phb_flags.astype(bool),
         tie_break=tie_break.copy(),
         created=created_at.copy(),
-        categories=grouped(D.c.category_id, D.c.id, *wanted),
-        kinds=grouped(type_coerce(D.c.kind, String), D.c.id, *wanted),
-        suppliers=grouped(S.c.supplier_id, S.c.document_id, *supplier_wanted),
+        categories=categories,
+        kinds=kinds,
+        suppliers=suppliers,
     )
 
 
@@ -540,6 +602,16 @@ def _joined(parts: list[_Read]) -> _Read:
 def parse_numbers(text: str | None, dtype: Any = np.int64) -> np.ndarray:
     """A space-separated list of numbers (an aggregate over no rows gives NULL)."""
     return np.fromstring(text or "", dtype=dtype, sep=" ")
+
+
+def _same_pairs(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Whether two lists of (document position, supplier) pairs hold the same pairs."""
+    if len(a[0]) != len(b[0]):
+        return False
+    first, second = (np.lexsort((supplier, document)) for document, supplier in (a, b))
+    return bool(
+        np.array_equal(a[0][first], b[0][second]) and np.array_equal(a[1][first], b[1][second])
+    )
 
 
 def _coded(
