@@ -26,8 +26,10 @@ def _quantize(value: Decimal, exp: Decimal, rounding: str) -> Decimal:
     exponent = exp.as_tuple().exponent
     assert isinstance(exponent, int)
     needed = max(value.adjusted(), 0) + 1 - min(exponent, 0) + 2
+    if needed <= getcontext().prec:  # the usual case: no context of its own needed
+        return value.quantize(exp, rounding=rounding)
     with localcontext() as ctx:
-        ctx.prec = max(getcontext().prec, needed)
+        ctx.prec = needed
         return value.quantize(exp, rounding=rounding)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate, validates_schema
 
-from ...schemas import Pence, QueryInteger, UnitPrice
+from ...schemas import CompiledDump, Pence, QueryInteger, UnitPrice
 from ..models import CategoryKind
 from .base import DEFAULT_LIMIT, MAX_LIMIT, SORTS
 
@@ -154,7 +154,7 @@ class FacetsSchema(ma.Schema):
     unit_price = fields.List(fields.Nested(PriceFacetSchema))
 
 
-class SearchResultSchema(ma.Schema):
+class SearchResultSchema(CompiledDump, ma.Schema):
     items = fields.List(fields.Nested(SearchItemSchema), required=True)
     facets = fields.Nested(
         FacetsSchema,
