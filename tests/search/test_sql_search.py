@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
+from marketplace.catalog import service as catalog
 from marketplace.catalog.gtin import check_digit, normalise_gtin
 from marketplace.catalog.models import OfferStatus
 from marketplace.catalog.search.base import tie_break
@@ -594,3 +595,48 @@ def test_openapi_documents_the_search(client):
         "limit",
         "cursor",
     } <= params
+
+
+def test_an_unknown_category_code_is_refused_with_its_name(client):
+    response = client.get("/api/v1/search", query_string={"category": "NOPE"})
+    body = assert_problem(response, 422)
+    assert "NOPE" in body["errors"]["category"][0]
+
+
+def test_a_category_filter_takes_a_code_literally_wildcard_characters_included(cat, client):
+    """A category includes what is below it by path; "_" and "%" in codes are characters, not
+    the wildcards LIKE would make of them."""
+    cat.load_categories()
+    rows = [
+        ("A_1", None),
+        ("A_1-CHILD", "A_1"),
+        ("AX1", None),
+        ("B%", None),
+        ("BZ", None),
+    ]
+    with cat.session_factory.begin() as session:
+        catalog.load_categories(
+            session,
+            [
+                {
+                    "code": code,
+                    "name": f"Category {code}",
+                    "parent_code": parent or "",
+                    "kind": "commodity",
+                    "phb_eligible": "false",
+                    "phb_excluded": "false",
+                    "scheme": "marketplace",
+                    "scheme_code": "",
+                }
+                for code, parent in rows
+            ],
+        )
+    cat.load_categories()
+    acme = cat.supplier("Acme")
+    child = cat.product("Gauze swab", "A_1-CHILD", [(acme, 100)])
+    cat.product("Gauze pad", "AX1", [(acme, 100)])
+    cat.product("Gauze roll", "BZ", [(acme, 100)])
+    assert [i["id"] for i in search(client, category="A_1")["items"]] == [child]
+    assert search(client, category="B%")["items"] == []
+    facets = {f["code"]: f["count"] for f in search(client, q="gauze")["facets"]["category"]}
+    assert facets == {"A_1": 1, "A_1-CHILD": 1, "AX1": 1, "BZ": 1}

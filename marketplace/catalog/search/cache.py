@@ -167,11 +167,11 @@ def changed_documents(session: Session) -> bool:
     return mark is not None and mark[0] is session.get_transaction()
 
 
+_GENERATION = select(SearchGeneration.slot, SearchGeneration.value).order_by(SearchGeneration.slot)
+
+
 def read_generation(session: Session) -> Generation:
-    rows = session.execute(
-        select(SearchGeneration.slot, SearchGeneration.value).order_by(SearchGeneration.slot)
-    )
-    return tuple((slot, value) for slot, value in rows)
+    return tuple((slot, value) for slot, value in session.execute(_GENERATION))
 
 
 def read_text_version(session: Session) -> Generation | None:

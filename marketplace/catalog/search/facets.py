@@ -3,21 +3,69 @@ time (whichever backend counted), so a rename shows at once."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections import defaultdict
+from collections.abc import Iterable
+
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from ...accounts.models import Organisation
 from ..models import Category
 from .base import FACET_LIMIT, CategoryFacet, SupplierFacet, tie_break
 
+C = Category.__table__
+ORGS = Organisation.__table__
+_COUNTED = C.alias("counted")
+_ANCESTOR = C.alias("ancestor")
+# Built once: building a statement costs more than running it on these small tables.
+_CATEGORIES_BY_CODE = select(C.c.code, C.c.name, C.c.path).where(
+    C.c.code.in_(bindparam("codes", expanding=True))
+)
+# Each counted category with itself and every category above it (an exact path prefix: LIKE
+# would read "_" in a code as a wildcard).
+_CATEGORIES_AND_ANCESTORS = (
+    select(_COUNTED.c.id, _ANCESTOR.c.code, _ANCESTOR.c.name, _ANCESTOR.c.path)
+    .select_from(_COUNTED)
+    .join(
+        _ANCESTOR,
+        func.substr(_COUNTED.c.path, 1, func.length(_ANCESTOR.c.path)) == _ANCESTOR.c.path,
+    )
+    .where(_COUNTED.c.id.in_(bindparam("ids", expanding=True)))
+)
+_SUPPLIERS = select(ORGS.c.id, ORGS.c.name, ORGS.c.is_sme).where(
+    ORGS.c.id.in_(bindparam("ids", expanding=True))
+)
+
 
 def category_facets(session: Session, rolled: dict[str, int]) -> list[CategoryFacet]:
     """``rolled``: category code -> matching products in it or below it."""
     if not rolled:
         return []
-    rows = session.execute(
-        select(Category.code, Category.name, Category.path).where(Category.code.in_(list(rolled)))
-    ).all()
+    rows = session.execute(_CATEGORIES_BY_CODE, {"codes": list(rolled)}).all()
+    return _category_list(rows, rolled)
+
+
+def category_facets_by_id(session: Session, counts: dict[str, int]) -> list[CategoryFacet]:
+    """``counts``: category id -> matching products in that very category. Each category
+    counts everything below it too (a product in "Powered wheelchairs" counts for
+    "Wheelchairs" and "Wheelchairs and mobility"); one statement reads the counted categories
+    and every one above them."""
+    if not counts:
+        return []
+    rolled: dict[str, int] = defaultdict(int)
+    categories: dict[str, tuple[str, str, str]] = {}
+    for category_id, code, name, path in session.execute(
+        _CATEGORIES_AND_ANCESTORS, {"ids": list(counts)}
+    ):
+        rolled[code] += counts[category_id]
+        categories[code] = (code, name, path)
+    return _category_list(categories.values(), rolled)
+
+
+def _category_list(
+    rows: Iterable[tuple[str, str, str]], rolled: dict[str, int]
+) -> list[CategoryFacet]:
+    """The facet entries of (code, name, path) rows, most products first."""
     facets = []
     for code, name, path in rows:
         trail = path.strip("/").split("/")
@@ -44,14 +92,7 @@ def supplier_facets(session: Session, counts: dict[str, int]) -> list[SupplierFa
     top = top_suppliers(counts)
     if not top:
         return []
-    names = {
-        r.id: r
-        for r in session.execute(
-            select(Organisation.id, Organisation.name, Organisation.is_sme).where(
-                Organisation.id.in_([k for k, _ in top])
-            )
-        )
-    }
+    names = {r.id: r for r in session.execute(_SUPPLIERS, {"ids": [k for k, _ in top]})}
     return [
         SupplierFacet(id=k, name=names[k].name, is_sme=bool(names[k].is_sme), count=n)
         for k, n in top
@@ -63,11 +104,7 @@ def supplier_refs(session: Session, supplier_ids: set[str]) -> dict[str, tuple[s
     """supplier id -> (name, is_sme)."""
     if not supplier_ids:
         return {}
-    rows = session.execute(
-        select(Organisation.id, Organisation.name, Organisation.is_sme).where(
-            Organisation.id.in_(list(supplier_ids))
-        )
-    )
+    rows = session.execute(_SUPPLIERS, {"ids": list(supplier_ids)})
     return {r.id: (r.name, bool(r.is_sme)) for r in rows}
 
 

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import (
     and_,
+    bindparam,
+    func,
     not_,
     or_,
     select,
@@ -44,7 +46,6 @@ from ..models import Category, CategoryKind
 from .base import (
     PRICE_BUCKETS,
     BestOffer,
-    CategoryFacet,
     CategoryRef,
     Facets,
     PriceFacet,
@@ -73,7 +74,7 @@ from .columns import (
     from_micros,
     micros,
 )
-from .facets import category_facets, supplier_facets, top_suppliers
+from .facets import category_facets_by_id, supplier_facets, top_suppliers
 from .models import SearchDocument, SearchDocumentSupplier
 from .scoring import FTS5, TSVECTOR
 from .shared import SharedMatches
@@ -111,6 +112,35 @@ _ITEM_COLUMNS = (
     "best_pack_price_pence",
     "best_offer_in_stock",
     "max_pack_price_pence",
+)
+
+
+_ORGS = Organisation.__table__
+_CATEGORIES = Category.__table__
+# Statements run by every search, built once (building one costs more than running it).
+_ITEM_ROWS = (
+    select(
+        *(D.c[name] for name in _ITEM_COLUMNS),
+        _ORGS.c.name.label("supplier_name"),
+        _ORGS.c.is_sme.label("supplier_is_sme"),
+        _CATEGORIES.c.code.label("category_code"),
+        _CATEGORIES.c.name.label("category_name"),
+    )
+    .select_from(
+        D.join(_ORGS, _ORGS.c.id == D.c.best_supplier_id).join(
+            _CATEGORIES, _CATEGORIES.c.id == D.c.category_id
+        )
+    )
+    .where(D.c.id.in_(bindparam("ids", expanding=True)))
+)
+_BELOW = _CATEGORIES.alias("below")
+_CATEGORY_AND_BELOW = (
+    select(_BELOW.c.id)
+    .select_from(_CATEGORIES)
+    .join(  # an exact path prefix (LIKE would read "_" in a code as a wildcard)
+        _BELOW, func.substr(_BELOW.c.path, 1, func.length(_CATEGORIES.c.path)) == _CATEGORIES.c.path
+    )
+    .where(_CATEGORIES.c.code == bindparam("code"))
 )
 
 
@@ -247,18 +277,16 @@ class SqlSearchBackend:
         return {word: fixes for word, fixes in found.items() if fixes}
 
     def _category_ids(self, session: Session, code: str) -> list[str]:
-        path = session.scalar(select(Category.path).where(Category.code == code))
-        if path is None:
+        """The category's id and its descendants' (a category always includes itself: none
+        means there is no such code)."""
+        ids = list(session.scalars(_CATEGORY_AND_BELOW, {"code": code}))
+        if not ids:
             raise ValidationFailed(
                 f"No category with code {code!r}.",
                 errors={"category": [f"Unknown category code {code!r}."]},
                 code="validation-failed",
             )
-        return list(
-            session.scalars(
-                select(Category.id).where(Category.path.startswith(path, autoescape=True))
-            )
-        )
+        return ids
 
     @staticmethod
     def _filter_clauses(query: SearchQuery, category_ids: list[str] | None) -> list[Any]:
@@ -405,25 +433,7 @@ class SqlSearchBackend:
         return _next_page(query, rows)
 
     def _rows(self, session: Session, ids: list[int]) -> list[Any]:
-        org = Organisation.__table__
-        cat = Category.__table__
-        return list(
-            session.execute(
-                select(
-                    *(D.c[name] for name in _ITEM_COLUMNS),
-                    org.c.name.label("supplier_name"),
-                    org.c.is_sme.label("supplier_is_sme"),
-                    cat.c.code.label("category_code"),
-                    cat.c.name.label("category_name"),
-                )
-                .select_from(
-                    D.join(org, org.c.id == D.c.best_supplier_id).join(
-                        cat, cat.c.id == D.c.category_id
-                    )
-                )
-                .where(D.c.id.in_(ids))
-            )
-        )
+        return list(session.execute(_ITEM_ROWS, {"ids": ids}))
 
     def _browse_page(
         self, session: Session, query: SearchQuery, category_ids: list[str] | None
@@ -467,7 +477,7 @@ class SqlSearchBackend:
 
     def _facet_lists(self, session: Session, counts: dict[str, dict[str, int]]) -> Facets:
         return Facets(
-            category=_category_facets(session, counts["category"]),
+            category=category_facets_by_id(session, counts["category"]),
             supplier=supplier_facets(session, counts["supplier"]),
             kind=[
                 ValueFacet(value=k, count=n)
@@ -640,22 +650,3 @@ def _item(row: Any) -> SearchItem:
             min_pence=best_unit, max_pence=unit_price(m["max_pack_price_pence"], units)
         ),
     )
-
-
-def _category_facets(session: Session, counts: dict[str, int]) -> list[CategoryFacet]:
-    """Counts per category including everything below it (a product in "Powered wheelchairs"
-    counts for "Wheelchairs" and "Wheelchairs and mobility" too)."""
-    if not counts:
-        return []
-    paths = {
-        category_id: path
-        for category_id, path in session.execute(
-            select(Category.id, Category.path).where(Category.id.in_(list(counts)))
-        )
-    }
-    rolled: dict[str, int] = defaultdict(int)
-    for category_id, n in counts.items():
-        for code in paths.get(category_id, "").strip("/").split("/"):
-            if code:
-                rolled[code] += n
-    return category_facets(session, rolled)
