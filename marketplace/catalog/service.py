@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import Select, exists, func, inspect, select, update
+from sqlalchemy import Select, exists, func, inspect, or_, select, update
 from sqlalchemy.orm import Session
 
 from .. import audit
@@ -28,7 +28,7 @@ from ..db import among
 from ..errors import Conflict, Forbidden, NotFound, ValidationFailed, not_found
 from .gtin import gtin_problem, normalise_gtin
 from .models import Category, CategoryKind, Offer, OfferPriceHistory, OfferStatus, Product
-from .search.outbox import product_changed
+from .search.outbox import documents_deferred, product_changed
 from .units import unit_problem
 
 
@@ -92,7 +92,8 @@ def get_category_by_code(session: Session, code: str) -> Category:
 def category_subtree_ids(session: Session, code: str) -> list[str]:
     """The category with this code and all its descendants."""
     category = get_category_by_code(session, code)
-    return list(session.scalars(select(Category.id).where(Category.path.startswith(category.path))))
+    below = Category.path.startswith(category.path, autoescape=True)
+    return list(session.scalars(select(Category.id).where(below)))
 
 
 @dataclass(frozen=True)
@@ -193,10 +194,17 @@ def cheapest_active_offers(session: Session, product_ids: Iterable[str]) -> dict
     return found
 
 
+# What a product's search document takes from its category and the categories above it.
+_SEARCHED_CATEGORY_FIELDS = ("name", "parent_id", "path", "kind", "phb_eligible", "phb_excluded")
+
+
 def load_categories(session: Session, rows: Iterable[dict[str, str]]) -> int:
     """Create or update categories from rows of ``data/categories.csv`` (parents first).
-    Returns how many were created. Idempotent."""
+    Returns how many were created. Idempotent. The search documents of the products in and
+    below an updated category are refreshed in the same transaction (they hold its names,
+    kind and PHB flags)."""
     created = 0
+    changed_paths: list[str] = []
     by_code = {c.code: c for c in session.scalars(select(Category))}
     for row in rows:
         parent = by_code.get(row["parent_code"]) if row["parent_code"] else None
@@ -221,10 +229,24 @@ def load_categories(session: Session, rows: Iterable[dict[str, str]]) -> int:
             created += 1
             by_code[category.code] = category
         else:
+            before = [getattr(category, name) for name in _SEARCHED_CATEGORY_FIELDS]
             for name, value in values.items():
                 setattr(category, name, value)
+            if before != [getattr(category, name) for name in _SEARCHED_CATEGORY_FIELDS]:
+                changed_paths.append(category.path)
     session.flush()
+    if changed_paths:
+        _refresh_products_below(session, changed_paths)
     return created
+
+
+def _refresh_products_below(session: Session, paths: list[str]) -> None:
+    """Refresh the search documents of every product in or below these category paths."""
+    below = or_(*(Category.path.startswith(path, autoescape=True) for path in paths))
+    products = select(Product.id).join(Category, Category.id == Product.category_id).where(below)
+    with documents_deferred(session):
+        for product_id in session.scalars(products.order_by(Product.id)):
+            product_changed(session, product_id)
 
 
 def seed_categories(session: Session) -> int:

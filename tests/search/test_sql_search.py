@@ -15,7 +15,11 @@ from marketplace.catalog import service as catalog
 from marketplace.catalog.gtin import check_digit, normalise_gtin
 from marketplace.catalog.models import OfferStatus
 from marketplace.catalog.search.base import tie_break
-from marketplace.catalog.search.models import SearchDocument, SearchDocumentSupplier
+from marketplace.catalog.search.models import (
+    SearchChange,
+    SearchDocument,
+    SearchDocumentSupplier,
+)
 from tests.search.conftest import gtin13, search
 from tests.support import assert_problem
 
@@ -603,6 +607,56 @@ def test_an_unknown_category_code_is_refused_with_its_name(client):
     assert "NOPE" in body["errors"]["category"][0]
 
 
+def category_row(code: str, parent: str | None = None, **values: str) -> dict[str, str]:
+    return {
+        "code": code,
+        "name": f"Category {code}",
+        "parent_code": parent or "",
+        "kind": "commodity",
+        "phb_eligible": "false",
+        "phb_excluded": "false",
+        "scheme": "marketplace",
+        "scheme_code": "",
+        **values,
+    }
+
+
+def test_updating_a_category_refreshes_the_search_documents_below_it(cat, client):
+    """A product's search document holds its categories' names, kind and PHB flags: reloading
+    the tree with a renamed, re-flagged category changes what search finds at once."""
+    cat.load_categories()
+    with cat.session_factory.begin() as session:
+        catalog.load_categories(
+            session, [category_row("TOP"), category_row("LEAF", "TOP", phb_eligible="true")]
+        )
+    cat.load_categories()
+    acme = cat.supplier("Acme")
+    item = cat.product("Reading magnifier", "LEAF", [(acme, 1500)])
+    cat.product("Gauze swab", "33141110", [(acme, 100)])
+    assert search(client, q="optical")["items"] == []
+    assert [i["id"] for i in search(client, phb_eligible="true")["items"]] == [item]
+    with cat.session_factory.begin() as session:
+        catalog.load_categories(
+            session,
+            [
+                category_row("TOP", name="Optical aids"),
+                category_row("LEAF", "TOP", phb_eligible="true", phb_excluded="true"),
+            ],
+        )
+    assert [i["id"] for i in search(client, q="optical")["items"]] == [item]
+    assert search(client, phb_eligible="true")["items"] == []
+    with cat.session_factory.begin() as session:  # unchanged rows refresh nothing
+        before = session.scalar(select(func.count()).select_from(SearchChange))
+        catalog.load_categories(
+            session,
+            [
+                category_row("TOP", name="Optical aids"),
+                category_row("LEAF", "TOP", phb_eligible="true", phb_excluded="true"),
+            ],
+        )
+        assert session.scalar(select(func.count()).select_from(SearchChange)) == before
+
+
 def test_a_category_filter_takes_a_code_literally_wildcard_characters_included(cat, client):
     """A category includes what is below it by path; "_" and "%" in codes are characters, not
     the wildcards LIKE would make of them."""
@@ -615,22 +669,7 @@ def test_a_category_filter_takes_a_code_literally_wildcard_characters_included(c
         ("BZ", None),
     ]
     with cat.session_factory.begin() as session:
-        catalog.load_categories(
-            session,
-            [
-                {
-                    "code": code,
-                    "name": f"Category {code}",
-                    "parent_code": parent or "",
-                    "kind": "commodity",
-                    "phb_eligible": "false",
-                    "phb_excluded": "false",
-                    "scheme": "marketplace",
-                    "scheme_code": "",
-                }
-                for code, parent in rows
-            ],
-        )
+        catalog.load_categories(session, [category_row(code, parent) for code, parent in rows])
     cat.load_categories()
     acme = cat.supplier("Acme")
     child = cat.product("Gauze swab", "A_1-CHILD", [(acme, 100)])
