@@ -179,10 +179,11 @@ def insert_purchases(
 def conflicting_purchases(session: Session, import_id: str) -> list[Any]:
     """The lines staged by the last ``insert_purchases`` that were not inserted because their
     key (trust, PO number, line) was taken, and whose values differ from the record that holds
-    it: ``(file_row, po_number, line, earlier_row, this_import)``, in file order. ``this_import``:
-    the record came from ``import_id`` (an earlier row of the same file), ``earlier_row`` its
-    row when that row was staged in the same batch (else None). Lines identical to the record
-    are not returned: they are simply already imported.
+    it: ``(file_row, po_number, line, earlier_row, this_import, earlier_source)``, in file
+    order. ``this_import``: the record came from ``import_id`` (an earlier row of the same
+    file), ``earlier_row`` its row when that row was staged in the same batch (else None);
+    ``earlier_source`` the record's source (``import`` or ``marketplace``). Lines identical to
+    the record are not returned: they are simply already imported.
 
     A line's units_per_pack is compared, when it gives one, with the one the record's line gave
     (``given_units_per_pack``): a record whose pack size came from the catalogue differs from
@@ -196,7 +197,7 @@ def conflicting_purchases(session: Session, import_id: str) -> list[Any]:
     statement = text(
         "SELECT s.file_row, s.po_number, s.line, "  # nosec B608 # staging table and column names are this module's constants, never input
         f"(SELECT e.file_row FROM {STAGING_PURCHASES} e WHERE e.id = r.id) AS earlier_row, "
-        "r.import_id = :import_id AS this_import "
+        "r.import_id = :import_id AS this_import, r.source AS earlier_source "
         f"FROM {STAGING_PURCHASES} s JOIN purchase_records r "
         "ON r.trust_id = s.trust_id AND r.po_number = s.po_number AND r.line = s.line "
         f"WHERE r.id <> s.id AND NOT ({equal} "
@@ -204,8 +205,8 @@ def conflicting_purchases(session: Session, import_id: str) -> list[Any]:
         "ORDER BY s.file_row"
     ).bindparams(import_id=import_id)
     return [
-        (int(row), po, int(n), None if earlier is None else int(earlier), bool(this))
-        for row, po, n, earlier, this in session.execute(statement)
+        (int(row), po, int(n), None if earlier is None else int(earlier), bool(this), source)
+        for row, po, n, earlier, this, source in session.execute(statement)
     ]
 
 

@@ -411,14 +411,17 @@ def _write_lines(
         )
     inserted = bulk.insert_purchases(session, rows, converted=True)
     conflicts = bulk.conflicting_purchases(session, import_id) if len(inserted) < len(rows) else []
-    for row, po_number, line_number, earlier_row, this_import in conflicts:
-        where = (
-            "an earlier import"
-            if not this_import
-            else f"row {earlier_row} of this file"
-            if earlier_row is not None
-            else "an earlier row of this file"
-        )
+    for row, po_number, line_number, earlier_row, this_import, earlier_source in conflicts:
+        if this_import:
+            where = (
+                f"row {earlier_row} of this file"
+                if earlier_row is not None
+                else "an earlier row of this file"
+            )
+        elif earlier_source == PurchaseSource.MARKETPLACE:
+            where = "a marketplace order delivered earlier"
+        else:
+            where = "an earlier import"
         reject(
             RowError(
                 row,

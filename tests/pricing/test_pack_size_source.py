@@ -210,6 +210,30 @@ def test_a_delivered_line_keeps_its_orders_pack_size(
         )
 
 
+def test_an_import_that_reuses_a_delivered_orders_line_is_told_it_was_a_marketplace_order(
+    world, dressings, session_factory, import_as
+):
+    """A delivered marketplace order is recorded under its order reference as the PO number; a
+    trust file that later gives other values for that PO and line is refused, naming where
+    the line came from."""
+    with session_factory.begin() as session:
+        service.record_marketplace_purchases(
+            session,
+            trust_id=world.trust(0).id,
+            order_reference="ord_9",
+            order_date=days_ago(1),
+            supplier_id=world.supplier.id,
+            lines=[service.DeliveredLine(1, dressings.b.id, 2, 1000, 100)],
+        )
+    result = _import(import_as, world, line("ord_9", 1, gtin=B_GTIN, total_price_pence=999))
+    assert (result.imported, result.rejected) == (0, 1)
+    assert result.errors[0]["reason"] == (
+        "ord_9 line 1 was already imported with different values (a marketplace order "
+        "delivered earlier); correct or renumber it"
+    )
+    assert _record(session_factory, "ord_9").total_price_pence == 1000
+
+
 def test_an_order_delivered_after_the_catalogue_changed_its_pack_size_keeps_the_orders(
     client, factory, session_factory, db
 ):
