@@ -71,14 +71,19 @@ class CompiledDump:
     """A schema mixin whose ``dump`` runs a function built once from the schema's fields, for
     responses with hundreds of values (a search page and its facets), where marshmallow's
     generic per-value path costs more than the search. Each value still goes through its
-    field's own ``_serialize`` (the same output as ``Schema.dump``); nested schemas and lists
-    of them are built the same way. Schemas with dump hooks, or fields read through a dotted
-    attribute or without an attribute at all, are dumped by marshmallow."""
+    field's own ``_serialize``, so the output is ``Schema.dump``'s; nested schemas (alone or in
+    lists) are built the same way, on first use. What the builder does not reproduce is left
+    to marshmallow: a schema with dump hooks or its own ``get_attribute`` is dumped by it, and
+    so is a field with its own ``get_value``, a dotted ``attribute``, no attribute at all
+    (``Method``, ``Function``), or its own way of dumping a nested schema (``Pluck``)."""
 
     def dump(self, obj: Any, *, many: bool | None = None) -> Any:
         many = self.many if many is None else bool(many)  # type: ignore[attr-defined]
-        dumper = self.__dict__.get("_compiled_dump") or _compiled(self)  # type: ignore[arg-type]
-        self.__dict__["_compiled_dump"] = dumper
+        if "_compiled_dump" not in self.__dict__:
+            self.__dict__["_compiled_dump"] = _compiled(self)  # type: ignore[arg-type]
+        dumper = self.__dict__["_compiled_dump"]
+        if dumper is None:
+            return ma.Schema.dump(self, obj, many=many)  # type: ignore[arg-type]
         if many and obj is not None:
             return [dumper(each) for each in obj]
         return dumper(obj)
@@ -87,9 +92,12 @@ class CompiledDump:
 _Dumper = Any  # a function: object -> dict
 
 
-def _compiled(schema: ma.Schema) -> _Dumper:
+def _compiled(schema: ma.Schema) -> _Dumper | None:
+    """The schema's dump of one object, or None when marshmallow must dump it."""
     if schema._hooks[ma.decorators.PRE_DUMP] or schema._hooks[ma.decorators.POST_DUMP]:
-        return lambda obj: ma.Schema.dump(schema, obj, many=False)
+        return None
+    if type(schema).get_attribute is not ma.Schema.get_attribute:
+        return None
     plan = [_field_plan(schema, name, field) for name, field in schema.dump_fields.items()]
     dict_class = schema.dict_class
     missing = ma.missing
@@ -108,7 +116,8 @@ def _compiled(schema: ma.Schema) -> _Dumper:
 def _field_plan(schema: ma.Schema, name: str, field: fields.Field) -> tuple[str, _Dumper]:
     key = field.data_key if field.data_key is not None else name
     attr = field.attribute or name
-    if not field._CHECK_ATTRIBUTE or "." in attr:
+    plain = type(field).get_value is fields.Field.get_value
+    if not (plain and field._CHECK_ATTRIBUTE) or "." in attr:
         return key, lambda obj: field.serialize(name, obj, accessor=schema.get_attribute)
     convert = _converter(field)
     default, missing = field.dump_default, ma.missing
@@ -119,7 +128,7 @@ def _field_plan(schema: ma.Schema, name: str, field: fields.Field) -> tuple[str,
             value = default() if callable(default) else default
             if value is missing:
                 return missing
-        return convert(value, attr, obj)
+        return convert(value, name, obj)  # marshmallow passes the field's name, not its attribute
 
     return key, value_of
 
@@ -135,18 +144,22 @@ def _value(obj: Any, attr: str) -> Any:
 
 
 def _converter(field: fields.Field) -> _Dumper:
-    """``field``'s ``_serialize``, with nested schemas (alone or in a list) compiled too."""
-    if isinstance(field, fields.Nested):
-        nested = _compiled(field.schema)
-        many = field.schema.many or field.many
+    """``field``'s ``_serialize``, with a nested schema (alone or in a list) built on first use
+    (so a schema may nest itself) when marshmallow would dump it plainly."""
+    if type(field)._serialize is fields.Nested._serialize:
+        built: list[_Dumper | None] = []
 
         def nested_value(value: Any, attr: str, obj: Any) -> Any:
-            if value is None:
-                return None
-            return [nested(each) for each in value] if many else nested(value)
+            if not built:
+                built.append(_compiled(field.schema))
+            schema = field.schema
+            many = schema.many or field.many
+            if value is None or built[0] is None:
+                return field._serialize(value, attr, obj)
+            return [built[0](each) for each in value] if many else built[0](value)
 
         return nested_value
-    if isinstance(field, fields.List):
+    if type(field)._serialize is fields.List._serialize:
         inner = _converter(field.inner)
 
         def list_value(value: Any, attr: str, obj: Any) -> Any:

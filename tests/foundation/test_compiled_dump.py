@@ -162,12 +162,84 @@ def test_renames_defaults_lists_nested_subsets_methods_and_absent_values_dump_al
     assert schema.dump(as_dict) == marshmallow_dump(schema, as_dict)
 
 
+class Leaf(ma.Schema):
+    id = fields.String()
+    v = fields.Integer()
+
+
+class Collected(ma.Schema):
+    """Dump hooks that see the whole list when dumped with ``many``."""
+
+    v = fields.Integer()
+
+    @ma.post_dump(pass_collection=True)
+    def counted(self, data, many, **kwargs):
+        return {"n": len(data), "many": many} if many else {**data, "many": many}
+
+
+class OwnAccessor(ma.Schema):
+    v = fields.Integer()
+
+    def get_attribute(self, obj, attr, default):
+        return 42
+
+
+class Shouting(fields.String):
+    def get_value(self, obj, attr, accessor=None, default=ma.missing):
+        return "override"
+
+
+class NamedBy(fields.Field):
+    """Dumps the ``attr`` marshmallow hands ``_serialize``: the field's name."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return attr
+
+
+class Tree(ma.Schema):
+    name = fields.String()
+    children = fields.List(fields.Nested(lambda: Tree()))
+
+
+class Everything(CompiledDump, ma.Schema):
+    plucked = fields.Pluck(Leaf, "id", attribute="leaf", dump_only=True)
+    plucked_many = fields.Pluck(Leaf, "id", many=True, attribute="leaves", dump_only=True)
+    collected = fields.Nested(Collected, many=True, attribute="leaves", dump_only=True)
+    one_collected = fields.Nested(Collected, attribute="leaf", dump_only=True)
+    accessed = fields.Nested(OwnAccessor, attribute="leaf", dump_only=True)
+    shouting = Shouting(attribute="name", dump_only=True)
+    named = NamedBy(attribute="name", data_key="shown")
+    tree = fields.Nested(Tree)
+
+
+def test_plucks_collection_hooks_own_accessors_field_names_and_recursion_dump_alike():
+    thing = {
+        "leaf": {"id": "x", "v": 1},
+        "leaves": [{"id": "y", "v": 2}, {"id": "z", "v": 3}],
+        "name": "real",
+        "tree": {"name": "a", "children": [{"name": "b", "children": [{"name": "c"}]}]},
+    }
+    schema = Everything()
+    dumped = schema.dump(thing)
+    assert dumped == marshmallow_dump(schema, thing)
+    assert dumped["plucked"] == "x"
+    assert dumped["plucked_many"] == ["y", "z"]
+    assert dumped["collected"] == {"n": 2, "many": True}
+    assert dumped["one_collected"] == {"v": 1, "many": False}
+    assert dumped["accessed"] == {"v": 42}
+    assert dumped["shouting"] == "override"
+    assert dumped["shown"] == "named"
+    assert dumped["tree"]["children"][0]["children"][0] == {"name": "c"}
+
+
 def test_a_schema_with_dump_hooks_is_left_to_marshmallow():
     class Hooked(CompiledDump, ma.Schema):
-        name = fields.String()
+        v = fields.Integer()
 
-        @ma.post_dump
-        def tagged(self, data, **kwargs):
-            return {**data, "hooked": True}
+        @ma.post_dump(pass_collection=True)
+        def counted(self, data, many, **kwargs):
+            return {"n": len(data)} if many else {**data, "hooked": True}
 
-    assert Hooked().dump({"name": "x"}) == {"name": "x", "hooked": True}
+    assert Hooked().dump({"v": 1}) == {"v": 1, "hooked": True}
+    assert Hooked().dump([{"v": 1}, {"v": 2}], many=True) == {"n": 2}
+    assert Hooked(many=True).dump([{"v": 1}]) == {"n": 1}
