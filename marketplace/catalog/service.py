@@ -194,6 +194,7 @@ def cheapest_active_offers(session: Session, product_ids: Iterable[str]) -> dict
     return found
 
 
+PATHS_PER_STATEMENT = 100
 # What a product's search document takes from its category and the categories above it.
 _SEARCHED_CATEGORY_FIELDS = ("name", "parent_id", "path", "kind", "phb_eligible", "phb_excluded")
 
@@ -241,12 +242,23 @@ def load_categories(session: Session, rows: Iterable[dict[str, str]]) -> int:
 
 
 def _refresh_products_below(session: Session, paths: list[str]) -> None:
-    """Refresh the search documents of every product in or below these category paths."""
-    below = or_(*(Category.path.startswith(path, autoescape=True) for path in paths))
-    products = select(Product.id).join(Category, Category.id == Product.category_id).where(below)
+    """Refresh the search documents of every product in or below these category paths (a path
+    below another one adds nothing; a few at a time, so a whole tree's change stays a small
+    statement)."""
+    tops = [p for p in sorted(set(paths)) if not any(p != q and p.startswith(q) for q in paths)]
     with documents_deferred(session):
-        for product_id in session.scalars(products.order_by(Product.id)):
-            product_changed(session, product_id)
+        for start in range(0, len(tops), PATHS_PER_STATEMENT):
+            below = or_(
+                *(
+                    Category.path.startswith(path, autoescape=True)
+                    for path in tops[start : start + PATHS_PER_STATEMENT]
+                )
+            )
+            products = (
+                select(Product.id).join(Category, Category.id == Product.category_id).where(below)
+            )
+            for product_id in session.scalars(products.order_by(Product.id)):
+                product_changed(session, product_id)
 
 
 def seed_categories(session: Session) -> int:

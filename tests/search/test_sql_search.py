@@ -621,17 +621,22 @@ def category_row(code: str, parent: str | None = None, **values: str) -> dict[st
     }
 
 
-def test_updating_a_category_refreshes_the_search_documents_below_it(cat, client):
+def test_updating_a_category_refreshes_the_search_documents_below_it(cat, client, monkeypatch):
     """A product's search document holds its categories' names, kind and PHB flags: reloading
     the tree with a renamed, re-flagged category changes what search finds at once."""
+    monkeypatch.setattr(catalog, "PATHS_PER_STATEMENT", 1)  # each changed subtree on its own
     cat.load_categories()
+    first = [
+        category_row("TOP"),
+        category_row("LEAF", "TOP", phb_eligible="true"),
+        category_row("SIDE"),
+    ]
     with cat.session_factory.begin() as session:
-        catalog.load_categories(
-            session, [category_row("TOP"), category_row("LEAF", "TOP", phb_eligible="true")]
-        )
+        catalog.load_categories(session, first)
     cat.load_categories()
     acme = cat.supplier("Acme")
     item = cat.product("Reading magnifier", "LEAF", [(acme, 1500)])
+    side = cat.product("Bath seat", "SIDE", [(acme, 2500)])
     cat.product("Gauze swab", "33141110", [(acme, 100)])
     assert search(client, q="optical")["items"] == []
     assert [i["id"] for i in search(client, phb_eligible="true")["items"]] == [item]
@@ -641,9 +646,11 @@ def test_updating_a_category_refreshes_the_search_documents_below_it(cat, client
             [
                 category_row("TOP", name="Optical aids"),
                 category_row("LEAF", "TOP", phb_eligible="true", phb_excluded="true"),
+                category_row("SIDE", name="Bathing aids"),
             ],
         )
     assert [i["id"] for i in search(client, q="optical")["items"]] == [item]
+    assert [i["id"] for i in search(client, q="bathing")["items"]] == [side]
     assert search(client, phb_eligible="true")["items"] == []
     with cat.session_factory.begin() as session:  # unchanged rows refresh nothing
         before = session.scalar(select(func.count()).select_from(SearchChange))
@@ -652,6 +659,7 @@ def test_updating_a_category_refreshes_the_search_documents_below_it(cat, client
             [
                 category_row("TOP", name="Optical aids"),
                 category_row("LEAF", "TOP", phb_eligible="true", phb_excluded="true"),
+                category_row("SIDE", name="Bathing aids"),
             ],
         )
         assert session.scalar(select(func.count()).select_from(SearchChange)) == before
