@@ -1,8 +1,8 @@
 """The SQL search backend: ``search_documents`` with SQLite FTS5 or PostgreSQL full-text search.
 
-One request costs a handful of statements: the spelling check of unknown query words (one
-indexed lookup, plus one per unknown word); without text, a walk of the requested order's
-index; and the rows of the page. A text query's matches (and, by relevance, their bm25
+One request costs a handful of statements: the spelling check of the query's words (one
+statement for all of them); without text, a walk of the requested order's index; the rows of
+the page; and the facets' names. A text query's matches (and, by relevance, their bm25
 scores) are worked out in the process from the full-text index's own postings
 (``scoring.py``; a term's postings are read from the database the first time it is asked for,
 then kept). The total and the four facets, and a text query's page in any order, are computed
