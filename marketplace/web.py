@@ -52,9 +52,41 @@ class StrictQueryParser(FlaskParser):
 
 
 class Blueprint(flask_smorest.Blueprint):
-    """Every API blueprint: flask-smorest's, with ``StrictQueryParser`` for its arguments."""
+    """Every API blueprint: flask-smorest's, with ``StrictQueryParser`` for its arguments, and
+    a query string refused outright by the views that take no query parameter."""
 
     ARGUMENTS_PARSER = StrictQueryParser()
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.before_request(_refuse_query_the_view_does_not_take)
+
+
+_QUERY_LOCATIONS = frozenset({"query", "querystring"})
+
+
+def _takes_query(view: Any) -> bool:
+    """Whether a view documents any query parameter (its arguments' schema or a manual one)."""
+    doc = getattr(view, "_apidoc", None) or {}
+    parameters = [
+        *doc.get("arguments", {}).get("parameters", []),
+        *doc.get("manual_doc", {}).get("parameters", []),
+    ]
+    return any(p.get("in") in _QUERY_LOCATIONS for p in parameters)
+
+
+def _refuse_query_the_view_does_not_take() -> None:
+    """``?anything=1`` on a view with no query parameter is a 422 naming it, as a view with
+    query arguments answers an unknown one (never silently ignored)."""
+    if not request.args or request.method == "OPTIONS":
+        return
+    view = current_app.view_functions.get(request.endpoint or "")
+    if view is None or _takes_query(view):
+        return
+    raise ValidationFailed(
+        "The request did not pass validation; see errors for each field.",
+        errors={name: ["Unknown field."] for name in request.args},
+    )
 
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -68,6 +68,45 @@ def test_an_unknown_query_parameter_is_a_422_naming_it(client, db, factory):
     assert checked >= 10
 
 
+def _operations_without_query(client) -> list[tuple[str, str]]:
+    """(method, path with placeholders filled) of every operation documenting no query
+    parameter."""
+    spec = client.get("/api/v1/openapi.json").get_json()
+    prefix = "" if all(p.startswith("/api/") for p in spec["paths"]) else "/api/v1"
+    found = []
+    for template, item in spec["paths"].items():
+        shared = item.get("parameters", [])
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            parameters = shared + operation.get("parameters", [])
+            if not any(p["in"] == "query" for p in parameters):
+                path = re.sub(r"\{fmt\}", "csv", template)
+                path = re.sub(r"\{[^}]+\}", "x", path)
+                found.append((method.upper(), prefix + path))
+    return found
+
+
+def test_a_query_parameter_on_an_operation_that_takes_none_is_a_422_naming_it(client, db, factory):
+    """Reads and writes alike, before authentication or any lookup, and nothing is written."""
+    operations = _operations_without_query(client)
+    assert {("GET", "/api/v1/products/x"), ("GET", "/api/v1/me")} <= set(operations)
+    assert any(method == "POST" for method, _path in operations)
+    before = db.scalar(select(func.count()).select_from(AuditEvent))
+    for method, path in operations:
+        response = client.open(path, method=method, query_string={UNKNOWN: "1"})
+        body = assert_problem(response, 422)
+        assert body["errors"] == {UNKNOWN: ["Unknown field."]}, (method, path)
+    db.expire_all()
+    assert db.scalar(select(func.count()).select_from(AuditEvent)) == before
+
+
+def test_an_operation_without_query_parameters_still_answers_without_any(client, factory):
+    assert client.get("/api/v1/categories").status_code == 200
+    me = client.get("/api/v1/me", headers=factory.actor(Role.BUYER).headers)
+    assert me.status_code == 200
+
+
 def test_known_parameters_still_work_beside_the_refusal(client):
     ok = client.get("/api/v1/search", query_string={"q": "gloves", "max_unit_price": "5"})
     assert ok.status_code == 200
