@@ -21,8 +21,9 @@ from tests.support import assert_problem
 UNKNOWN = "no_such_parameter"
 
 
-def _query_operations(client) -> list[tuple[str, str, set[str]]]:
-    """(method, path with placeholders filled, the query parameters it documents)."""
+def _operations(client) -> list[tuple[str, str, set[str]]]:
+    """(method, path with placeholders filled, the query parameters it documents) of every
+    operation in the OpenAPI document."""
     spec = client.get("/api/v1/openapi.json").get_json()
     prefix = "" if all(p.startswith("/api/") for p in spec["paths"]) else "/api/v1"
     found = []
@@ -33,10 +34,13 @@ def _query_operations(client) -> list[tuple[str, str, set[str]]]:
                 continue
             parameters = shared + operation.get("parameters", [])
             query = {p["name"] for p in parameters if p["in"] == "query"}
-            if query:
-                path = re.sub(r"\{[^}]+\}", "x", template)
-                found.append((method.upper(), prefix + path, query))
+            path = re.sub(r"\{[^}]+\}", "x", re.sub(r"\{fmt\}", "csv", template))
+            found.append((method.upper(), prefix + path, query))
     return found
+
+
+def _query_operations(client) -> list[tuple[str, str, set[str]]]:
+    return [operation for operation in _operations(client) if operation[2]]
 
 
 def test_every_api_blueprint_parses_its_query_strictly(app):
@@ -68,28 +72,9 @@ def test_an_unknown_query_parameter_is_a_422_naming_it(client, db, factory):
     assert checked >= 10
 
 
-def _operations_without_query(client) -> list[tuple[str, str]]:
-    """(method, path with placeholders filled) of every operation documenting no query
-    parameter."""
-    spec = client.get("/api/v1/openapi.json").get_json()
-    prefix = "" if all(p.startswith("/api/") for p in spec["paths"]) else "/api/v1"
-    found = []
-    for template, item in spec["paths"].items():
-        shared = item.get("parameters", [])
-        for method, operation in item.items():
-            if method == "parameters":
-                continue
-            parameters = shared + operation.get("parameters", [])
-            if not any(p["in"] == "query" for p in parameters):
-                path = re.sub(r"\{fmt\}", "csv", template)
-                path = re.sub(r"\{[^}]+\}", "x", path)
-                found.append((method.upper(), prefix + path))
-    return found
-
-
 def test_a_query_parameter_on_an_operation_that_takes_none_is_a_422_naming_it(client, db, factory):
     """Reads and writes alike, before authentication or any lookup, and nothing is written."""
-    operations = _operations_without_query(client)
+    operations = [(method, path) for method, path, query in _operations(client) if not query]
     assert {("GET", "/api/v1/products/x"), ("GET", "/api/v1/me")} <= set(operations)
     assert any(method == "POST" for method, _path in operations)
     before = db.scalar(select(func.count()).select_from(AuditEvent))
