@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
@@ -13,23 +14,27 @@ from ...accounts.models import Organisation
 from ..models import Category
 from .base import FACET_LIMIT, CategoryFacet, SupplierFacet, tie_break
 
-C = Category.__table__
+CATEGORIES = Category.__table__
 ORGS = Organisation.__table__
-_COUNTED = C.alias("counted")
-_ANCESTOR = C.alias("ancestor")
+_COUNTED = CATEGORIES.alias("counted")
+_ANCESTOR = CATEGORIES.alias("ancestor")
+
+
+def path_within(path: Any, ancestor_path: Any) -> Any:
+    """A category path at or below another, compared as an exact prefix (LIKE would read "_"
+    in a code as a wildcard)."""
+    return func.substr(path, 1, func.length(ancestor_path)) == ancestor_path
+
+
 # Built once: building a statement costs more than running it on these small tables.
-_CATEGORIES_BY_CODE = select(C.c.code, C.c.name, C.c.path).where(
-    C.c.code.in_(bindparam("codes", expanding=True))
+_CATEGORIES_BY_CODE = select(CATEGORIES.c.code, CATEGORIES.c.name, CATEGORIES.c.path).where(
+    CATEGORIES.c.code.in_(bindparam("codes", expanding=True))
 )
-# Each counted category with itself and every category above it (an exact path prefix: LIKE
-# would read "_" in a code as a wildcard).
+# Each counted category with itself and every category above it.
 _CATEGORIES_AND_ANCESTORS = (
     select(_COUNTED.c.id, _ANCESTOR.c.code, _ANCESTOR.c.name, _ANCESTOR.c.path)
     .select_from(_COUNTED)
-    .join(
-        _ANCESTOR,
-        func.substr(_COUNTED.c.path, 1, func.length(_ANCESTOR.c.path)) == _ANCESTOR.c.path,
-    )
+    .join(_ANCESTOR, path_within(_COUNTED.c.path, _ANCESTOR.c.path))
     .where(_COUNTED.c.id.in_(bindparam("ids", expanding=True)))
 )
 _SUPPLIERS = select(ORGS.c.id, ORGS.c.name, ORGS.c.is_sme).where(

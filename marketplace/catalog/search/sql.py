@@ -30,7 +30,6 @@ import numpy as np
 from sqlalchemy import (
     and_,
     bindparam,
-    func,
     not_,
     or_,
     select,
@@ -39,10 +38,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from ...accounts.models import Organisation
 from ...errors import ValidationFailed
 from ...money import unit_price
-from ..models import Category, CategoryKind
+from ..models import CategoryKind
 from .base import (
     PRICE_BUCKETS,
     BestOffer,
@@ -74,7 +72,14 @@ from .columns import (
     from_micros,
     micros,
 )
-from .facets import category_facets_by_id, supplier_facets, top_suppliers
+from .facets import (
+    CATEGORIES,
+    ORGS,
+    category_facets_by_id,
+    path_within,
+    supplier_facets,
+    top_suppliers,
+)
 from .models import SearchDocument, SearchDocumentSupplier
 from .scoring import FTS5, TSVECTOR
 from .shared import SharedMatches
@@ -115,32 +120,28 @@ _ITEM_COLUMNS = (
 )
 
 
-_ORGS = Organisation.__table__
-_CATEGORIES = Category.__table__
 # Statements run by every search, built once (building one costs more than running it).
 _ITEM_ROWS = (
     select(
         *(D.c[name] for name in _ITEM_COLUMNS),
-        _ORGS.c.name.label("supplier_name"),
-        _ORGS.c.is_sme.label("supplier_is_sme"),
-        _CATEGORIES.c.code.label("category_code"),
-        _CATEGORIES.c.name.label("category_name"),
+        ORGS.c.name.label("supplier_name"),
+        ORGS.c.is_sme.label("supplier_is_sme"),
+        CATEGORIES.c.code.label("category_code"),
+        CATEGORIES.c.name.label("category_name"),
     )
     .select_from(
-        D.join(_ORGS, _ORGS.c.id == D.c.best_supplier_id).join(
-            _CATEGORIES, _CATEGORIES.c.id == D.c.category_id
+        D.join(ORGS, ORGS.c.id == D.c.best_supplier_id).join(
+            CATEGORIES, CATEGORIES.c.id == D.c.category_id
         )
     )
     .where(D.c.id.in_(bindparam("ids", expanding=True)))
 )
-_BELOW = _CATEGORIES.alias("below")
+_BELOW = CATEGORIES.alias("below")
 _CATEGORY_AND_BELOW = (
     select(_BELOW.c.id)
-    .select_from(_CATEGORIES)
-    .join(  # an exact path prefix (LIKE would read "_" in a code as a wildcard)
-        _BELOW, func.substr(_BELOW.c.path, 1, func.length(_CATEGORIES.c.path)) == _CATEGORIES.c.path
-    )
-    .where(_CATEGORIES.c.code == bindparam("code"))
+    .select_from(CATEGORIES)
+    .join(_BELOW, path_within(_BELOW.c.path, CATEGORIES.c.path))
+    .where(CATEGORIES.c.code == bindparam("code"))
 )
 
 
