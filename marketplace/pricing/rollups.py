@@ -244,7 +244,7 @@ def lock_caches(session: Session) -> None:
         session.execute(select(func.pg_advisory_xact_lock(CACHES_LOCK_KEY)))
 
 
-def _chunks(items: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
+def chunks(items: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
     """``items`` in lists of ``size`` (the last one shorter)."""
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
@@ -385,7 +385,7 @@ def _add_to_rollup(
     bulk.add_totals(session, model.__tablename__, key_name, values)
     emptied = [v[:3] for v in values if v[5] < 0]
     key = getattr(model, key_name)
-    for chunk in _chunks(emptied):
+    for chunk in chunks(emptied):
         session.execute(
             delete(model).where(
                 tuple_(model.product_id, model.trust_id, key).in_(chunk), model.lines <= 0
@@ -504,7 +504,7 @@ def recompute_pairs(session: Session, window: Window, pairs: Sequence[tuple[str,
     for product_id, trust_id in pairs:
         by_trust.setdefault(trust_id, []).append(product_id)
     for trust_id, product_ids in sorted(by_trust.items()):
-        for chunk in _chunks(sorted(product_ids)):
+        for chunk in chunks(sorted(product_ids)):
             sums = session.execute(
                 window_totals(window, product_ids=chunk, trust_id=trust_id)
             ).all()
@@ -532,7 +532,7 @@ def recompute_products(
     while the first products' statistics are computed, before any of them is written."""
     totals = TrustWindowTotal.__table__
     pending = list(before_statistics)
-    for chunk in _chunks(sorted(product_ids), PRODUCT_CHUNK):
+    for chunk in chunks(sorted(product_ids), PRODUCT_CHUNK):
         where = among(session, totals.c.product_id, chunk)
         rows = session.connection().execute(_columns_query(session, totals, where))
         columns = list(_parse_columns(rows, as_text=_dialect(session) != "postgresql"))
@@ -569,6 +569,26 @@ def _columns_query(session: Session, totals: Any, where: Any = None) -> Select[A
     aggregate = func.array_agg if _dialect(session) == "postgresql" else func.group_concat
     stmt = select(c.product_id, aggregate(c.units), aggregate(c.spend_pence))
     return (stmt if where is None else stmt.where(where)).group_by(c.product_id)
+
+
+COLUMNS_PER_FETCH = 1000
+
+
+def window_columns(
+    session: Session, window: Window, product_ids: Sequence[str] | None = None
+) -> Iterator[ProductColumns]:
+    """Each product's trusts' units and spends over ``window``, summed from the rollups (all
+    products, or these), one product at a time as the database streams them; pairs with no
+    units are left out. The columns ``summarise_many`` takes, for any window."""
+    pairs = window_totals(window, product_ids=product_ids).subquery()
+    totals = select(
+        pairs.c.product_id,
+        cast(pairs.c.units, TrustWindowTotal.units.type).label("units"),
+        cast(pairs.c.spend_pence, TrustWindowTotal.spend_pence.type).label("spend_pence"),
+    ).where(pairs.c.units > 0)
+    stmt = _columns_query(session, totals.subquery())
+    rows = session.connection().execution_options(yield_per=COLUMNS_PER_FETCH).execute(stmt)
+    yield from _parse_columns(rows, as_text=_dialect(session) != "postgresql")
 
 
 def _parse_columns(rows: Iterable[Any], as_text: bool) -> Iterator[ProductColumns]:
@@ -692,7 +712,7 @@ def _write_stats(
     insert each batch (``into`` that table or its rebuilt replacement) while the next is
     computed; keep the rows in ``written``, when given. Returns the number of rows."""
     count = 0
-    for batch in _chunks(products, STATS_BATCH):
+    for batch in chunks(products, STATS_BATCH):
         known = [item for item in batch if item[0] in catalogue]
         summaries = m.summarise_many([(units, spends) for _, units, spends in known])
         values = [

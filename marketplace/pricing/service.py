@@ -49,13 +49,23 @@ from .models import (
     StatsTotal,
     TrustWindowTotal,
 )
-from .rollups import Changes, Window, cached_window, ensure_current, recompute_products, refresh
+from .rollups import (
+    Changes,
+    Window,
+    cached_window,
+    chunks,
+    ensure_current,
+    recompute_products,
+    refresh,
+    window_columns,
+)
 from .rollups import today_utc as today_utc
 from .rollups import window_totals as window_totals
 
 IMPORT_BATCH = 2000
 FLUSH_ROLLUPS_ABOVE = 20_000  # rollup deltas an import collects before it adds them (memory)
 MAX_REPORTED_ERRORS = 1000
+RANKING_BATCH = 1000  # products summarised together when a ranking is computed from the rollups
 PURCHASE_FIELDS = (
     "trust_id",
     "order_date",
@@ -930,35 +940,36 @@ def _ranking_computed(
     cursor: str | None,
     limit: int,
 ) -> RankingPage:
+    """Every product's variance over ``window`` under ``method``, computed from the rollups a
+    batch of products at a time with the refreshes' batched summary (``summarise_many``, the
+    same figures as ``analyse``)."""
     allowed = set(categories) if categories is not None else None
     ranked: list[tuple[Any, str, dict[str, Any]]] = []
-    grouped = _stream_window(session, window)
-    while True:
-        batch = [item for _, item in zip(range(1000), grouped, strict=False)]
-        if not batch:
-            break
-        summaries = catalog.product_summaries(session, [p for p, _ in batch])
-        for product_id, totals in batch:
-            summary = summaries.get(product_id)
-            if summary is None or summary.benchmark_excluded:
+    for batch in chunks(window_columns(session, window), RANKING_BATCH):
+        summaries = catalog.product_summaries(session, [p for p, _, _ in batch])
+        kept = [
+            (product_id, units, spends, summary)
+            for product_id, units, spends in batch
+            if (summary := summaries.get(product_id)) is not None
+            and not summary.benchmark_excluded
+            and (allowed is None or summary.category_id in allowed)
+        ]
+        variances = m.summarise_many([(units, spends) for _, units, spends, _ in kept], method)
+        for (product_id, _, _, summary), variance in zip(kept, variances, strict=True):
+            dist = variance.distribution
+            if dist.n_trusts < method.min_trusts:
                 continue
-            if allowed is not None and summary.category_id not in allowed:
-                continue
-            variance = m.analyse(totals, method)
-            if variance is None or not variance.reported:
-                continue
+            savings_pence = variance.savings_pence[method.benchmark]
             item = {
                 "product_id": product_id,
                 "product_name": summary.name,
                 "category_id": summary.category_id,
-                **distribution_fields(
-                    variance.distribution, variance.benchmark, variance.possible_savings_pence
-                ),
+                **distribution_fields(dist, dist.centile(method.benchmark), savings_pence),
                 "outliers": variance.outliers,
                 "units": variance.units,
                 "spend_pence": variance.spend_pence,
             }
-            value = item["possible_savings_pence"] if sort == "savings" else float(item["spread"])
+            value = savings_pence if sort == "savings" else float(dist.spread)
             ranked.append((value, product_id, item))
     ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
     total = sum(item["possible_savings_pence"] for _, _, item in ranked)
@@ -975,25 +986,6 @@ def _ranking_computed(
     return RankingPage(
         window, method, sort, [item for _, _, item in page], next_cursor, len(ranked), total
     )
-
-
-def _stream_window(session: Session, window: Window) -> Iterable[tuple[str, list[m.TrustTotal]]]:
-    totals = window_totals(window).subquery()
-    rows = session.execute(
-        select(totals).order_by(totals.c.product_id).execution_options(yield_per=10_000)
-    )
-    current: str | None = None
-    bucket: list[m.TrustTotal] = []
-    for product_id, trust_id, units, spend in rows:
-        if not units or units <= 0:
-            continue
-        if product_id != current:
-            if current is not None:
-                yield current, bucket
-            current, bucket = product_id, []
-        bucket.append(m.TrustTotal(trust_id, int(units), int(spend)))
-    if current is not None:
-        yield current, bucket
 
 
 @dataclass
@@ -1096,21 +1088,78 @@ class _CachedSaving(NamedTuple):
 def _cached_opportunities(
     session: Session, trust_id: str, method: m.Method
 ) -> tuple[Opportunities, Fraction]:
-    """The trust's counted savings from the default-window caches (any benchmark centile).
+    """The trust's counted savings from the default-window caches (any benchmark centile)."""
+    return _opportunities(
+        _cached_savings(session, trust_id, method),
+        method,
+        lambda product_ids: _exact_benchmarks(session, product_ids, method.benchmark),
+    )
 
-    The cached benchmark is a decimal (28 digits) of an exact fraction, so a saving computed
+
+def _computed_opportunities(
+    session: Session, trust_id: str, window: Window, method: m.Method
+) -> tuple[Opportunities, Fraction]:
+    """The trust's counted savings over any window or method: its products' distributions
+    computed from the rollups a batch at a time (``summarise_many``, as the caches are)."""
+    mine = {
+        row.product_id: (int(row.units), int(row.spend_pence))
+        for row in session.execute(window_totals(window, trust_id=trust_id))
+        if row.units and row.units > 0
+    }
+    rows: list[_CachedSaving] = []
+    for chunk in chunks(sorted(mine)):
+        summaries = catalog.product_summaries(session, chunk)
+        kept = [
+            (product_id, units, spends, summary)
+            for product_id, units, spends in window_columns(session, window, chunk)
+            if (summary := summaries.get(product_id)) is not None and not summary.benchmark_excluded
+        ]
+        variances = m.summarise_many([(units, spends) for _, units, spends, _ in kept], method)
+        for (product_id, _, _, summary), variance in zip(kept, variances, strict=True):
+            dist = variance.distribution
+            if dist.n_trusts >= method.min_trusts:
+                units, spend = mine[product_id]
+                rows.append(
+                    _saving(
+                        product_id,
+                        summary.name,
+                        units,
+                        spend,
+                        dist.n_trusts,
+                        dist.centile(method.benchmark),
+                        dist.median,
+                    )
+                )
+    return _opportunities(
+        rows,
+        method,
+        lambda product_ids: _exact_window_benchmarks(
+            session, window, product_ids, method.benchmark
+        ),
+    )
+
+
+ExactBenchmarks = Callable[[Sequence[str]], dict[str, Fraction]]
+
+
+def _opportunities(
+    rows: list[_CachedSaving], method: m.Method, exact_benchmarks: ExactBenchmarks
+) -> tuple[Opportunities, Fraction]:
+    """The counted savings among a trust's ``rows`` (one per reported product), as items, and
+    their exact total.
+
+    A row's benchmark is a decimal (28 digits) of an exact fraction, so a saving computed
     from it is a hair off the exact one. Where that hair could decide whether it counts or
     which way it rounds (it is that close to 0, the minimum or a half penny), the product's
-    exact benchmark is computed from its trusts' window totals; so is every product's, when
-    the total is that close to a half penny."""
-    rows = _cached_savings(session, trust_id, method)
+    exact benchmark is asked of ``exact_benchmarks``; so is every product's, when the total
+    is that close to a half penny."""
     minimum = method.min_savings_pence
     unsure = {r.product_id for r in rows if m.too_close_to_call(r.saving, r.error, minimum)}
-    rows = _exactly(session, rows, unsure, method)
+    rows = _exactly(rows, unsure, exact_benchmarks)
     counted = [r for r in rows if m.counts(r.saving, minimum)]
     total = sum((Fraction(r.saving) for r in counted), Fraction(0))
     if m.near_half_penny(total, sum((r.error for r in counted), Decimal(0))):
-        counted = _exactly(session, counted, {r.product_id for r in counted}, method)
+        counted = _exactly(counted, {r.product_id for r in counted}, exact_benchmarks)
         total = sum((Fraction(r.saving) for r in counted), Fraction(0))
     items = [
         _trust_item(
@@ -1127,6 +1176,29 @@ def _cached_opportunities(
         for r in counted
     ]
     return [(item["possible_savings_pence"], item["product_id"], item) for item in items], total
+
+
+def _saving(
+    product_id: str,
+    name: str,
+    units: int,
+    spend: int,
+    n_trusts: int,
+    benchmark: Decimal,
+    median: Decimal,
+) -> _CachedSaving:
+    """A trust's row for one product, its saving in decimals from the decimal benchmark."""
+    return _CachedSaving(
+        product_id,
+        name,
+        units,
+        spend,
+        n_trusts,
+        benchmark,
+        median,
+        spend - units * benchmark,
+        m.decimal_saving_error(spend, units, benchmark),
+    )
 
 
 def _cached_savings(session: Session, trust_id: str, method: m.Method) -> list[_CachedSaving]:
@@ -1153,30 +1225,20 @@ def _cached_savings(session: Session, trust_id: str, method: m.Method) -> list[_
         )
     )
     return [
-        _CachedSaving(
-            product_id,
-            name,
-            int(units),
-            int(spend),
-            n_trusts,
-            benchmark,
-            median,
-            spend - units * benchmark,
-            m.decimal_saving_error(int(spend), int(units), benchmark),
-        )
+        _saving(product_id, name, int(units), int(spend), n_trusts, benchmark, median)
         for product_id, name, units, spend, n_trusts, benchmark, median in rows
     ]
 
 
 def _exactly(
-    session: Session, rows: list[_CachedSaving], product_ids: set[str], method: m.Method
+    rows: list[_CachedSaving], product_ids: set[str], exact_benchmarks: ExactBenchmarks
 ) -> list[_CachedSaving]:
     """``rows``, with the savings of these products' rows computed exactly (not again for a
     row that already is)."""
     wanted = {r.product_id for r in rows if r.product_id in product_ids and r.error}
     if not wanted:
         return rows
-    exact = _exact_benchmarks(session, sorted(wanted), method.benchmark)
+    exact = exact_benchmarks(sorted(wanted))
     return [r.exactly(exact[r.product_id]) if r.product_id in wanted else r for r in rows]
 
 
@@ -1199,54 +1261,15 @@ def _exact_benchmarks(
     return {p: m.exact_benchmark(u, s, benchmark) for p, (u, s) in columns.items()}
 
 
-def _computed_opportunities(
-    session: Session, trust_id: str, window: Window, method: m.Method
-) -> tuple[Opportunities, Fraction]:
-    """The trust's counted savings over any window or method, computed from the rollups."""
-    opportunities: Opportunities = []
-    exact_total = Fraction(0)
-    mine = {
-        row.product_id
-        for row in session.execute(window_totals(window, trust_id=trust_id))
-        if row.units and row.units > 0
+def _exact_window_benchmarks(
+    session: Session, window: Window, product_ids: Sequence[str], benchmark: str
+) -> dict[str, Fraction]:
+    """The exact benchmark centile of these products over ``window``, from the rollups."""
+    return {
+        product_id: m.exact_benchmark(units, spends, benchmark)
+        for chunk in chunks(product_ids)
+        for product_id, units, spends in window_columns(session, window, chunk)
     }
-    product_ids = sorted(mine)
-    for start in range(0, len(product_ids), 500):
-        chunk = product_ids[start : start + 500]
-        grouped = _totals(session, window, chunk)
-        summaries = catalog.product_summaries(session, chunk)
-        for product_id, totals in grouped.items():
-            summary = summaries.get(product_id)
-            variance = m.analyse(totals, method)
-            if (
-                summary is None
-                or summary.benchmark_excluded
-                or variance is None
-                or not variance.reported
-            ):
-                continue
-            row = next((t for t in variance.trusts if t.trust_id == trust_id), None)
-            if row is None or not row.counted:
-                continue
-            exact_total += row.savings
-            opportunities.append(
-                (
-                    row.possible_savings_pence,
-                    product_id,
-                    _trust_item(
-                        product_id,
-                        summary.name,
-                        row.units,
-                        row.spend_pence,
-                        variance.distribution.n_trusts,
-                        variance.distribution.median,
-                        variance.benchmark,
-                        row.savings,
-                        method,
-                    ),
-                )
-            )
-    return opportunities, exact_total
 
 
 def _trust_item(

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 
 import pytest
 from sqlalchemy import select
 
 from marketplace.catalog.models import Product
+from marketplace.pricing import method as m
 from marketplace.pricing import service
 from marketplace.pricing.models import PurchaseRecord
 from tests.support import SYSTEM, assert_problem
@@ -181,6 +183,57 @@ def test_ranking_sort_category_and_pagination(client, market):
     assert [i["product_id"] for i in hosiery["items"]] == [market.stockings.id]
     assert_problem(client.get("/api/v1/price-variance?category=NOPE"), 422)
     assert_problem(client.get("/api/v1/price-variance?cursor=garbage"), 422)
+
+
+def test_rankings_and_savings_computed_from_the_rollups_are_the_cached_ones(
+    session_factory, world, import_as, new_product, monkeypatch
+):
+    """The same window and method, once from the caches and once computed from the rollups (as
+    for any other window or minimum), give the same ranking and the same trusts' savings, item
+    for item."""
+    rng = random.Random(7)
+    for _ in range(12):
+        product = new_product()
+        for i in rng.sample(range(6), rng.randint(1, 6)):
+            rows = [
+                line(
+                    f"RK-{product.gtin}",
+                    n,
+                    gtin=product.gtin,
+                    quantity=rng.randint(1, 40),
+                    units_per_pack=rng.choice([1, 10, 100]),
+                    total_price_pence=rng.randint(500, 90_000),
+                    when=days_ago(rng.randint(0, 364)),
+                )
+                for n in range(1, rng.randint(2, 4))
+            ]
+            import_as(world.trust(i), rows)
+    queries = [
+        {"sort": sort, "method": m.Method(benchmark=b, min_trusts=k)}
+        for sort in ("savings", "spread")
+        for b in m.BENCHMARKS
+        for k in (1, 3)
+    ]
+
+    def answers(session):
+        for q in queries:
+            yield service.variance_ranking(session, limit=100, **q)
+            for i in range(6):
+                ods = world.trust(i).ods_code
+                yield service.trust_savings(session, ods, method=q["method"], limit=100)
+
+    with session_factory() as session:
+        cached = list(answers(session))
+    monkeypatch.setattr(m.Method, "caches_cover", property(lambda self: False))
+    with session_factory() as session:
+        computed = list(answers(session))
+    assert sum(len(page.items) for page in cached) > 20
+    for one, other in zip(cached, computed, strict=True):
+        assert one.items == other.items, one.method
+        assert (one.total_products, one.total_possible_savings_pence) == (
+            other.total_products,
+            other.total_possible_savings_pence,
+        ), one.method
 
 
 def test_custom_window_is_summed_from_the_rollups(client, market):
