@@ -39,7 +39,7 @@ def load_categories_command() -> None:
     """Create or update the category tree from the bundled file (CPV and EMDN codes mapped to
     the marketplace's categories): names, parents, kinds and PHB flags as shipped. Categories
     the file does not list are left alone. `db upgrade` does this once, for a new database."""
-    from ..cli import handle_errors, session_scope
+    from ..cli import CLI_ACTOR, handle_errors, session_scope
 
     @handle_errors
     def run() -> None:
@@ -47,7 +47,7 @@ def load_categories_command() -> None:
 
         rows = service.bundled_category_rows()
         with session_scope() as session:
-            created = service.load_categories(session, rows)
+            created = service.load_categories(session, rows, CLI_ACTOR)
         click.echo(f"categories: {created} created, {len(rows) - created} updated or unchanged")
 
     run()

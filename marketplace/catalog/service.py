@@ -199,11 +199,28 @@ PATHS_PER_STATEMENT = 100
 _SEARCHED_CATEGORY_FIELDS = ("name", "parent_id", "path", "kind", "phb_eligible", "phb_excluded")
 
 
-def load_categories(session: Session, rows: Iterable[dict[str, str]]) -> int:
+CATEGORY_FIELDS = (
+    "code",
+    "name",
+    "scheme",
+    "scheme_code",
+    "parent_id",
+    "path",
+    "kind",
+    "phb_eligible",
+    "phb_excluded",
+)
+CATEGORY_LOADER = Principal.system("categories")
+
+
+def load_categories(
+    session: Session, rows: Iterable[dict[str, str]], actor: Principal = CATEGORY_LOADER
+) -> int:
     """Create or update categories from rows of ``data/categories.csv`` (parents first).
-    Returns how many were created. Idempotent. The search documents of the products in and
-    below an updated category are refreshed in the same transaction (they hold its names,
-    kind and PHB flags)."""
+    Returns how many were created. Idempotent. Each category created or changed is an audit
+    event by ``actor`` (its PHB flags decide what a budget may buy). The search documents of
+    the products in and below an updated category are refreshed in the same transaction (they
+    hold its names, kind and PHB flags)."""
     created = 0
     changed_paths: list[str] = []
     by_code = {c.code: c for c in session.scalars(select(Category))}
@@ -227,13 +244,33 @@ def load_categories(session: Session, rows: Iterable[dict[str, str]]) -> int:
         if category is None:
             category = Category(code=row["code"], **values)
             session.add(category)
+            audit.record(
+                session,
+                actor,
+                "category.create",
+                "category",
+                category.id,
+                after=audit.snapshot(category, CATEGORY_FIELDS),
+            )
             created += 1
             by_code[category.code] = category
         else:
-            before = [getattr(category, name) for name in _SEARCHED_CATEGORY_FIELDS]
+            before = audit.snapshot(category, CATEGORY_FIELDS)
             for name, value in values.items():
                 setattr(category, name, value)
-            if before != [getattr(category, name) for name in _SEARCHED_CATEGORY_FIELDS]:
+            after = audit.snapshot(category, CATEGORY_FIELDS)
+            if after != before:
+                changed = [name for name in CATEGORY_FIELDS if after[name] != before[name]]
+                audit.record(
+                    session,
+                    actor,
+                    "category.update",
+                    "category",
+                    category.id,
+                    before={name: before[name] for name in changed},
+                    after={name: after[name] for name in changed},
+                )
+            if any(after[name] != before[name] for name in _SEARCHED_CATEGORY_FIELDS):
                 changed_paths.append(category.path)
     session.flush()
     if changed_paths:

@@ -186,3 +186,14 @@ def test_db_upgrade_gives_a_new_database_the_category_tree_once(tmp_path, monkey
     assert reload.exit_code == 0, reload.output
     assert reload.stdout.strip().splitlines()[-1].startswith("categories: 0 created")
     assert categories() == tree
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            restored = connection.execute(
+                select(AuditEvent.actor_label, AuditEvent.before, AuditEvent.after).where(
+                    AuditEvent.action == "category.update"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in restored] == [("cli", {"name": "Ours"}, {"name": tree["33140000"]})]
