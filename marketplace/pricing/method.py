@@ -517,6 +517,10 @@ class _Batch:
         self.units_total = self._sums(units, self.units_i, everything)
         self.spend_total = self._sums(spends, self.spends_i, everything)
         self._exact_prices: dict[int, list[Fraction]] = {}
+        # set by ``distributions``: the batch's pairs in price order within each product, and
+        # per product whether that order is exact (so its exact centiles need no sorting)
+        self._price_order: np.ndarray | None = None
+        self._ordered_exactly: list[bool] = []
 
     def _sums(self, values: list[int], array: np.ndarray | None, mask: np.ndarray) -> list[int]:
         """Per product, the exact sum of its ``values`` (``array`` as int64) where ``mask``."""
@@ -542,6 +546,7 @@ class _Batch:
         order = np.lexsort((self.prices_f, self.owner))
         spends, units = all_spends[order], all_units[order]
         small &= self._float_order_is_exact(spends, units, self.prices_f[order], small)
+        self._price_order, self._ordered_exactly = order, small.tolist()
         lowers = self._mean_lower_bounds(all_spends, all_units, small_pairs)
         counts = np.diff(self.starts)
         means = [
@@ -619,10 +624,20 @@ class _Batch:
         return np.bincount(self.owner, weights=above, minlength=len(lines)).astype(int).tolist()
 
     def exact_centile(self, i: int, q: Decimal) -> Fraction:
-        """Product i's centile q of its trusts' unit prices, as an exact fraction."""
+        """Product i's centile q of its trusts' unit prices, as an exact fraction: from the
+        prices at its two ranks, where ``distributions`` found the product's order exact;
+        otherwise from all its prices sorted as fractions."""
+        a, b = self.starts[i], self.starts[i + 1]
+        order = self._price_order
+        if order is not None and self._ordered_exactly[i]:
+            lower, fraction = _position(b - a, q)
+            low = Fraction(self.spends[order[a + lower]], self.units[order[a + lower]])
+            if fraction is None:
+                return low
+            k = order[a + lower + 1]
+            return low + (Fraction(self.spends[k], self.units[k]) - low) * Fraction(fraction)
         prices = self._exact_prices.get(i)
         if prices is None:
-            a, b = self.starts[i], self.starts[i + 1]
             prices = sorted(map(Fraction, self.spends[a:b], self.units[a:b]))
             self._exact_prices[i] = prices
         return exact_percentile(prices, q)

@@ -577,18 +577,43 @@ COLUMNS_PER_FETCH = 1000
 def window_columns(
     session: Session, window: Window, product_ids: Sequence[str] | None = None
 ) -> Iterator[ProductColumns]:
-    """Each product's trusts' units and spends over ``window``, summed from the rollups (all
-    products, or these), one product at a time as the database streams them; pairs with no
-    units are left out. The columns ``summarise_many`` takes, for any window."""
-    pairs = window_totals(window, product_ids=product_ids).subquery()
-    totals = select(
-        pairs.c.product_id,
-        cast(pairs.c.units, TrustWindowTotal.units.type).label("units"),
-        cast(pairs.c.spend_pence, TrustWindowTotal.spend_pence.type).label("spend_pence"),
-    ).where(pairs.c.units > 0)
+    """Each product's trusts' units and spends over ``window`` (all products, or these), one
+    product at a time as the database streams them; pairs with no units are left out. From the
+    default-window totals when the caches describe ``window``, otherwise summed from the
+    rollups: the columns ``summarise_many`` takes, for any window."""
+    if cached_window(session) == window:
+        cached = TrustWindowTotal.__table__.c
+        totals = select(cached.product_id, cached.units, cached.spend_pence)
+        if product_ids is not None:
+            totals = totals.where(cached.product_id.in_(product_ids))
+        totals = totals.where(cached.units > 0)
+    else:
+        pairs = window_totals(window, product_ids=product_ids).subquery()
+        totals = select(
+            pairs.c.product_id,
+            cast(pairs.c.units, TrustWindowTotal.units.type).label("units"),
+            cast(pairs.c.spend_pence, TrustWindowTotal.spend_pence.type).label("spend_pence"),
+        ).where(pairs.c.units > 0)
     stmt = _columns_query(session, totals.subquery())
-    rows = session.connection().execution_options(yield_per=COLUMNS_PER_FETCH).execute(stmt)
+    rows = session.connection().execute(stmt.execution_options(yield_per=COLUMNS_PER_FETCH))
     yield from _parse_columns(rows, as_text=_dialect(session) != "postgresql")
+
+
+def trust_totals(session: Session, window: Window, trust_id: str) -> dict[str, tuple[int, int]]:
+    """The products one trust bought over ``window``, each with its units and spend: from the
+    default-window totals when the caches describe ``window``, otherwise from the rollups."""
+    if cached_window(session) == window:
+        cached = TrustWindowTotal
+        stmt = select(cached.product_id, cached.trust_id, cached.units, cached.spend_pence).where(
+            cached.trust_id == trust_id
+        )
+    else:
+        stmt = window_totals(window, trust_id=trust_id)
+    return {
+        product_id: (int(units), int(spend))
+        for product_id, _, units, spend in session.execute(stmt)
+        if units and units > 0
+    }
 
 
 def _parse_columns(rows: Iterable[Any], as_text: bool) -> Iterator[ProductColumns]:

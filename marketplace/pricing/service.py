@@ -11,7 +11,7 @@ Other domains call:
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -50,13 +50,16 @@ from .models import (
     TrustWindowTotal,
 )
 from .rollups import (
+    STATS_BATCH,
     Changes,
+    ProductColumns,
     Window,
     cached_window,
     chunks,
     ensure_current,
     recompute_products,
     refresh,
+    trust_totals,
     window_columns,
 )
 from .rollups import today_utc as today_utc
@@ -65,7 +68,6 @@ from .rollups import window_totals as window_totals
 IMPORT_BATCH = 2000
 FLUSH_ROLLUPS_ABOVE = 20_000  # rollup deltas an import collects before it adds them (memory)
 MAX_REPORTED_ERRORS = 1000
-RANKING_BATCH = 1000  # products summarised together when a ranking is computed from the rollups
 PURCHASE_FIELDS = (
     "trust_id",
     "order_date",
@@ -940,37 +942,27 @@ def _ranking_computed(
     cursor: str | None,
     limit: int,
 ) -> RankingPage:
-    """Every product's variance over ``window`` under ``method``, computed from the rollups a
-    batch of products at a time with the refreshes' batched summary (``summarise_many``, the
-    same figures as ``analyse``)."""
+    """Every product's variance over ``window`` under ``method``, computed a batch of products
+    at a time by the refreshes' batched summary (``summarise_many``, the same figures as
+    ``analyse``) from their per-trust totals (``window_columns``)."""
     allowed = set(categories) if categories is not None else None
     ranked: list[tuple[Any, str, dict[str, Any]]] = []
-    for batch in chunks(window_columns(session, window), RANKING_BATCH):
-        summaries = catalog.product_summaries(session, [p for p, _, _ in batch])
-        kept = [
-            (product_id, units, spends, summary)
-            for product_id, units, spends in batch
-            if (summary := summaries.get(product_id)) is not None
-            and not summary.benchmark_excluded
-            and (allowed is None or summary.category_id in allowed)
-        ]
-        variances = m.summarise_many([(units, spends) for _, units, spends, _ in kept], method)
-        for (product_id, _, _, summary), variance in zip(kept, variances, strict=True):
-            dist = variance.distribution
-            if dist.n_trusts < method.min_trusts:
-                continue
-            savings_pence = variance.savings_pence[method.benchmark]
-            item = {
-                "product_id": product_id,
-                "product_name": summary.name,
-                "category_id": summary.category_id,
-                **distribution_fields(dist, dist.centile(method.benchmark), savings_pence),
-                "outliers": variance.outliers,
-                "units": variance.units,
-                "spend_pence": variance.spend_pence,
-            }
-            value = savings_pence if sort == "savings" else float(dist.spread)
-            ranked.append((value, product_id, item))
+    for product_id, summary, variance in _summarised(
+        session, window_columns(session, window), method, allowed
+    ):
+        dist = variance.distribution
+        savings_pence = variance.savings_pence[method.benchmark]
+        item = {
+            "product_id": product_id,
+            "product_name": summary.name,
+            "category_id": summary.category_id,
+            **distribution_fields(dist, dist.centile(method.benchmark), savings_pence),
+            "outliers": variance.outliers,
+            "units": variance.units,
+            "spend_pence": variance.spend_pence,
+        }
+        value = savings_pence if sort == "savings" else float(dist.spread)
+        ranked.append((value, product_id, item))
     ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
     total = sum(item["possible_savings_pence"] for _, _, item in ranked)
     start = 0
@@ -986,6 +978,30 @@ def _ranking_computed(
     return RankingPage(
         window, method, sort, [item for _, _, item in page], next_cursor, len(ranked), total
     )
+
+
+def _summarised(
+    session: Session,
+    columns: Iterable[ProductColumns],
+    method: m.Method,
+    categories: set[str] | None = None,
+) -> Iterator[tuple[str, catalog.ProductSummary, m.Summary]]:
+    """Each product among ``columns`` that is reported under ``method`` (in the catalogue, not
+    excluded from benchmarking, bought by at least ``min_trusts`` trusts; in ``categories``,
+    when given), with its catalogue summary and its variance, a batch of products at a time."""
+    for batch in chunks(columns, STATS_BATCH):
+        summaries = catalog.product_summaries(session, [p for p, _, _ in batch])
+        kept = [
+            (product_id, units, spends, summary)
+            for product_id, units, spends in batch
+            if (summary := summaries.get(product_id)) is not None
+            and not summary.benchmark_excluded
+            and (categories is None or summary.category_id in categories)
+        ]
+        variances = m.summarise_many([(units, spends) for _, units, spends, _ in kept], method)
+        for (product_id, _, _, summary), variance in zip(kept, variances, strict=True):
+            if variance.distribution.n_trusts >= method.min_trusts:
+                yield product_id, summary, variance
 
 
 @dataclass
@@ -1027,7 +1043,7 @@ def trust_savings(
     trust = find_trust(session, ods_code)
     window = window or Window.default(today)
     if cached_window(session) == window and method.caches_cover:
-        opportunities, exact_total = _cached_opportunities(session, trust.id, method)
+        opportunities, exact_total = _cached_opportunities(session, trust.id, window, method)
     else:
         opportunities, exact_total = _computed_opportunities(session, trust.id, window, method)
     opportunities.sort(key=lambda o: (o[0], o[1]), reverse=True)
@@ -1067,8 +1083,9 @@ Opportunities = list[tuple[int, str, dict[str, Any]]]  # (savings pence, product
 
 
 class _CachedSaving(NamedTuple):
-    """A trust's row of the default-window caches for one product, and its saving: in
-    decimals from the cached benchmark (within ``error`` of the exact one) or exact (error 0)."""
+    """A trust's row for one product (from the default-window caches, or computed), and its
+    saving: in decimals from the decimal benchmark (within ``error`` of the exact one) or exact
+    (error 0)."""
 
     product_id: str
     name: str
@@ -1086,13 +1103,13 @@ class _CachedSaving(NamedTuple):
 
 
 def _cached_opportunities(
-    session: Session, trust_id: str, method: m.Method
+    session: Session, trust_id: str, window: Window, method: m.Method
 ) -> tuple[Opportunities, Fraction]:
     """The trust's counted savings from the default-window caches (any benchmark centile)."""
     return _opportunities(
         _cached_savings(session, trust_id, method),
         method,
-        lambda product_ids: _exact_benchmarks(session, product_ids, method.benchmark),
+        lambda product_ids: _exact_benchmarks(session, window, product_ids, method.benchmark),
     )
 
 
@@ -1100,42 +1117,26 @@ def _computed_opportunities(
     session: Session, trust_id: str, window: Window, method: m.Method
 ) -> tuple[Opportunities, Fraction]:
     """The trust's counted savings over any window or method: its products' distributions
-    computed from the rollups a batch at a time (``summarise_many``, as the caches are)."""
-    mine = {
-        row.product_id: (int(row.units), int(row.spend_pence))
-        for row in session.execute(window_totals(window, trust_id=trust_id))
-        if row.units and row.units > 0
-    }
+    computed a batch at a time (``summarise_many``, as the caches are) from their per-trust
+    totals (``window_columns``)."""
+    mine = trust_totals(session, window, trust_id)
+    columns = (
+        product
+        for chunk in chunks(sorted(mine))
+        for product in window_columns(session, window, chunk)
+    )
     rows: list[_CachedSaving] = []
-    for chunk in chunks(sorted(mine)):
-        summaries = catalog.product_summaries(session, chunk)
-        kept = [
-            (product_id, units, spends, summary)
-            for product_id, units, spends in window_columns(session, window, chunk)
-            if (summary := summaries.get(product_id)) is not None and not summary.benchmark_excluded
-        ]
-        variances = m.summarise_many([(units, spends) for _, units, spends, _ in kept], method)
-        for (product_id, _, _, summary), variance in zip(kept, variances, strict=True):
-            dist = variance.distribution
-            if dist.n_trusts >= method.min_trusts:
-                units, spend = mine[product_id]
-                rows.append(
-                    _saving(
-                        product_id,
-                        summary.name,
-                        units,
-                        spend,
-                        dist.n_trusts,
-                        dist.centile(method.benchmark),
-                        dist.median,
-                    )
-                )
+    for product_id, summary, variance in _summarised(session, columns, method):
+        dist = variance.distribution
+        units, spend = mine[product_id]
+        benchmark = dist.centile(method.benchmark)
+        rows.append(
+            _saving(product_id, summary.name, units, spend, dist.n_trusts, benchmark, dist.median)
+        )
     return _opportunities(
         rows,
         method,
-        lambda product_ids: _exact_window_benchmarks(
-            session, window, product_ids, method.benchmark
-        ),
+        lambda product_ids: _exact_benchmarks(session, window, product_ids, method.benchmark),
     )
 
 
@@ -1243,28 +1244,10 @@ def _exactly(
 
 
 def _exact_benchmarks(
-    session: Session, product_ids: Sequence[str], benchmark: str
-) -> dict[str, Fraction]:
-    """The exact benchmark centile of these products over the default window, from the
-    per-trust window totals the cached statistics were computed from."""
-    columns: dict[str, tuple[list[int], list[int]]] = {}
-    for start in range(0, len(product_ids), 500):
-        rows = session.execute(
-            select(
-                TrustWindowTotal.product_id, TrustWindowTotal.units, TrustWindowTotal.spend_pence
-            ).where(TrustWindowTotal.product_id.in_(product_ids[start : start + 500]))
-        )
-        for product_id, units, spend in rows:
-            pair = columns.setdefault(product_id, ([], []))
-            pair[0].append(int(units))
-            pair[1].append(int(spend))
-    return {p: m.exact_benchmark(u, s, benchmark) for p, (u, s) in columns.items()}
-
-
-def _exact_window_benchmarks(
     session: Session, window: Window, product_ids: Sequence[str], benchmark: str
 ) -> dict[str, Fraction]:
-    """The exact benchmark centile of these products over ``window``, from the rollups."""
+    """The exact benchmark centile of these products over ``window``, from the per-trust
+    totals their figures were computed from (the caches' for the window they describe)."""
     return {
         product_id: m.exact_benchmark(units, spends, benchmark)
         for chunk in chunks(product_ids)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
@@ -21,6 +22,8 @@ from marketplace.catalog.models import Product
 from marketplace.pricing import method as m
 from marketplace.pricing import service
 from marketplace.pricing.models import PurchaseRecord
+from marketplace.pricing.rollups import Window
+from marketplace.pricing.service import distribution_fields
 from tests.support import SYSTEM, assert_problem
 
 from .conftest import days_ago, line, make_gtin
@@ -185,15 +188,14 @@ def test_ranking_sort_category_and_pagination(client, market):
     assert_problem(client.get("/api/v1/price-variance?cursor=garbage"), 422)
 
 
-def test_rankings_and_savings_computed_from_the_rollups_are_the_cached_ones(
-    session_factory, world, import_as, new_product, monkeypatch
-):
-    """The same window and method, once from the caches and once computed from the rollups (as
-    for any other window or minimum), give the same ranking and the same trusts' savings, item
-    for item."""
-    rng = random.Random(7)
-    for _ in range(12):
+def _varied_market(world, import_as, new_product, seed: int, products: int = 12) -> list:
+    """Products bought by one to six trusts, in a few lines each of mixed pack sizes and dates
+    over the last year."""
+    rng = random.Random(seed)
+    made = []
+    for _ in range(products):
         product = new_product()
+        made.append(product)
         for i in rng.sample(range(6), rng.randint(1, 6)):
             rows = [
                 line(
@@ -208,6 +210,15 @@ def test_rankings_and_savings_computed_from_the_rollups_are_the_cached_ones(
                 for n in range(1, rng.randint(2, 4))
             ]
             import_as(world.trust(i), rows)
+    return made
+
+
+def test_rankings_and_savings_computed_from_the_rollups_are_the_cached_ones(
+    session_factory, world, import_as, new_product, monkeypatch
+):
+    """The same window and method, once from the caches and once computed (as for any other
+    window or minimum), give the same ranking and the same trusts' savings, item for item."""
+    _varied_market(world, import_as, new_product, seed=7)
     queries = [
         {"sort": sort, "method": m.Method(benchmark=b, min_trusts=k)}
         for sort in ("savings", "spread")
@@ -234,6 +245,70 @@ def test_rankings_and_savings_computed_from_the_rollups_are_the_cached_ones(
             other.total_products,
             other.total_possible_savings_pence,
         ), one.method
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        m.Method(outlier_threshold=Decimal("0.5"), min_savings_pence=0),
+        m.Method(benchmark="p25", min_trusts=2, min_savings_pence=300),
+        m.Method(benchmark="median", min_trusts=4, outlier_threshold=Decimal(0)),
+    ],
+    ids=["threshold-and-no-minimum", "p25", "median"],
+)
+def test_rankings_and_savings_over_another_window_are_each_products_own_variance(
+    session_factory, world, import_as, new_product, method
+):
+    """Over another window and method, every product the ranking lists, and every saving a
+    trust is shown, is what that product's own variance (its trusts analysed one by one) says;
+    excluded products and other categories are left out."""
+    products = _varied_market(world, import_as, new_product, seed=11, products=14)
+    with session_factory.begin() as session:
+        excluded = session.get(Product, products[0].id)
+        excluded.benchmark_excluded = True
+        excluded.benchmark_excluded_reason = "Specials: made to measure"
+        service.product_changed(session, excluded.id)
+    window = Window(days_ago(250), days_ago(30))
+    with session_factory() as session:
+        views = {
+            p.id: service.product_variance(session, p.id, window=window, method=method)
+            for p in products
+        }
+        ranking = service.variance_ranking(session, window=window, method=method, limit=100)
+        elsewhere = service.variance_ranking(
+            session, window=window, method=method, category_code="MKT-HOSIERY"
+        )
+        savings = {
+            world.trust(i).ods_code: service.trust_savings(
+                session, world.trust(i).ods_code, window=window, method=method, limit=100
+            )
+            for i in range(6)
+        }
+    reported = {p: v for p, v in views.items() if v.variance is not None}
+    assert 3 <= len(reported) < len(products)
+    assert products[0].id not in reported
+    assert elsewhere.items == []
+    listed = {item["product_id"]: item for item in ranking.items}
+    assert set(listed) == set(reported)
+    for product_id, view in reported.items():
+        variance = view.variance
+        expected = distribution_fields(
+            variance.distribution, variance.benchmark, variance.possible_savings_pence
+        )
+        assert {k: listed[product_id][k] for k in expected} == expected, product_id
+        assert listed[product_id]["outliers"] == variance.outliers
+    assert ranking.total_possible_savings_pence == sum(
+        v.variance.possible_savings_pence for v in reported.values()
+    )
+    for ods, page in savings.items():
+        shown = {item["product_id"]: item["possible_savings_pence"] for item in page.items}
+        counted = {
+            product_id: row["possible_savings_pence"]
+            for product_id, view in reported.items()
+            for row in view.trusts
+            if row["ods_code"] == ods and row["counted_in_totals"]
+        }
+        assert shown == counted, ods
 
 
 def test_custom_window_is_summed_from_the_rollups(client, market):
