@@ -574,46 +574,49 @@ def _columns_query(session: Session, totals: Any, where: Any = None) -> Select[A
 COLUMNS_PER_FETCH = 1000
 
 
+def pair_totals(
+    session: Session,
+    window: Window,
+    *,
+    product_ids: Sequence[str] | None = None,
+    trust_id: str | None = None,
+) -> Select[Any]:
+    """``(product_id, trust_id, units, spend_pence)`` per pair over ``window`` (these products,
+    this trust's): the default-window totals when the caches describe ``window``, otherwise
+    summed from the rollups. Pairs with no units are left out."""
+    if cached_window(session) == window:
+        cached = TrustWindowTotal.__table__.c
+        stmt = select(cached.product_id, cached.trust_id, cached.units, cached.spend_pence)
+        if product_ids is not None:
+            stmt = stmt.where(cached.product_id.in_(product_ids))
+        if trust_id is not None:
+            stmt = stmt.where(cached.trust_id == trust_id)
+        return stmt.where(cached.units > 0)
+    pairs = window_totals(window, product_ids=product_ids, trust_id=trust_id).subquery()
+    return select(
+        pairs.c.product_id,
+        pairs.c.trust_id,
+        cast(pairs.c.units, TrustWindowTotal.units.type).label("units"),
+        cast(pairs.c.spend_pence, TrustWindowTotal.spend_pence.type).label("spend_pence"),
+    ).where(pairs.c.units > 0)
+
+
 def window_columns(
     session: Session, window: Window, product_ids: Sequence[str] | None = None
 ) -> Iterator[ProductColumns]:
     """Each product's trusts' units and spends over ``window`` (all products, or these), one
-    product at a time as the database streams them; pairs with no units are left out. From the
-    default-window totals when the caches describe ``window``, otherwise summed from the
-    rollups: the columns ``summarise_many`` takes, for any window."""
-    if cached_window(session) == window:
-        cached = TrustWindowTotal.__table__.c
-        totals = select(cached.product_id, cached.units, cached.spend_pence)
-        if product_ids is not None:
-            totals = totals.where(cached.product_id.in_(product_ids))
-        totals = totals.where(cached.units > 0)
-    else:
-        pairs = window_totals(window, product_ids=product_ids).subquery()
-        totals = select(
-            pairs.c.product_id,
-            cast(pairs.c.units, TrustWindowTotal.units.type).label("units"),
-            cast(pairs.c.spend_pence, TrustWindowTotal.spend_pence.type).label("spend_pence"),
-        ).where(pairs.c.units > 0)
-    stmt = _columns_query(session, totals.subquery())
+    product at a time as the database streams them (``pair_totals``): the columns
+    ``summarise_many`` takes, for any window."""
+    totals = pair_totals(session, window, product_ids=product_ids).subquery()
+    stmt = _columns_query(session, totals)
     rows = session.connection().execute(stmt.execution_options(yield_per=COLUMNS_PER_FETCH))
     yield from _parse_columns(rows, as_text=_dialect(session) != "postgresql")
 
 
 def trust_totals(session: Session, window: Window, trust_id: str) -> dict[str, tuple[int, int]]:
-    """The products one trust bought over ``window``, each with its units and spend: from the
-    default-window totals when the caches describe ``window``, otherwise from the rollups."""
-    if cached_window(session) == window:
-        cached = TrustWindowTotal
-        stmt = select(cached.product_id, cached.trust_id, cached.units, cached.spend_pence).where(
-            cached.trust_id == trust_id
-        )
-    else:
-        stmt = window_totals(window, trust_id=trust_id)
-    return {
-        product_id: (int(units), int(spend))
-        for product_id, _, units, spend in session.execute(stmt)
-        if units and units > 0
-    }
+    """The products one trust bought over ``window``, each with its units and spend."""
+    stmt = pair_totals(session, window, trust_id=trust_id)
+    return {p: (int(units), int(spend)) for p, _, units, spend in session.execute(stmt)}
 
 
 def _parse_columns(rows: Iterable[Any], as_text: bool) -> Iterator[ProductColumns]:

@@ -57,13 +57,13 @@ from .rollups import (
     cached_window,
     chunks,
     ensure_current,
+    pair_totals,
     recompute_products,
     refresh,
     trust_totals,
     window_columns,
 )
 from .rollups import today_utc as today_utc
-from .rollups import window_totals as window_totals
 
 IMPORT_BATCH = 2000
 FLUSH_ROLLUPS_ABOVE = 20_000  # rollup deltas an import collects before it adds them (memory)
@@ -688,23 +688,11 @@ def product_changed(session: Session, product_id: str, *, today: date | None = N
 def _totals(
     session: Session, window: Window, product_ids: Sequence[str]
 ) -> dict[str, list[m.TrustTotal]]:
-    """Per-trust totals of these products over ``window``: from the default-window cache when
-    it describes this window, otherwise summed from the rollups."""
-    if cached_window(session) == window:
-        stmt = select(
-            TrustWindowTotal.product_id,
-            TrustWindowTotal.trust_id,
-            TrustWindowTotal.units,
-            TrustWindowTotal.spend_pence,
-        ).where(TrustWindowTotal.product_id.in_(product_ids))
-    else:
-        stmt = window_totals(window, product_ids=product_ids)
+    """Per-trust totals of these products over ``window`` (``pair_totals``)."""
     grouped: dict[str, list[m.TrustTotal]] = {}
+    stmt = pair_totals(session, window, product_ids=product_ids)
     for product_id, trust_id, units, spend in session.execute(stmt):
-        if units and units > 0:
-            grouped.setdefault(product_id, []).append(
-                m.TrustTotal(trust_id, int(units), int(spend))
-            )
+        grouped.setdefault(product_id, []).append(m.TrustTotal(trust_id, int(units), int(spend)))
     return grouped
 
 
