@@ -259,8 +259,8 @@ def load_categories(
             for name, value in values.items():
                 setattr(category, name, value)
             after = audit.snapshot(category, CATEGORY_FIELDS)
-            if after != before:
-                changed = [name for name in CATEGORY_FIELDS if after[name] != before[name]]
+            changed = [name for name in CATEGORY_FIELDS if after[name] != before[name]]
+            if changed:
                 audit.record(
                     session,
                     actor,
@@ -270,7 +270,7 @@ def load_categories(
                     before={name: before[name] for name in changed},
                     after={name: after[name] for name in changed},
                 )
-            if any(after[name] != before[name] for name in _SEARCHED_CATEGORY_FIELDS):
+            if any(name in _SEARCHED_CATEGORY_FIELDS for name in changed):
                 changed_paths.append(category.path)
     session.flush()
     if changed_paths:

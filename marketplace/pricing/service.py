@@ -1070,7 +1070,7 @@ def trust_savings(
 Opportunities = list[tuple[int, str, dict[str, Any]]]  # (savings pence, product id, item)
 
 
-class _CachedSaving(NamedTuple):
+class _SavingRow(NamedTuple):
     """A trust's row for one product (from the default-window caches, or computed), and its
     saving: in decimals from the decimal benchmark (within ``error`` of the exact one) or exact
     (error 0)."""
@@ -1085,7 +1085,7 @@ class _CachedSaving(NamedTuple):
     saving: Decimal | Fraction
     error: Decimal
 
-    def exactly(self, benchmark: Fraction) -> _CachedSaving:
+    def exactly(self, benchmark: Fraction) -> _SavingRow:
         saving = m.possible_savings(self.spend, self.units, benchmark)
         return self._replace(saving=saving, error=Decimal(0))
 
@@ -1094,11 +1094,7 @@ def _cached_opportunities(
     session: Session, trust_id: str, window: Window, method: m.Method
 ) -> tuple[Opportunities, Fraction]:
     """The trust's counted savings from the default-window caches (any benchmark centile)."""
-    return _opportunities(
-        _cached_savings(session, trust_id, method),
-        method,
-        lambda product_ids: _exact_benchmarks(session, window, product_ids, method.benchmark),
-    )
+    return _opportunities(session, window, _cached_savings(session, trust_id, method), method)
 
 
 def _computed_opportunities(
@@ -1113,7 +1109,7 @@ def _computed_opportunities(
         for chunk in chunks(sorted(mine))
         for product in window_columns(session, window, chunk)
     )
-    rows: list[_CachedSaving] = []
+    rows: list[_SavingRow] = []
     for product_id, summary, variance in _summarised(session, columns, method):
         dist = variance.distribution
         units, spend = mine[product_id]
@@ -1121,18 +1117,11 @@ def _computed_opportunities(
         rows.append(
             _saving(product_id, summary.name, units, spend, dist.n_trusts, benchmark, dist.median)
         )
-    return _opportunities(
-        rows,
-        method,
-        lambda product_ids: _exact_benchmarks(session, window, product_ids, method.benchmark),
-    )
-
-
-ExactBenchmarks = Callable[[Sequence[str]], dict[str, Fraction]]
+    return _opportunities(session, window, rows, method)
 
 
 def _opportunities(
-    rows: list[_CachedSaving], method: m.Method, exact_benchmarks: ExactBenchmarks
+    session: Session, window: Window, rows: list[_SavingRow], method: m.Method
 ) -> tuple[Opportunities, Fraction]:
     """The counted savings among a trust's ``rows`` (one per reported product), as items, and
     their exact total.
@@ -1140,15 +1129,16 @@ def _opportunities(
     A row's benchmark is a decimal (28 digits) of an exact fraction, so a saving computed
     from it is a hair off the exact one. Where that hair could decide whether it counts or
     which way it rounds (it is that close to 0, the minimum or a half penny), the product's
-    exact benchmark is asked of ``exact_benchmarks``; so is every product's, when the total
-    is that close to a half penny."""
+    exact benchmark over ``window`` is computed; so is every product's, when the total is that
+    close to a half penny."""
     minimum = method.min_savings_pence
     unsure = {r.product_id for r in rows if m.too_close_to_call(r.saving, r.error, minimum)}
-    rows = _exactly(rows, unsure, exact_benchmarks)
+    rows = _exactly(session, window, rows, unsure, method.benchmark)
     counted = [r for r in rows if m.counts(r.saving, minimum)]
     total = sum((Fraction(r.saving) for r in counted), Fraction(0))
     if m.near_half_penny(total, sum((r.error for r in counted), Decimal(0))):
-        counted = _exactly(counted, {r.product_id for r in counted}, exact_benchmarks)
+        every = {r.product_id for r in counted}
+        counted = _exactly(session, window, counted, every, method.benchmark)
         total = sum((Fraction(r.saving) for r in counted), Fraction(0))
     items = [
         _trust_item(
@@ -1175,9 +1165,9 @@ def _saving(
     n_trusts: int,
     benchmark: Decimal,
     median: Decimal,
-) -> _CachedSaving:
+) -> _SavingRow:
     """A trust's row for one product, its saving in decimals from the decimal benchmark."""
-    return _CachedSaving(
+    return _SavingRow(
         product_id,
         name,
         units,
@@ -1190,7 +1180,7 @@ def _saving(
     )
 
 
-def _cached_savings(session: Session, trust_id: str, method: m.Method) -> list[_CachedSaving]:
+def _cached_savings(session: Session, trust_id: str, method: m.Method) -> list[_SavingRow]:
     centile = {
         "p10": ProductStats.p10_price,
         "p25": ProductStats.p25_price,
@@ -1220,14 +1210,14 @@ def _cached_savings(session: Session, trust_id: str, method: m.Method) -> list[_
 
 
 def _exactly(
-    rows: list[_CachedSaving], product_ids: set[str], exact_benchmarks: ExactBenchmarks
-) -> list[_CachedSaving]:
+    session: Session, window: Window, rows: list[_SavingRow], product_ids: set[str], benchmark: str
+) -> list[_SavingRow]:
     """``rows``, with the savings of these products' rows computed exactly (not again for a
-    row that already is)."""
+    row that already is), from their exact benchmark centile over ``window``."""
     wanted = {r.product_id for r in rows if r.product_id in product_ids and r.error}
     if not wanted:
         return rows
-    exact = exact_benchmarks(sorted(wanted))
+    exact = _exact_benchmarks(session, window, sorted(wanted), benchmark)
     return [r.exactly(exact[r.product_id]) if r.product_id in wanted else r for r in rows]
 
 
